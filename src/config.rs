@@ -1,0 +1,535 @@
+//! Configuration: the TOML schema (design §6), its defaults, and validation into [`Config`].
+//!
+//! Loading is read → parse (unknown keys refused, so a typo in a policy key fails loudly) →
+//! validate. Every failure is one [`ConfigError`] whose text names the key; `main` prints it on
+//! one line and exits with 64 (`EX_USAGE`). Every key is documented in
+//! `config/b24-audit-proxy.example.toml`; keep the two in step.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code for a bad configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// One readable line that names the offending key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config: {}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// === raw file schema ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: FileServer,
+    upstream: FileUpstream,
+    audit: FileAudit,
+    admin: FileAdmin,
+    #[serde(default)]
+    policy: FilePolicy,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: String,
+    max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    url: String,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    pool_idle_timeout: Option<String>,
+    pool_max_idle: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    database: PathBuf,
+    key_file: Option<PathBuf>,
+    queue_capacity: Option<usize>,
+    max_batch: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    shadow: Option<bool>,
+    deny_empty_type_ids: Option<bool>,
+    protected_solution_ids: Option<Vec<i64>>,
+    deny_delete: Option<bool>,
+    max_type_ids_removed: Option<usize>,
+    allowed_user_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+// === validated config ===
+
+/// Defaults, with the reason for each value.
+pub mod defaults {
+    use std::time::Duration;
+    /// A workplace update is a few hundred bytes; 1 MiB leaves room for a 50-command batch
+    /// while keeping a buffered watched call cheap. Pass-through bodies are streamed, not capped.
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Each idle keep-alive connection costs a few KiB; 10,000 stays far below typical fd limits.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Long enough for a slow mobile client, short enough to shed slowloris connections.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// In-flight calls get this long to finish on SIGTERM before connections are closed.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The cloud portal stops a request after 60 s; waiting a little longer sees its own answer.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(65);
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    pub const POOL_MAX_IDLE: usize = 64;
+    /// Requests waiting for the audit writer; past this a watched call is refused with 503
+    /// rather than queued without bound.
+    pub const AUDIT_QUEUE: usize = 4096;
+    /// Requests committed in one transaction (one fsync) at most.
+    pub const AUDIT_MAX_BATCH: usize = 512;
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub audit: AuditConfig,
+    pub admin: AdminConfig,
+    pub policy: PolicyConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Scheme and authority only (`https://portal.example`); requests keep their own path.
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+impl UpstreamConfig {
+    pub fn is_https(&self) -> bool {
+        self.url.scheme_str() == Some("https")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub database: PathBuf,
+    pub key_file: PathBuf,
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub shadow: bool,
+    pub deny_empty_type_ids: bool,
+    pub protected_solution_ids: Vec<i64>,
+    pub deny_delete: bool,
+    pub max_type_ids_removed: Option<usize>,
+    pub allowed_user_ids: Option<Vec<String>>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            shadow: false,
+            deny_empty_type_ids: true,
+            protected_solution_ids: Vec::new(),
+            deny_delete: false,
+            max_type_ids_removed: None,
+            allowed_user_ids: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        validate(raw)
+    }
+}
+
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let msg = e.message().replace('\n', " ");
+    match line {
+        Some(l) => ConfigError::new("", format!("line {l}: {msg}")),
+        None => ConfigError::new("", msg),
+    }
+}
+
+fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
+    let listen = addr("server.listen", &raw.server.listen)?;
+    let admin = addr("admin.listen", &raw.admin.listen)?;
+    if listen == admin && listen.port() != 0 {
+        return Err(ConfigError::new(
+            "admin.listen",
+            "must differ from server.listen",
+        ));
+    }
+    let server = ServerConfig {
+        listen,
+        max_body_bytes: positive(
+            "server.max_body_bytes",
+            raw.server.max_body_bytes,
+            defaults::MAX_BODY_BYTES,
+        )?,
+        max_connections: positive(
+            "server.max_connections",
+            raw.server.max_connections,
+            defaults::MAX_CONNECTIONS,
+        )?,
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            raw.server.header_read_timeout.as_deref(),
+            defaults::HEADER_READ_TIMEOUT,
+        )?,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            raw.server.shutdown_grace.as_deref(),
+            defaults::SHUTDOWN_GRACE,
+        )?,
+    };
+    let upstream = UpstreamConfig {
+        url: upstream_url(&raw.upstream.url)?,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            raw.upstream.connect_timeout.as_deref(),
+            defaults::CONNECT_TIMEOUT,
+        )?,
+        request_timeout: duration(
+            "upstream.request_timeout",
+            raw.upstream.request_timeout.as_deref(),
+            defaults::REQUEST_TIMEOUT,
+        )?,
+        pool_idle_timeout: duration(
+            "upstream.pool_idle_timeout",
+            raw.upstream.pool_idle_timeout.as_deref(),
+            defaults::POOL_IDLE_TIMEOUT,
+        )?,
+        pool_max_idle: raw
+            .upstream
+            .pool_max_idle
+            .unwrap_or(defaults::POOL_MAX_IDLE),
+    };
+    if raw.audit.database.as_os_str().is_empty() {
+        return Err(ConfigError::new("audit.database", "must not be empty"));
+    }
+    let key_file = raw.audit.key_file.unwrap_or_else(|| {
+        let mut p = raw.audit.database.clone().into_os_string();
+        p.push(".key");
+        PathBuf::from(p)
+    });
+    let audit = AuditConfig {
+        database: raw.audit.database,
+        key_file,
+        queue_capacity: positive(
+            "audit.queue_capacity",
+            raw.audit.queue_capacity,
+            defaults::AUDIT_QUEUE,
+        )?,
+        max_batch: positive(
+            "audit.max_batch",
+            raw.audit.max_batch,
+            defaults::AUDIT_MAX_BATCH,
+        )?,
+    };
+    let d = PolicyConfig::default();
+    let policy = PolicyConfig {
+        shadow: raw.policy.shadow.unwrap_or(d.shadow),
+        deny_empty_type_ids: raw
+            .policy
+            .deny_empty_type_ids
+            .unwrap_or(d.deny_empty_type_ids),
+        protected_solution_ids: raw.policy.protected_solution_ids.unwrap_or_default(),
+        deny_delete: raw.policy.deny_delete.unwrap_or(d.deny_delete),
+        max_type_ids_removed: raw.policy.max_type_ids_removed,
+        allowed_user_ids: raw.policy.allowed_user_ids,
+    };
+    if policy.protected_solution_ids.iter().any(|id| *id <= 0) {
+        return Err(ConfigError::new(
+            "policy.protected_solution_ids",
+            "ids must be positive integers",
+        ));
+    }
+    let log = LogConfig {
+        format: match raw.log.format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("expected \"human\" or \"json\", got \"{other}\""),
+                ))
+            }
+        },
+        level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        return Err(ConfigError::new(
+            "log.level",
+            format!("invalid filter \"{}\"", log.level),
+        ));
+    }
+    Ok(Config {
+        server,
+        upstream,
+        audit,
+        admin: AdminConfig { listen: admin },
+        policy,
+        log,
+    })
+}
+
+fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("\"{value}\" is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::new(key, "must be greater than 0")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match parse_duration(v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(ConfigError::new(
+                key,
+                format!("\"{v}\" is not a duration like \"500ms\", \"10s\" or \"2m\""),
+            )),
+        },
+    }
+}
+
+/// `"500ms"`, `"10s"`, `"2m"`, `"1h"`.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn upstream_url(value: &str) -> Result<http::Uri, ConfigError> {
+    const KEY: &str = "upstream.url";
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| ConfigError::new(KEY, format!("\"{value}\" is not a URL")))?;
+    match uri.scheme_str() {
+        Some("https") | Some("http") => {}
+        _ => {
+            return Err(ConfigError::new(
+                KEY,
+                "must start with https:// (or http:// for local use)",
+            ))
+        }
+    }
+    if uri.authority().is_none() {
+        return Err(ConfigError::new(KEY, "must name a host"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(ConfigError::new(
+            KEY,
+            "must be the portal's address only (no path): requests keep their own /rest/ path",
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(ConfigError::new(KEY, "must not contain credentials"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "https://portal.example"
+[audit]
+database = "data/audit.db"
+[admin]
+listen = "127.0.0.1:9090"
+"#;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.server.max_body_bytes, defaults::MAX_BODY_BYTES);
+        assert!(c.policy.deny_empty_type_ids);
+        assert!(!c.policy.shadow);
+        assert_eq!(c.audit.key_file, PathBuf::from("data/audit.db.key"));
+        assert!(c.upstream.is_https());
+    }
+
+    #[test]
+    fn unknown_key_is_refused_and_named() {
+        let text = MINIMAL.replace("[admin]", "[admin]\nlisen = \"x\"");
+        let e = Config::parse(&text).expect_err("unknown key");
+        assert!(e.to_string().contains("lisen"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                MINIMAL.replace("127.0.0.1:8080", "nowhere"),
+                "server.listen",
+            ),
+            (
+                MINIMAL.replace("https://portal.example", "ftp://x"),
+                "upstream.url",
+            ),
+            (
+                MINIMAL.replace("https://portal.example", "https://portal.example/rest/1/x/"),
+                "upstream.url",
+            ),
+            (
+                format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"),
+                "log.format",
+            ),
+            (
+                MINIMAL.replace(
+                    "listen = \"127.0.0.1:8080\"",
+                    "listen = \"127.0.0.1:8080\"\nheader_read_timeout = \"soon\"",
+                ),
+                "server.header_read_timeout",
+            ),
+            (
+                format!("{MINIMAL}\n[policy]\nprotected_solution_ids = [0]\n"),
+                "policy.protected_solution_ids",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(&text).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_section_is_refused() {
+        let text = MINIMAL.replace("[admin]\nlisten = \"127.0.0.1:9090\"\n", "");
+        let e = Config::parse(&text).expect_err("missing admin");
+        assert!(e.to_string().contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../config/b24-audit-proxy.example.toml");
+        Config::parse(text).expect("the documented example must load");
+    }
+}

@@ -1,0 +1,237 @@
+//! `ProxyError`: every way a request can fail inside the proxy, and the one table that maps each
+//! to an HTTP status and a portal-style error code.
+//!
+//! The phases of the pipeline return `Result<_, ProxyError>` and use `?`; only
+//! `pipeline::Pipeline::handle` turns the error into a response (through `rest::envelope`). The
+//! descriptions are written for the caller and never contain request bytes, so a secret can not
+//! leak through an error message.
+
+use http::StatusCode;
+use thiserror::Error;
+
+/// Where a failure came from: it picks the status class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorOrigin {
+    /// The caller sent something the proxy will not forward (4xx).
+    Client,
+    /// The portal could not be reached or answered badly (502/504).
+    Upstream,
+    /// The proxy itself could not do its job (503/500).
+    Internal,
+}
+
+/// How an upstream exchange failed, as counted in metrics (`kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made: nothing reached the portal.
+    Connect,
+    /// No answer within the configured time.
+    Timeout,
+    /// The connection broke after the request was sent.
+    Reset,
+    /// The portal answered, but not with what the proxy needs to read (e.g. invalid JSON).
+    Invalid,
+}
+
+impl UpstreamFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    /// Only `/rest/` is proxied; other portal pages (and their side doors into the same
+    /// controllers) are not reachable through the proxy.
+    #[error("only the portal's /rest/ endpoint is served by this proxy")]
+    NotFound,
+
+    /// A path the portal would normalise into something else than its literal form.
+    #[error("non-canonical REST path: {0}")]
+    NonCanonicalPath(&'static str),
+
+    /// A watched call the proxy cannot read the way the portal will (design §3.2).
+    #[error("{reason}")]
+    Uninterpretable { code: &'static str, reason: String },
+
+    /// A watched call's body is over `server.max_body_bytes`.
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+
+    /// The client's body could not be read.
+    #[error("the request body could not be read")]
+    ClientBody,
+
+    /// A policy rule refused the change.
+    #[error("refused by policy rule \"{rule}\": {reason} (audit event {event_id})")]
+    PolicyViolation {
+        rule: String,
+        reason: String,
+        event_id: String,
+    },
+
+    /// The audit trail cannot make the intent durable, so the change is not forwarded.
+    #[error("the audit trail is unavailable; the change was not forwarded")]
+    AuditUnavailable,
+
+    #[error("{}", upstream_message(*.0))]
+    Upstream(UpstreamFailure),
+
+    /// A bug: details are logged, the caller gets a generic message.
+    #[error("internal proxy error")]
+    Internal(String),
+}
+
+fn upstream_message(kind: UpstreamFailure) -> &'static str {
+    match kind {
+        UpstreamFailure::Connect => "the portal could not be reached",
+        UpstreamFailure::Timeout => "the portal did not answer in time",
+        UpstreamFailure::Reset => "the connection to the portal broke before it answered",
+        UpstreamFailure::Invalid => "the portal's answer could not be read",
+    }
+}
+
+impl ProxyError {
+    pub fn uninterpretable(code: &'static str, reason: impl Into<String>) -> ProxyError {
+        ProxyError::Uninterpretable {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn origin(&self) -> ErrorOrigin {
+        match self {
+            ProxyError::NotFound
+            | ProxyError::NonCanonicalPath(_)
+            | ProxyError::Uninterpretable { .. }
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBody
+            | ProxyError::PolicyViolation { .. } => ErrorOrigin::Client,
+            ProxyError::Upstream(_) => ErrorOrigin::Upstream,
+            ProxyError::AuditUnavailable | ProxyError::Internal(_) => ErrorOrigin::Internal,
+        }
+    }
+
+    /// The status table. Refusals are 4xx and never 401/429/5xx, because SDKs retry or refresh
+    /// tokens on those (protocol §6.5/§6.6); only a genuinely transient proxy state answers 503.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::NonCanonicalPath(_)
+            | ProxyError::Uninterpretable { .. }
+            | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::PolicyViolation { .. } => StatusCode::FORBIDDEN,
+            ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NotFound => "NOT_FOUND",
+            ProxyError::NonCanonicalPath(_) => "NON_CANONICAL_PATH",
+            ProxyError::Uninterpretable { code, .. } => code,
+            ProxyError::BodyTooLarge { .. } => "REQUEST_TOO_LARGE",
+            ProxyError::ClientBody => "INVALID_REQUEST_BODY",
+            ProxyError::PolicyViolation { .. } => "POLICY_VIOLATION",
+            ProxyError::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            ProxyError::Upstream(UpstreamFailure::Timeout) => "UPSTREAM_TIMEOUT",
+            ProxyError::Upstream(UpstreamFailure::Invalid) => "UPSTREAM_INVALID_RESPONSE",
+            ProxyError::Upstream(_) => "UPSTREAM_UNAVAILABLE",
+            ProxyError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The text for `error_description`.
+    pub fn description(&self) -> String {
+        self.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins status and code for every variant: clients and dashboards rely on them.
+    #[test]
+    fn status_and_code_table() {
+        let rows: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::NotFound, 404, "NOT_FOUND"),
+            (ProxyError::NonCanonicalPath("x"), 400, "NON_CANONICAL_PATH"),
+            (
+                ProxyError::uninterpretable("AMBIGUOUS_PARAMETER", "x"),
+                400,
+                "AMBIGUOUS_PARAMETER",
+            ),
+            (
+                ProxyError::BodyTooLarge { limit: 1 },
+                413,
+                "REQUEST_TOO_LARGE",
+            ),
+            (ProxyError::ClientBody, 400, "INVALID_REQUEST_BODY"),
+            (
+                ProxyError::PolicyViolation {
+                    rule: "r".into(),
+                    reason: "x".into(),
+                    event_id: "e".into(),
+                },
+                403,
+                "POLICY_VIOLATION",
+            ),
+            (ProxyError::AuditUnavailable, 503, "AUDIT_UNAVAILABLE"),
+            (
+                ProxyError::Upstream(UpstreamFailure::Connect),
+                502,
+                "UPSTREAM_UNAVAILABLE",
+            ),
+            (
+                ProxyError::Upstream(UpstreamFailure::Reset),
+                502,
+                "UPSTREAM_UNAVAILABLE",
+            ),
+            (
+                ProxyError::Upstream(UpstreamFailure::Timeout),
+                504,
+                "UPSTREAM_TIMEOUT",
+            ),
+            (
+                ProxyError::Upstream(UpstreamFailure::Invalid),
+                502,
+                "UPSTREAM_INVALID_RESPONSE",
+            ),
+            (ProxyError::Internal("boom".into()), 500, "INTERNAL_ERROR"),
+        ];
+        for (err, status, code) in rows {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code, "{err:?}");
+            assert!(!err.status().is_redirection() && !err.status().is_success());
+        }
+    }
+
+    #[test]
+    fn policy_description_names_rule_and_event() {
+        let e = ProxyError::PolicyViolation {
+            rule: "deny_empty_type_ids".into(),
+            reason: "would unbind every smart process".into(),
+            event_id: "evt-1".into(),
+        };
+        let d = e.description();
+        assert!(d.contains("deny_empty_type_ids") && d.contains("evt-1"));
+    }
+
+    #[test]
+    fn internal_details_are_not_shown() {
+        assert_eq!(
+            ProxyError::Internal("secret detail".into()).description(),
+            "internal proxy error"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! # b24-audit-proxy
+//!
+//! An audit-logging reverse proxy for a Bitrix24 portal's REST endpoint. Integrations point
+//! their webhook URL at the proxy instead of the portal; every call passes through, and every
+//! call that changes a digital workplace (`crm.automatedsolution.*`) is read the way the portal
+//! reads it, checked against policy, recorded in a tamper-evident SQLite trail before it is
+//! forwarded, and recorded again with its outcome.
+//!
+//! ## The pipeline, in order (`pipeline.rs`)
+//! 1. classify — `rest::route`: path → REST method and path credential (never reads a body)
+//! 2. pass through — `upstream`: unwatched calls, streamed both ways
+//! 3. interpret — `mutation`, `rest::params`, `rest::batch`: watched calls → `Mutation`
+//! 4. snapshot — prior state under the workplace's lock (`locks`)
+//! 5. decide — `policy`
+//! 6. record intent — `audit` (durable before anything is forwarded)
+//! 7. forward — the canonical re-encoding (`mutation::canonical`)
+//! 8. record outcome — status, portal error, after-state
+//! 9. respond — the portal's bytes plus `X-Audit-Event-Id`
+//!
+//! ## Layout
+//! - `config` — TOML schema, defaults, validation (exit 64 on bad config)
+//! - `error` — `ProxyError`, the status/code table; `rest::envelope` renders it
+//! - `server` — listeners, connection cap, graceful shutdown; `admin` — metrics and health
+//! - `audit` — entries, the writer thread with group commit, hash chain, migrations, queries
+//! - `secrets` — keyed fingerprints and log redaction; `metrics` — every metric, defined once
+//! - `portal_sim` — the bundled portal simulator; `demo` — the guided demo
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod admin;
+pub mod audit;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod locks;
+pub mod metrics;
+pub mod mutation;
+pub mod pipeline;
+pub mod policy;
+pub mod portal_sim;
+pub mod rest;
+pub mod secrets;
+pub mod server;
+pub mod upstream;
+pub mod watched;
+
+pub use server::{start, Running};

@@ -1,0 +1,304 @@
+//! Every metric the proxy exports, defined once, under the `b24proxy_` prefix, in base units.
+//!
+//! Labels are bounded by construction: the REST method label is a watched method's canonical
+//! name or `other`, status is a class (`2xx`…), rules and outcomes come from closed lists. No
+//! path, id, user or token ever becomes a label. The pass-through counters are resolved once
+//! at start-up so the hot path does no label lookup.
+
+use crate::audit::{AuditObserver, Outcome};
+use crate::watched::Watched;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: from a fast loopback pass-through (100 µs) to a slow portal (60 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Audit commits are fsync-bound: 50 µs to a few seconds on a struggling disk.
+const AUDIT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    5.0,
+];
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    pass_through_requests: [IntCounter; 5],
+    request_duration: HistogramVec,
+    pass_through_duration: Histogram,
+    upstream_duration: HistogramVec,
+    pub policy_decisions: IntCounterVec,
+    pub audit_events: IntCounterVec,
+    pub audit_write_duration: Histogram,
+    pub audit_commit_duration: Histogram,
+    pub audit_commit_requests: Histogram,
+    pub audit_queue_depth: IntGauge,
+    pub audit_write_failures: IntCounter,
+    pub upstream_errors: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub open_connections: IntGauge,
+}
+
+/// Which upstream exchange a duration belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamPhase {
+    Snapshot,
+    Forward,
+    Reread,
+    PassThrough,
+}
+
+impl UpstreamPhase {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamPhase::Snapshot => "snapshot",
+            UpstreamPhase::Forward => "forward",
+            UpstreamPhase::Reread => "reread",
+            UpstreamPhase::PassThrough => "pass_through",
+        }
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5)) - 1
+}
+
+impl Metrics {
+    /// Builds and registers every metric. Only fails on a programming error (a duplicate or
+    /// malformed name), which the unit test below catches.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("b24proxy_requests_total", "REST calls answered, by method (watched methods by name, everything else \"other\") and status class."),
+            &["method", "status_class"],
+        )?;
+        let pass_through_requests =
+            STATUS_CLASSES.map(|c| requests.with_label_values(&["other", c]));
+        for w in Watched::ALL {
+            for c in STATUS_CLASSES {
+                requests.with_label_values(&[w.method(), c]);
+            }
+        }
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "b24proxy_request_duration_seconds",
+                "Time from request head received to response head sent, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let pass_through_duration = request_duration.with_label_values(&["pass_through"]);
+        request_duration.with_label_values(&["watched"]);
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "b24proxy_upstream_duration_seconds",
+                "Time waiting for the portal, by phase (snapshot, forward, reread, pass_through).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["phase"],
+        )?;
+        for p in [
+            UpstreamPhase::Snapshot,
+            UpstreamPhase::Forward,
+            UpstreamPhase::Reread,
+            UpstreamPhase::PassThrough,
+        ] {
+            upstream_duration.with_label_values(&[p.label()]);
+        }
+        let policy_decisions = IntCounterVec::new(
+            Opts::new(
+                "b24proxy_policy_decisions_total",
+                "Policy decisions on watched calls, by rule (\"none\" when allowed) and decision.",
+            ),
+            &["rule", "decision"],
+        )?;
+        policy_decisions.with_label_values(&["none", "allow"]);
+        for r in crate::policy::rules::ALL {
+            policy_decisions.with_label_values(&[r, "deny"]);
+        }
+        let audit_events = IntCounterVec::new(
+            Opts::new(
+                "b24proxy_audit_events_total",
+                "Audited mutations whose outcome was committed to the trail, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        for o in Outcome::ALL {
+            audit_events.with_label_values(&[o.as_str()]);
+        }
+        let audit_write_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "b24proxy_audit_write_duration_seconds",
+                "Time for one request's entries to become durable: queue wait plus group commit.",
+            )
+            .buckets(AUDIT_BUCKETS.to_vec()),
+        )?;
+        let audit_commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "b24proxy_audit_commit_duration_seconds",
+                "Duration of one group-commit transaction (including fsync).",
+            )
+            .buckets(AUDIT_BUCKETS.to_vec()),
+        )?;
+        let audit_commit_requests = Histogram::with_opts(
+            HistogramOpts::new(
+                "b24proxy_audit_commit_requests",
+                "Requests committed together in one group-commit transaction.",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
+        )?;
+        let audit_queue_depth = IntGauge::new(
+            "b24proxy_audit_queue_depth",
+            "Requests waiting for the audit writer.",
+        )?;
+        let audit_write_failures = IntCounter::new(
+            "b24proxy_audit_write_failures_total",
+            "Requests whose audit entries could not be committed (the change was not forwarded, or its outcome awaits reconciliation).",
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("b24proxy_upstream_errors_total", "Failed exchanges with the portal, by kind (connect, timeout, reset, invalid, status)."),
+            &["kind"],
+        )?;
+        for k in ["connect", "timeout", "reset", "invalid", "status"] {
+            upstream_errors.with_label_values(&[k]);
+        }
+        let in_flight = IntGauge::new("b24proxy_in_flight_requests", "Requests being handled.")?;
+        let open_connections =
+            IntGauge::new("b24proxy_open_connections", "Client connections open.")?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "b24proxy_build_info",
+                "Always 1; the labels say which build is running.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(policy_decisions.clone()))?;
+        registry.register(Box::new(audit_events.clone()))?;
+        registry.register(Box::new(audit_write_duration.clone()))?;
+        registry.register(Box::new(audit_commit_duration.clone()))?;
+        registry.register(Box::new(audit_commit_requests.clone()))?;
+        registry.register(Box::new(audit_queue_depth.clone()))?;
+        registry.register(Box::new(audit_write_failures.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            pass_through_requests,
+            request_duration,
+            pass_through_duration,
+            upstream_duration,
+            policy_decisions,
+            audit_events,
+            audit_write_duration,
+            audit_commit_duration,
+            audit_commit_requests,
+            audit_queue_depth,
+            audit_write_failures,
+            upstream_errors,
+            in_flight,
+            open_connections,
+        })
+    }
+
+    /// One answered request. `method` is `None` for pass-through.
+    pub fn request(&self, method: Option<&'static str>, status: u16, seconds: f64) {
+        match method {
+            None => {
+                self.pass_through_requests[class_index(status)].inc();
+                self.pass_through_duration.observe(seconds);
+            }
+            Some(m) => {
+                self.requests
+                    .with_label_values(&[m, STATUS_CLASSES[class_index(status)]])
+                    .inc();
+                self.request_duration
+                    .with_label_values(&["watched"])
+                    .observe(seconds);
+            }
+        }
+    }
+
+    pub fn upstream(&self, phase: UpstreamPhase, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[phase.label()])
+            .observe(seconds);
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn decision(&self, rule: Option<&str>, decision: &str) {
+        self.policy_decisions
+            .with_label_values(&[rule.unwrap_or("none"), decision])
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on a malformed family, which registration prevents.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            buf.clear();
+        }
+        buf
+    }
+}
+
+impl AuditObserver for Metrics {
+    fn committed(&self, requests: usize, outcomes: &[Outcome], seconds: f64) {
+        self.audit_commit_duration.observe(seconds);
+        self.audit_commit_requests.observe(requests as f64);
+        for o in outcomes {
+            self.audit_events.with_label_values(&[o.as_str()]).inc();
+        }
+    }
+
+    fn write_failed(&self) {
+        self.audit_write_failures.inc();
+    }
+
+    fn request_latency(&self, seconds: f64) {
+        self.audit_write_duration.observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_renders_with_bounded_labels() {
+        let m = Metrics::new().expect("metrics");
+        m.request(None, 200, 0.001);
+        m.request(Some("crm.automatedsolution.update"), 403, 0.01);
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(text.contains("b24proxy_requests_total{method=\"other\",status_class=\"2xx\"} 1"));
+        assert!(text.contains("b24proxy_requests_total{method=\"crm.automatedsolution.update\",status_class=\"4xx\"} 1"));
+        assert!(text.contains("b24proxy_build_info{version="));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("b24proxy_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,737 @@
+//! Interpret: a watched `crm.automatedsolution.*` call → a [`Mutation`] (what will change) and
+//! the caller's [`Credential`]; and the canonical re-encoding that is forwarded instead of the
+//! client's bytes (design §3.3), so no parser difference between proxy and portal can turn the
+//! evaluated call into another one.
+//!
+//! The reading is strict where the portal is lenient (design §3.2): duplicate or mis-spelled
+//! keys, ids that only PHP's coercion turns into numbers, more than one credential, unknown
+//! field names — all refused with a 400 that says which parameter.
+
+use crate::error::ProxyError;
+use crate::rest::params::{parse_str, request_params, BodyEncoding, ParamError};
+use crate::rest::php::{Array, Value};
+use crate::rest::route::{PathWebhook, Route};
+use http::{HeaderMap, Method};
+use serde::Serialize;
+use serde_json::json;
+
+/// Which change a call makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationKind {
+    Update,
+    Add,
+    Delete,
+}
+
+impl MutationKind {
+    pub fn method(self) -> &'static str {
+        match self {
+            MutationKind::Update => "crm.automatedsolution.update",
+            MutationKind::Add => "crm.automatedsolution.add",
+            MutationKind::Delete => "crm.automatedsolution.delete",
+        }
+    }
+}
+
+/// What one call will do, with every value already normalised the way the portal normalises it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    pub kind: MutationKind,
+    /// The workplace; `None` for `add`.
+    pub solution_id: Option<i64>,
+    /// The new title, when the call sets one.
+    pub title: Option<String>,
+    /// The new binding set (sorted, deduplicated, positive), when the call sets one.
+    pub type_ids: Option<Vec<i64>>,
+}
+
+impl Mutation {
+    /// The effective parameters, as recorded in the trail (no credential in it).
+    pub fn params_json(&self) -> serde_json::Value {
+        let mut fields = serde_json::Map::new();
+        if let Some(t) = &self.title {
+            fields.insert("title".into(), json!(t));
+        }
+        if let Some(ids) = &self.type_ids {
+            fields.insert("typeIds".into(), json!(ids));
+        }
+        let mut out = serde_json::Map::new();
+        if let Some(id) = self.solution_id {
+            out.insert("id".into(), json!(id));
+        }
+        if self.kind != MutationKind::Delete {
+            out.insert("fields".into(), serde_json::Value::Object(fields));
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// Where a parameter credential was found; it is forwarded in the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Query,
+    Body,
+}
+
+/// The caller's credential, exactly as it was presented. `Debug` never prints a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `/rest/{user}/{secret}/...`
+    WebhookPath(PathWebhook),
+    /// `aplogin` + `ap` parameters.
+    WebhookParams {
+        user: String,
+        secret: String,
+        place: Place,
+    },
+    /// `Authorization: Bearer ...` (the header value is forwarded as is).
+    Bearer(String),
+    /// `auth` or `access_token` parameter.
+    TokenParam {
+        name: &'static str,
+        token: String,
+        place: Place,
+    },
+    /// No credential: the portal will answer with its own auth error.
+    None,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.auth_kind())?;
+        if let Some(u) = self.user_id() {
+            write!(f, "(user {u})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Credential {
+    /// `webhook`, `oauth` or `none`, as recorded in the trail.
+    pub fn auth_kind(&self) -> &'static str {
+        match self {
+            Credential::WebhookPath(_) | Credential::WebhookParams { .. } => "webhook",
+            Credential::Bearer(_) | Credential::TokenParam { .. } => "oauth",
+            Credential::None => "none",
+        }
+    }
+
+    /// The webhook's user id (from the path or `aplogin`); OAuth callers have none here.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Credential::WebhookPath(w) => Some(&w.user),
+            Credential::WebhookParams { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// The secret material to fingerprint: webhook secret (with its user) or token.
+    pub fn secret_material(&self) -> Option<String> {
+        match self {
+            Credential::WebhookPath(w) => Some(format!("webhook:{}:{}", w.user, w.secret)),
+            Credential::WebhookParams { user, secret, .. } => {
+                Some(format!("webhook:{user}:{secret}"))
+            }
+            Credential::Bearer(h) => Some(format!("oauth:{}", bearer_token(h))),
+            Credential::TokenParam { token, .. } => Some(format!("oauth:{token}")),
+            Credential::None => None,
+        }
+    }
+}
+
+fn bearer_token(header: &str) -> &str {
+    header
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("bearer "))
+        .map_or(header, |_| header[7..].trim())
+}
+
+/// A watched call, read.
+#[derive(Debug, Clone)]
+pub struct Interpreted {
+    pub mutation: Mutation,
+    pub credential: Credential,
+    /// How the client encoded it (`json`, `form`, `query`), for the trail.
+    pub encoding: &'static str,
+}
+
+/// Reads a watched `crm.automatedsolution.*` call.
+pub fn interpret(
+    kind: MutationKind,
+    route: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &[u8],
+    body: &[u8],
+) -> Result<Interpreted, ProxyError> {
+    if route.transport == Some("xml") {
+        return Err(ProxyError::uninterpretable(
+            "UNSUPPORTED_TRANSPORT",
+            "audited methods are accepted with the JSON transport only (drop the .xml suffix)",
+        ));
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    let decoded = request_params(method, content_type, query, body).map_err(param_error)?;
+    let params = decoded.params;
+    let credential = credential(route, headers, query, &params)?;
+
+    for (k, _) in params.iter() {
+        let text = k.as_text();
+        let lower = text.to_ascii_lowercase();
+        if (lower == "id" || lower == "fields") && text != lower {
+            return Err(ProxyError::uninterpretable(
+                "AMBIGUOUS_PARAMETER",
+                format!("parameter '{text}' is spelled differently from '{lower}'; the portal ignores it"),
+            ));
+        }
+    }
+
+    let solution_id = match kind {
+        MutationKind::Add => None,
+        MutationKind::Update | MutationKind::Delete => Some(read_id(params.get_str("id"))?),
+    };
+    let (title, type_ids) = match (kind, params.get_str("fields")) {
+        (MutationKind::Delete, _) | (_, None) => (None, None),
+        (_, Some(Value::Array(fields))) => read_fields(fields)?,
+        (_, Some(_)) => {
+            return Err(ProxyError::uninterpretable(
+                "INVALID_PARAMETER",
+                "'fields' must be an object",
+            ))
+        }
+    };
+    let encoding = match decoded.body {
+        BodyEncoding::Json => "json",
+        BodyEncoding::Form | BodyEncoding::RawForm => "form",
+        BodyEncoding::None => "query",
+    };
+    Ok(Interpreted {
+        mutation: Mutation {
+            kind,
+            solution_id,
+            title,
+            type_ids,
+        },
+        credential,
+        encoding,
+    })
+}
+
+fn param_error(e: ParamError) -> ProxyError {
+    let code = match e {
+        ParamError::DuplicateKey(_) => "AMBIGUOUS_PARAMETER",
+        ParamError::TooManyVars(_) => "TOO_MANY_PARAMETERS",
+        ParamError::Multipart | ParamError::AmbiguousContentType | ParamError::JsonAsForm => {
+            "UNSUPPORTED_ENCODING"
+        }
+        ParamError::BodyIgnored => "UNSUPPORTED_ENCODING",
+        ParamError::InvalidUtf8
+        | ParamError::InvalidJson(_)
+        | ParamError::TooDeep
+        | ParamError::NotAnObject => "INVALID_REQUEST_BODY",
+    };
+    ProxyError::uninterpretable(code, e.to_string())
+}
+
+/// `id`: a JSON integer or a string of ASCII digits, positive (protocol §7.14). PHP would also
+/// coerce `" 5"`, `"5.9"` and `"1e1"`; those are refused so the snapshot is surely of the id the
+/// portal uses.
+fn read_id(v: Option<&Value>) -> Result<i64, ProxyError> {
+    let bad = |why: &str| ProxyError::uninterpretable("INVALID_PARAMETER", format!("'id' {why}"));
+    let n = match v {
+        None => return Err(bad("is required")),
+        Some(Value::Int(n)) => *n,
+        Some(Value::Str(s))
+            if !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.parse::<i64>().map_err(|_| bad("is out of range"))?
+        }
+        Some(_) => return Err(bad("must be a positive integer (digits only)")),
+    };
+    if n <= 0 {
+        return Err(bad("must be a positive integer"));
+    }
+    Ok(n)
+}
+
+fn read_fields(fields: &Array) -> Result<(Option<String>, Option<Vec<i64>>), ProxyError> {
+    let mut title = None;
+    let mut type_ids = None;
+    for (k, v) in fields.iter() {
+        let name = k.as_text();
+        let folded = name.to_ascii_lowercase().replace('_', "");
+        match (name.as_str(), folded.as_str()) {
+            ("title", _) => title = Some(read_title(v)?),
+            ("typeIds", _) => type_ids = Some(normalise_type_ids(v)?),
+            (_, "title") | (_, "typeids") => {
+                return Err(ProxyError::uninterpretable(
+                    "AMBIGUOUS_PARAMETER",
+                    format!(
+                        "field '{name}' is read differently by the portal depending on the other keys; spell it '{}'",
+                        if folded == "title" { "title" } else { "typeIds" }
+                    ),
+                ))
+            }
+            _ => {
+                return Err(ProxyError::uninterpretable(
+                    "UNSUPPORTED_FIELD",
+                    format!("field '{name}' is not a field of a digital workplace (title, typeIds)"),
+                ))
+            }
+        }
+    }
+    Ok((title, type_ids))
+}
+
+fn read_title(v: &Value) -> Result<String, ProxyError> {
+    match v {
+        Value::Str(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        _ => Err(ProxyError::uninterpretable(
+            "INVALID_PARAMETER",
+            "'fields.title' must be a string",
+        )),
+    }
+}
+
+/// The portal's `TYPE_IDS` normaliser (protocol §5.2 step 4): cast to array, `(int)` each
+/// element, keep values > 0, deduplicate, sort. A cast whose result depends on the PHP build
+/// (huge numbers) is refused.
+pub fn normalise_type_ids(v: &Value) -> Result<Vec<i64>, ProxyError> {
+    let one;
+    let items: Vec<&Value> = match v {
+        Value::Null => Vec::new(),
+        Value::Array(a) => a.iter().map(|(_, v)| v).collect(),
+        scalar => {
+            one = scalar;
+            vec![one]
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let n = item.php_int().ok_or_else(|| {
+            ProxyError::uninterpretable(
+                "INVALID_PARAMETER",
+                "a 'typeIds' element is a number out of range",
+            )
+        })?;
+        if n > 0 {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Finds the one credential of the call. More than one is refused: the portal would pick one
+/// by an order the proxy cannot be sure of, and the snapshot must use the same one.
+fn credential(
+    route: &Route,
+    headers: &HeaderMap,
+    query: &[u8],
+    params: &Array,
+) -> Result<Credential, ProxyError> {
+    if params.get_str("sessid").is_some() || headers.contains_key("x-bitrix-csrf-token") {
+        return Err(ProxyError::uninterpretable(
+            "UNSUPPORTED_AUTH",
+            "browser-session authentication is not accepted for audited calls; use a webhook or an OAuth token",
+        ));
+    }
+    let query_params = parse_str(query).map(|p| p.params).unwrap_or_default();
+    let place = |key: &str| {
+        if query_params.get_str(key).is_some() && query_params.get_str(key) == params.get_str(key) {
+            Place::Query
+        } else {
+            Place::Body
+        }
+    };
+    let text = |key: &str| -> Result<Option<String>, ProxyError> {
+        match params.get_str(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(ProxyError::uninterpretable(
+                "INVALID_PARAMETER",
+                format!("credential parameter '{key}' must be a non-empty string"),
+            )),
+        }
+    };
+    let mut found = Vec::new();
+    if let Some(w) = &route.webhook {
+        found.push(Credential::WebhookPath(w.clone()));
+    }
+    if let Some(h) = headers.get(http::header::AUTHORIZATION) {
+        let h = h.to_str().map_err(|_| {
+            ProxyError::uninterpretable("INVALID_PARAMETER", "Authorization header is not text")
+        })?;
+        if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
+            found.push(Credential::Bearer(h.to_owned()));
+        }
+    }
+    for name in ["auth", "access_token"] {
+        if let Some(token) = text(name)? {
+            found.push(Credential::TokenParam {
+                name: if name == "auth" {
+                    "auth"
+                } else {
+                    "access_token"
+                },
+                token,
+                place: place(name),
+            });
+        }
+    }
+    match (text("aplogin")?, text("ap")?) {
+        (Some(user), Some(secret)) => {
+            if place("aplogin") != place("ap") {
+                return Err(ProxyError::uninterpretable(
+                    "AMBIGUOUS_CREDENTIALS",
+                    "'aplogin' and 'ap' must be sent in the same place",
+                ));
+            }
+            found.push(Credential::WebhookParams {
+                user,
+                secret,
+                place: place("ap"),
+            })
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ProxyError::uninterpretable(
+                "AMBIGUOUS_CREDENTIALS",
+                "'aplogin' and 'ap' must be sent together",
+            ))
+        }
+    }
+    match found.len() {
+        0 => Ok(Credential::None),
+        1 => Ok(found.remove(0)),
+        _ => Err(ProxyError::uninterpretable(
+            "AMBIGUOUS_CREDENTIALS",
+            "the call carries more than one credential; send exactly one",
+        )),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so credentials that were
+/// plain in the caller's URL stay plain (and compare equal) in the forwarded one.
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A request to send to the portal: path and query, extra headers, JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundCall {
+    pub path_and_query: String,
+    /// `Authorization` to send, when the caller used a Bearer token.
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// Builds a call of `method` with `params`, carrying `credential` where the caller put it.
+pub fn outbound(method: &str, credential: &Credential, params: serde_json::Value) -> OutboundCall {
+    use percent_encoding::utf8_percent_encode;
+    let enc = |s: &str| utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
+    let mut body = match params {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let mut query = Vec::new();
+    let mut authorization = None;
+    let path = match credential {
+        Credential::WebhookPath(w) => format!("/rest/{}/{}/{method}", enc(&w.user), enc(&w.secret)),
+        _ => format!("/rest/{method}"),
+    };
+    match credential {
+        Credential::WebhookParams {
+            user,
+            secret,
+            place,
+        } => match place {
+            Place::Query => query.push(format!("aplogin={}&ap={}", enc(user), enc(secret))),
+            Place::Body => {
+                body.insert("aplogin".into(), json!(user));
+                body.insert("ap".into(), json!(secret));
+            }
+        },
+        Credential::TokenParam { name, token, place } => match place {
+            Place::Query => query.push(format!("{name}={}", enc(token))),
+            Place::Body => {
+                body.insert((*name).into(), json!(token));
+            }
+        },
+        Credential::Bearer(h) => authorization = Some(h.clone()),
+        Credential::WebhookPath(_) | Credential::None => {}
+    }
+    let path_and_query = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    OutboundCall {
+        path_and_query,
+        authorization,
+        body: serde_json::Value::Object(body).to_string(),
+    }
+}
+
+/// The canonical re-encoding of a mutation (design §3.3).
+pub fn canonical(call: &Interpreted) -> OutboundCall {
+    outbound(
+        call.mutation.kind.method(),
+        &call.credential,
+        call.mutation.params_json(),
+    )
+}
+
+/// A workplace as the portal returns it (`{id, title, typeIds}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SolutionState {
+    pub id: i64,
+    pub title: String,
+    #[serde(rename = "typeIds")]
+    pub type_ids: Vec<i64>,
+}
+
+impl SolutionState {
+    /// Reads `result.automatedSolution` of a get/add/update answer.
+    pub fn from_answer(answer: &serde_json::Value) -> Option<SolutionState> {
+        serde_json::from_value(answer.get("result")?.get("automatedSolution")?.clone()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rest::route::classify;
+
+    fn run(
+        path: &str,
+        method: Method,
+        ct: Option<&str>,
+        query: &str,
+        body: &str,
+    ) -> Result<Interpreted, ProxyError> {
+        let route = classify(path).expect("route");
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = ct {
+            headers.insert(http::header::CONTENT_TYPE, ct.parse().expect("header"));
+        }
+        interpret(
+            MutationKind::Update,
+            &route,
+            &method,
+            &headers,
+            query.as_bytes(),
+            body.as_bytes(),
+        )
+    }
+
+    const HOOK: &str = "/rest/1/k3y/crm.automatedsolution.update";
+
+    #[test]
+    fn the_three_encodings_read_the_same() {
+        let json = run(
+            HOOK,
+            Method::POST,
+            Some("application/json"),
+            "",
+            r#"{"id":238,"fields":{"title":"HR","typeIds":[158,14,14]}}"#,
+        )
+        .expect("json");
+        let form = run(
+            HOOK,
+            Method::POST,
+            Some("application/x-www-form-urlencoded"),
+            "",
+            "id=238&fields[title]=HR&fields[typeIds][]=158&fields[typeIds][]=14",
+        )
+        .expect("form");
+        let get = run(
+            HOOK,
+            Method::GET,
+            None,
+            "id=238&fields[title]=HR&fields[typeIds][0]=14&fields[typeIds][1]=158",
+            "",
+        )
+        .expect("get");
+        for call in [&json, &form, &get] {
+            assert_eq!(call.mutation.solution_id, Some(238));
+            assert_eq!(call.mutation.title.as_deref(), Some("HR"));
+            assert_eq!(call.mutation.type_ids, Some(vec![14, 158]));
+        }
+        assert_eq!(
+            (json.encoding, form.encoding, get.encoding),
+            ("json", "form", "query")
+        );
+    }
+
+    #[test]
+    fn type_ids_normalise_like_the_portal() {
+        let cases: &[(&str, &[i64])] = &[
+            (r#"[]"#, &[]),
+            (r#"null"#, &[]),
+            (r#""""#, &[]),
+            (r#""0""#, &[]),
+            (r#"[""]"#, &[]),
+            (r#"[0]"#, &[]),
+            (r#"["abc"]"#, &[]),
+            (r#"[-5]"#, &[]),
+            (r#"false"#, &[]),
+            (r#"["0x1A"]"#, &[]),
+            (r#"[[]]"#, &[]),
+            (r#""14""#, &[14]),
+            (r#"" 14""#, &[14]),
+            (r#""14,15""#, &[14]),
+            (r#"["14abc"]"#, &[14]),
+            (r#"[14.9]"#, &[14]),
+            (r#"["1e3"]"#, &[1000]),
+            (r#"true"#, &[1]),
+            (r#"[[5]]"#, &[1]),
+            (r#"[3,1,3,2]"#, &[1, 2, 3]),
+        ];
+        for (json, want) in cases {
+            let v = crate::rest::params::json_decode(json.as_bytes()).expect(json);
+            assert_eq!(
+                normalise_type_ids(&v).expect(json),
+                *want,
+                "typeIds = {json}"
+            );
+        }
+        let huge = crate::rest::params::json_decode(b"[1e300]").expect("json");
+        assert!(normalise_type_ids(&huge).is_err());
+    }
+
+    #[test]
+    fn strict_refusals() {
+        let j = Some("application/json");
+        let refusals = [
+            (r#"{"id":"5.9","fields":{}}"#, "INVALID_PARAMETER"),
+            (r#"{"id":" 5","fields":{}}"#, "INVALID_PARAMETER"),
+            (r#"{"id":"1e1","fields":{}}"#, "INVALID_PARAMETER"),
+            (r#"{"id":0}"#, "INVALID_PARAMETER"),
+            (r#"{"fields":{}}"#, "INVALID_PARAMETER"),
+            (r#"{"id":5,"fields":"x"}"#, "INVALID_PARAMETER"),
+            (
+                r#"{"id":5,"fields":{"TYPE_IDS":[]}}"#,
+                "AMBIGUOUS_PARAMETER",
+            ),
+            (
+                r#"{"id":5,"fields":{"typeIds":[1],"TYPE_IDS":[]}}"#,
+                "AMBIGUOUS_PARAMETER",
+            ),
+            (
+                r#"{"id":5,"fields":{"typeIds":[1],"typeIds":[]}}"#,
+                "AMBIGUOUS_PARAMETER",
+            ),
+            (r#"{"id":5,"ID":6}"#, "AMBIGUOUS_PARAMETER"),
+            (r#"{"id":5,"fields":{"code":"x"}}"#, "UNSUPPORTED_FIELD"),
+            (r#"{"id":5,"fields":{"title":["x"]}}"#, "INVALID_PARAMETER"),
+            (r#"{"id":5,"auth":"tok"}"#, "AMBIGUOUS_CREDENTIALS"),
+            (r#"{"id":5,"sessid":"x"}"#, "UNSUPPORTED_AUTH"),
+            (r#"{"id":5"#, "INVALID_REQUEST_BODY"),
+        ];
+        for (body, code) in refusals {
+            let e = run(HOOK, Method::POST, j, "", body).expect_err(body);
+            assert_eq!(e.code(), code, "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_found_where_the_portal_looks() {
+        let oauth = "/rest/crm.automatedsolution.update";
+        let c = run(
+            oauth,
+            Method::POST,
+            Some("application/json"),
+            "",
+            r#"{"id":5,"auth":"tok"}"#,
+        )
+        .expect("auth");
+        assert!(matches!(
+            c.credential,
+            Credential::TokenParam {
+                name: "auth",
+                place: Place::Body,
+                ..
+            }
+        ));
+        let q = run(
+            oauth,
+            Method::POST,
+            Some("application/json"),
+            "access_token=tok",
+            r#"{"id":5}"#,
+        )
+        .expect("q");
+        assert!(matches!(
+            q.credential,
+            Credential::TokenParam {
+                name: "access_token",
+                place: Place::Query,
+                ..
+            }
+        ));
+        let ap = run(oauth, Method::GET, None, "aplogin=3&ap=s&id=5", "").expect("ap");
+        assert_eq!(ap.credential.user_id(), Some("3"));
+        let none = run(oauth, Method::GET, None, "id=5", "").expect("none");
+        assert_eq!(none.credential, Credential::None);
+        assert!(!format!("{:?}", c.credential).contains("tok"));
+    }
+
+    #[test]
+    fn canonical_form_keeps_the_credential_in_place() {
+        let c = run(
+            HOOK,
+            Method::GET,
+            None,
+            "id=5&fields[typeIds][]=14&fields[title]=a%26b",
+            "",
+        )
+        .expect("get");
+        let out = canonical(&c);
+        assert_eq!(
+            out.path_and_query,
+            "/rest/1/k3y/crm.automatedsolution.update"
+        );
+        let body: serde_json::Value = serde_json::from_str(&out.body).expect("json");
+        assert_eq!(
+            body,
+            json!({"id":5,"fields":{"title":"a&b","typeIds":[14]}})
+        );
+
+        let oauth = run(
+            "/rest/crm.automatedsolution.update",
+            Method::POST,
+            Some("application/json"),
+            "auth=t%26",
+            r#"{"id":5}"#,
+        )
+        .expect("q");
+        let out = canonical(&oauth);
+        assert_eq!(
+            out.path_and_query,
+            "/rest/crm.automatedsolution.update?auth=t%26"
+        );
+        assert_eq!(out.body, r#"{"id":5,"fields":{}}"#);
+    }
+
+    #[test]
+    fn missing_fields_change_nothing() {
+        let c = run(
+            HOOK,
+            Method::POST,
+            Some("application/json"),
+            "",
+            r#"{"id":5}"#,
+        )
+        .expect("ok");
+        assert_eq!(c.mutation.title, None);
+        assert_eq!(c.mutation.type_ids, None);
+    }
+}

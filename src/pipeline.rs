@@ -1,0 +1,612 @@
+//! The request pipeline (design §2), phase by phase, and the one place errors become responses.
+//!
+//! `Pipeline::handle` is the thin outer shell: it runs the phases, turns a `ProxyError` into the
+//! portal's envelope, and records metrics and the access line — once per request, whatever
+//! happened. The phases in order:
+//!
+//! 1. **classify** (`rest::route`): path → method and path credential; never reads a body.
+//! 2. **pass through** unwatched calls, streamed both ways.
+//! 3. **interpret** watched calls (`mutation`, `rest::params`, `rest::batch`), body size-capped.
+//! 4. **snapshot** the prior state under the workplace's lock (`locks`).
+//! 5. **decide** (`policy`).
+//! 6. **record intent** durably (`audit`), or refuse with 503.
+//! 7. **forward** the canonical re-encoding (`upstream`).
+//! 8. **record outcome**, with the after-state (re-read when the portal answered with an error).
+//! 9. **respond** with the portal's bytes plus `X-Audit-Event-Id`.
+
+use crate::audit::{new_event_id, AuditError, AuditStore, Entry, EntryKind, Outcome};
+use crate::body::{read_capped, ProxyBody, ReadError};
+use crate::error::{ProxyError, UpstreamFailure};
+use crate::locks::SolutionLocks;
+use crate::metrics::{Metrics, UpstreamPhase};
+use crate::mutation::{
+    self, canonical, outbound, Credential, Interpreted, MutationKind, SolutionState,
+};
+use crate::policy::{rules, Policy};
+use crate::rest::route::{classify, ApiVersion, Route};
+use crate::rest::{batch, envelope, params};
+use crate::secrets::{redact_target, FingerprintKey};
+use crate::upstream::{Answer, Upstream};
+use crate::watched::Watched;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The response header naming the audit event of a watched call.
+pub const AUDIT_EVENT_HEADER: HeaderName = HeaderName::from_static("x-audit-event-id");
+
+/// Everything a request needs, shared by all connections.
+pub struct Pipeline {
+    pub upstream: Upstream,
+    pub audit: AuditStore,
+    pub policy: Policy,
+    pub key: FingerprintKey,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    locks: SolutionLocks,
+}
+
+/// Per-request state, filled in by the phases and read once at the end.
+struct RequestCtx {
+    start: Instant,
+    peer: SocketAddr,
+    /// The watched method's canonical name; `None` for pass-through.
+    watched: Option<&'static str>,
+    event_id: Option<String>,
+    decision: Option<&'static str>,
+    upstream_status: Option<u16>,
+    upstream_seconds: f64,
+}
+
+impl Pipeline {
+    pub fn new(
+        upstream: Upstream,
+        audit: AuditStore,
+        policy: Policy,
+        key: FingerprintKey,
+        metrics: Arc<Metrics>,
+        max_body_bytes: usize,
+    ) -> Pipeline {
+        Pipeline {
+            upstream,
+            audit,
+            policy,
+            key,
+            metrics,
+            max_body_bytes,
+            locks: SolutionLocks::new(),
+        }
+    }
+
+    /// Handles one request. Never fails: every error becomes an envelope.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let mut ctx = RequestCtx {
+            start: Instant::now(),
+            peer,
+            watched: None,
+            event_id: None,
+            decision: None,
+            upstream_status: None,
+            upstream_seconds: 0.0,
+        };
+        let target = if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            Some((
+                req.method().clone(),
+                redact_target(req.uri().path(), req.uri().query()),
+            ))
+        } else {
+            None
+        };
+        self.metrics.in_flight.inc();
+        let resp = match self.route(&mut ctx, req).await {
+            Ok(resp) => resp,
+            Err(e) => self.error_response(&ctx, &e),
+        };
+        self.metrics.in_flight.dec();
+        self.finish(&ctx, &resp, target);
+        resp
+    }
+
+    /// Phase 1: classify, then pass through or interpret.
+    async fn route(
+        &self,
+        ctx: &mut RequestCtx,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let route = classify(req.uri().path())?;
+        match Watched::of(&route.method) {
+            None => self.pass_through(ctx, req).await,
+            Some(w) => {
+                ctx.watched = Some(w.method());
+                self.watched(ctx, req, route, w).await
+            }
+        }
+    }
+
+    /// Phase 2: an unwatched call, forwarded as it came, streamed.
+    async fn pass_through(
+        &self,
+        ctx: &mut RequestCtx,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (parts, body) = req.into_parts();
+        let t = Instant::now();
+        let result = self.upstream.forward(parts, ProxyBody::Stream(body)).await;
+        ctx.upstream_seconds = t.elapsed().as_secs_f64();
+        self.metrics
+            .upstream(UpstreamPhase::PassThrough, ctx.upstream_seconds);
+        let resp = result.map_err(|k| self.upstream_failed(k))?;
+        ctx.upstream_status = Some(resp.status().as_u16());
+        Ok(resp.map(ProxyBody::Stream))
+    }
+
+    /// Phase 3: read and interpret a watched call.
+    async fn watched(
+        &self,
+        ctx: &mut RequestCtx,
+        req: Request<Incoming>,
+        route: Route,
+        w: Watched,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (parts, body) = req.into_parts();
+        let body = read_capped(body, self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => ProxyError::BodyTooLarge {
+                    limit: self.max_body_bytes,
+                },
+                ReadError::Broken => ProxyError::ClientBody,
+            })?;
+        let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
+        let result = match (route.version, w) {
+            (ApiVersion::V3, Watched::Batch) => {
+                let methods = batch::v3_methods(&body)?;
+                if let Some(m) = methods.iter().find(|m| Watched::of(m).is_some()) {
+                    return Err(self.refused(ProxyError::uninterpretable(
+                        "BATCH_NOT_AUDITED",
+                        format!("REST 3.0 batch calls {m}; watched methods are not accepted inside batch"),
+                    )));
+                }
+                self.forward_buffered(ctx, parts, body).await
+            }
+            (ApiVersion::V3, _) => Err(ProxyError::uninterpretable(
+                "UNSUPPORTED_API_VERSION",
+                format!(
+                    "{} is audited on the /rest/ API only, not under /rest/api/",
+                    w.method()
+                ),
+            )),
+            (ApiVersion::V1, Watched::Batch) => {
+                let ct = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes());
+                let decoded =
+                    params::request_params(&parts.method, ct, &query, &body).map_err(|e| {
+                        ProxyError::uninterpretable("INVALID_REQUEST_BODY", format!("batch: {e}"))
+                    })?;
+                let commands = batch::commands(&decoded.params)?;
+                batch::ensure_unwatched(&commands)?;
+                self.forward_buffered(ctx, parts, body).await
+            }
+            (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate) => {
+                ensure_no_binding_change(&parts, &query, &body)?;
+                self.forward_buffered(ctx, parts, body).await
+            }
+            (ApiVersion::V1, Watched::SolutionUpdate) => {
+                self.audited(ctx, parts, route, MutationKind::Update, &query, &body)
+                    .await
+            }
+            (ApiVersion::V1, Watched::SolutionAdd) => {
+                self.audited(ctx, parts, route, MutationKind::Add, &query, &body)
+                    .await
+            }
+            (ApiVersion::V1, Watched::SolutionDelete) => {
+                self.audited(ctx, parts, route, MutationKind::Delete, &query, &body)
+                    .await
+            }
+        };
+        result.map_err(|e| match e {
+            ProxyError::Uninterpretable { .. } | ProxyError::NonCanonicalPath(_) => self.refused(e),
+            other => other,
+        })
+    }
+
+    /// Counts a refusal of an unreadable watched call.
+    fn refused(&self, e: ProxyError) -> ProxyError {
+        self.metrics.decision(Some(rules::UNINTERPRETABLE), "deny");
+        e
+    }
+
+    /// Forwards an inspected call that changes nothing watched, with the bytes it came with.
+    async fn forward_buffered(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let t = Instant::now();
+        let result = self.upstream.forward(parts, ProxyBody::bytes(body)).await;
+        ctx.upstream_seconds = t.elapsed().as_secs_f64();
+        self.metrics
+            .upstream(UpstreamPhase::PassThrough, ctx.upstream_seconds);
+        let resp = result.map_err(|k| self.upstream_failed(k))?;
+        ctx.upstream_status = Some(resp.status().as_u16());
+        Ok(resp.map(ProxyBody::Stream))
+    }
+
+    /// Phases 4–9 for one `crm.automatedsolution.*` call.
+    async fn audited(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: http::request::Parts,
+        route: Route,
+        kind: MutationKind,
+        query: &[u8],
+        body: &[u8],
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let call = mutation::interpret(kind, &route, &parts.method, &parts.headers, query, body)?;
+        let _turn = match call.mutation.solution_id {
+            Some(id) => Some(self.locks.lock(id).await),
+            None => None,
+        };
+
+        // Phase 4: snapshot. The portal's update starts with the same read, so its error (bad
+        // credential, unknown id, no right) is the answer the caller would have had.
+        let before = match call.mutation.solution_id {
+            None => None,
+            Some(id) => match self
+                .read_state(ctx, &call, id, &parts.headers, UpstreamPhase::Snapshot)
+                .await?
+            {
+                Ok(state) => Some(state),
+                Err(portal_answer) => return Ok(answer_response(portal_answer, None)),
+            },
+        };
+
+        // Phase 5: decide.
+        let decision =
+            self.policy
+                .evaluate(&call.mutation, before.as_ref(), call.credential.user_id());
+        self.metrics
+            .decision(decision.rule, decision.verdict.label());
+        ctx.decision = Some(decision.verdict.label());
+        let event_id = new_event_id();
+        ctx.event_id = Some(event_id.clone());
+
+        let mut intent = Map::new();
+        intent.insert("caller".into(), self.caller_json(&call.credential));
+        intent.insert("client_addr".into(), json!(ctx.peer.ip().to_string()));
+        intent.insert(
+            "request".into(),
+            json!({
+                "http_method": parts.method.as_str(),
+                "encoding": call.encoding,
+                "params": call.mutation.params_json(),
+            }),
+        );
+        intent.insert("before".into(), json!(before));
+        intent.insert("decision".into(), json!(decision.verdict.label()));
+        intent.insert("rule".into(), json!(decision.rule));
+        intent.insert("reason".into(), json!(decision.reason));
+        intent.insert("batch".into(), Value::Null);
+        let received = Entry {
+            event_id: event_id.clone(),
+            kind: EntryKind::Received,
+            method: kind.method().to_owned(),
+            solution_id: call.mutation.solution_id,
+            outcome: None,
+            fields: intent,
+        };
+
+        if decision.is_denied() {
+            let denied = outcome_entry(
+                &event_id,
+                kind,
+                call.mutation.solution_id,
+                Outcome::Denied,
+                None,
+                None,
+                before.as_ref(),
+            );
+            self.audit
+                .append(vec![received, denied])
+                .await
+                .map_err(|e| self.audit_failed(e))?;
+            return Err(ProxyError::PolicyViolation {
+                rule: decision.rule.unwrap_or("policy").to_owned(),
+                reason: decision.reason.unwrap_or_default(),
+                event_id,
+            });
+        }
+
+        // Phase 6: the intent is durable before anything is forwarded.
+        self.audit
+            .append(vec![received])
+            .await
+            .map_err(|e| self.audit_failed(e))?;
+
+        // Phase 7: forward the canonical re-encoding.
+        let t = Instant::now();
+        let forwarded = self.upstream.call(&canonical(&call), &parts.headers).await;
+        ctx.upstream_seconds += t.elapsed().as_secs_f64();
+        self.metrics
+            .upstream(UpstreamPhase::Forward, t.elapsed().as_secs_f64());
+
+        // Phase 8: the outcome, with the after-state.
+        let (outcome, after, answer) = match forwarded {
+            Ok(answer) => {
+                ctx.upstream_status = Some(answer.status.as_u16());
+                match answer.json() {
+                    Some(json) if answer.status.is_success() && json.get("error").is_none() => {
+                        let after = match kind {
+                            MutationKind::Delete => None,
+                            _ => SolutionState::from_answer(&json),
+                        };
+                        (Outcome::Applied, after, Ok(answer))
+                    }
+                    Some(_) => {
+                        self.metrics.upstream_error("status");
+                        let after = self
+                            .reread(ctx, &call, before.as_ref(), &parts.headers)
+                            .await;
+                        (Outcome::RejectedByPortal, after, Ok(answer))
+                    }
+                    None => {
+                        self.metrics
+                            .upstream_error(UpstreamFailure::Invalid.label());
+                        let after = self
+                            .reread(ctx, &call, before.as_ref(), &parts.headers)
+                            .await;
+                        (Outcome::Unknown, after, Err(UpstreamFailure::Invalid))
+                    }
+                }
+            }
+            Err(UpstreamFailure::Connect) => {
+                self.metrics
+                    .upstream_error(UpstreamFailure::Connect.label());
+                (
+                    Outcome::Failed,
+                    before.clone(),
+                    Err(UpstreamFailure::Connect),
+                )
+            }
+            Err(kind_of_failure) => {
+                self.metrics.upstream_error(kind_of_failure.label());
+                let after = self
+                    .reread(ctx, &call, before.as_ref(), &parts.headers)
+                    .await;
+                (Outcome::Unknown, after, Err(kind_of_failure))
+            }
+        };
+        let solution_id = call.mutation.solution_id.or(after.as_ref().map(|s| s.id));
+        let (status, error) = match &answer {
+            Ok(a) => (
+                Some(a.status.as_u16()),
+                a.json().and_then(|j| j.get("error").cloned()),
+            ),
+            Err(_) => (None, None),
+        };
+        let done = outcome_entry(
+            &event_id,
+            kind,
+            solution_id,
+            outcome,
+            status,
+            error,
+            after.as_ref(),
+        );
+        if let Err(e) = self.audit.append(vec![done]).await {
+            // The intent is durable; start-up reconciliation will mark it `unknown`.
+            tracing::error!(target: "audit", event_id = %event_id, error = %e, "Outcome not recorded");
+        }
+
+        // Phase 9: the portal's own answer, plus the event id.
+        match answer {
+            Ok(a) => Ok(answer_response(a, Some(&event_id))),
+            Err(k) => Err(ProxyError::Upstream(k)),
+        }
+    }
+
+    /// Reads one workplace with the caller's credential. `Ok(Err(answer))` is the portal's own
+    /// refusal, to be returned to the caller as is.
+    async fn read_state(
+        &self,
+        ctx: &mut RequestCtx,
+        call: &Interpreted,
+        id: i64,
+        headers: &http::HeaderMap,
+        phase: UpstreamPhase,
+    ) -> Result<Result<SolutionState, Answer>, ProxyError> {
+        let get = outbound(
+            "crm.automatedsolution.get",
+            &call.credential,
+            json!({ "id": id }),
+        );
+        let t = Instant::now();
+        let result = self.upstream.call(&get, headers).await;
+        ctx.upstream_seconds += t.elapsed().as_secs_f64();
+        self.metrics.upstream(phase, t.elapsed().as_secs_f64());
+        let answer = result.map_err(|k| self.upstream_failed(k))?;
+        let json = answer.json();
+        if answer.status.is_success() {
+            if let Some(state) = json.as_ref().and_then(SolutionState::from_answer) {
+                return Ok(Ok(state));
+            }
+        }
+        if json.as_ref().is_some_and(|j| j.get("error").is_some()) {
+            ctx.upstream_status = Some(answer.status.as_u16());
+            return Ok(Err(answer));
+        }
+        self.metrics
+            .upstream_error(UpstreamFailure::Invalid.label());
+        Err(ProxyError::Upstream(UpstreamFailure::Invalid))
+    }
+
+    /// The state after a call whose answer does not show it (error, no answer). `None` when it
+    /// cannot be read (or the workplace no longer exists).
+    async fn reread(
+        &self,
+        ctx: &mut RequestCtx,
+        call: &Interpreted,
+        before: Option<&SolutionState>,
+        headers: &http::HeaderMap,
+    ) -> Option<SolutionState> {
+        let id = call.mutation.solution_id.or(before.map(|b| b.id))?;
+        match self
+            .read_state(ctx, call, id, headers, UpstreamPhase::Reread)
+            .await
+        {
+            Ok(Ok(state)) => Some(state),
+            _ => None,
+        }
+    }
+
+    fn caller_json(&self, c: &Credential) -> Value {
+        json!({
+            "auth": c.auth_kind(),
+            "user_id": c.user_id(),
+            "fingerprint": c.secret_material().map(|m| self.key.fingerprint(&m)),
+        })
+    }
+
+    fn upstream_failed(&self, k: UpstreamFailure) -> ProxyError {
+        self.metrics.upstream_error(k.label());
+        ProxyError::Upstream(k)
+    }
+
+    fn audit_failed(&self, e: AuditError) -> ProxyError {
+        tracing::error!(target: "audit", error = %e, "Audit trail unavailable; change not forwarded");
+        if matches!(e, AuditError::QueueFull | AuditError::Closed) {
+            self.metrics.audit_write_failures.inc();
+        }
+        ProxyError::AuditUnavailable
+    }
+
+    fn error_response(&self, ctx: &RequestCtx, e: &ProxyError) -> Response<ProxyBody> {
+        if let ProxyError::Internal(detail) = e {
+            tracing::error!(error = %detail, "Internal error");
+        }
+        let mut resp = Response::new(ProxyBody::bytes(envelope::error_body(
+            e.code(),
+            &e.description(),
+        )));
+        *resp.status_mut() = e.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if let Some(id) = ctx
+            .event_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
+        }
+        resp
+    }
+
+    /// Metrics and the access line, once per request.
+    fn finish(
+        &self,
+        ctx: &RequestCtx,
+        resp: &Response<ProxyBody>,
+        target: Option<(http::Method, String)>,
+    ) {
+        let seconds = ctx.start.elapsed().as_secs_f64();
+        let status = resp.status().as_u16();
+        self.metrics.request(ctx.watched, status, seconds);
+        if let Some((method, target)) = target {
+            tracing::info!(
+                target: "access",
+                client_ip = %ctx.peer.ip(),
+                http_method = %method,
+                http_target = %target,
+                http_status = status,
+                rest_method = ctx.watched.unwrap_or("other"),
+                duration_ms = seconds * 1000.0,
+                upstream_ms = ctx.upstream_seconds * 1000.0,
+                upstream_status = ctx.upstream_status,
+                decision = ctx.decision,
+                event_id = ctx.event_id.as_deref(),
+                "Request"
+            );
+        }
+    }
+}
+
+fn outcome_entry(
+    event_id: &str,
+    kind: MutationKind,
+    solution_id: Option<i64>,
+    outcome: Outcome,
+    portal_status: Option<u16>,
+    portal_error: Option<Value>,
+    after: Option<&SolutionState>,
+) -> Entry {
+    let mut fields = Map::new();
+    fields.insert("portal_status".into(), json!(portal_status));
+    fields.insert("portal_error".into(), portal_error.unwrap_or(Value::Null));
+    fields.insert("after".into(), json!(after));
+    Entry {
+        event_id: event_id.to_owned(),
+        kind: EntryKind::Completed,
+        method: kind.method().to_owned(),
+        solution_id,
+        outcome: Some(outcome),
+        fields,
+    }
+}
+
+/// The portal's answer as the client gets it: status, headers and bytes unchanged.
+fn answer_response(a: Answer, event_id: Option<&str>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::bytes(a.body));
+    *resp.status_mut() = a.status;
+    *resp.headers_mut() = a.headers;
+    // The length is the proxy's to set: the body is re-sent whole.
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    if let Some(id) = event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
+    }
+    resp
+}
+
+/// `crm.type.add` / `crm.type.update` pass unchanged unless they touch workplace bindings,
+/// which are not audited yet: those are refused rather than forwarded unaudited.
+fn ensure_no_binding_change(
+    parts: &http::request::Parts,
+    query: &[u8],
+    body: &[u8],
+) -> Result<(), ProxyError> {
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    let decoded = params::request_params(&parts.method, ct, query, body).map_err(|e| {
+        ProxyError::uninterpretable("INVALID_REQUEST_BODY", format!("crm.type call: {e}"))
+    })?;
+    let touches = |fields: &crate::rest::php::Array| {
+        fields.iter().any(|(k, _)| {
+            let k = k.as_text().to_ascii_lowercase().replace('_', "");
+            matches!(
+                k.as_str(),
+                "customsectionid" | "customsections" | "isexternal"
+            )
+        })
+    };
+    let fields_touch = decoded.params.iter().any(|(k, v)| {
+        k.as_text().eq_ignore_ascii_case("fields") && v.as_array().is_some_and(touches)
+    });
+    if fields_touch {
+        return Err(ProxyError::uninterpretable(
+            "BINDING_CHANGE_NOT_AUDITED",
+            "crm.type calls that change digital-workplace bindings (customSectionId, customSections, isExternal) are refused; bind smart processes with crm.automatedsolution.update",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The portal's REST protocol as the proxy needs it: how a call is addressed (`route`), how its
+//! parameters are read (`php`, `params`), how `batch` wraps other calls (`batch`) and how errors
+//! are shaped (`envelope`). Nothing here does I/O.
+
+pub mod batch;
+pub mod envelope;
+pub mod params;
+pub mod php;
+pub mod route;

@@ -1,0 +1,247 @@
+//! Listeners and lifecycle: binds the proxy and admin listeners, accepts with a connection cap
+//! and a header-read timeout, and shuts down in order — stop accepting, let in-flight requests
+//! finish within the grace period, then let the audit writer commit what is queued and stop.
+
+use crate::admin::Admin;
+use crate::audit::store::{self, OpenOptions, Writer};
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::policy::Policy;
+use crate::secrets::FingerprintKey;
+use crate::upstream::Upstream;
+use anyhow::Context as _;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// A running proxy.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    writer: Writer,
+    grace: Duration,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (bounded by the grace period), then flushes
+    /// and closes the audit writer.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if self.task.await.is_err() {
+            tracing::error!("Server task panicked");
+        }
+        let writer = self.writer;
+        let joined = tokio::time::timeout(
+            self.grace,
+            tokio::task::spawn_blocking(move || writer.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!("Audit writer still busy after the grace period; unfinished intents are reconciled at the next start");
+        }
+    }
+}
+
+/// Opens the audit store, binds both listeners and starts serving.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new().context("metrics registry")?);
+    let key = FingerprintKey::load_or_create(&config.audit.key_file)
+        .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
+    let (audit, writer, report) = store::open(
+        &config.audit.database,
+        OpenOptions {
+            queue_capacity: config.audit.queue_capacity,
+            max_batch: config.audit.max_batch,
+        },
+        metrics.clone(),
+    )
+    .with_context(|| format!("audit database {}", config.audit.database.display()))?;
+    tracing::info!(
+        target: "audit",
+        schema_version = report.schema_version,
+        entries = report.entries,
+        reconciled = report.reconciled.len(),
+        "Audit trail open"
+    );
+    for id in &report.reconciled {
+        tracing::warn!(target: "audit", event_id = %id, "Intent without outcome reconciled as unknown");
+    }
+    if !config.upstream.is_https() {
+        tracing::warn!(
+            "upstream.url is plain http://: use this only against a local portal or the simulator"
+        );
+    }
+    let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
+    let pipeline = Arc::new(Pipeline::new(
+        upstream,
+        audit.clone(),
+        Policy::new(config.policy.clone()),
+        key,
+        metrics.clone(),
+        config.server.max_body_bytes,
+    ));
+    let admin = Arc::new(Admin::new(metrics.clone(), audit));
+
+    let proxy_listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("server.listen {}", config.server.listen))?;
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen {}", config.admin.listen))?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.server.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let limits = Arc::new(Semaphore::new(config.server.max_connections));
+    let grace = config.server.shutdown_grace;
+
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        let proxy = {
+            let pipeline = pipeline.clone();
+            accept_loop(
+                proxy_listener,
+                builder.clone(),
+                limits.clone(),
+                &graceful,
+                stop_rx.clone(),
+                Some(metrics.clone()),
+                move |req, peer| {
+                    let pipeline = pipeline.clone();
+                    async move { Ok::<_, Infallible>(pipeline.handle(req, peer).await) }
+                },
+            )
+        };
+        let admin_loop = accept_loop(
+            admin_listener,
+            builder,
+            Arc::new(Semaphore::new(64)),
+            &graceful,
+            stop_rx,
+            None,
+            move |req, _peer| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            },
+        );
+        tokio::join!(proxy, admin_loop);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "In-flight requests still running after the grace period; closing"
+            );
+        }
+    });
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        stop,
+        task,
+        writer,
+        grace,
+    })
+}
+
+/// Accepts until `stop` flips, serving each connection on its own task.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    builder: auto::Builder<TokioExecutor>,
+    limits: Arc<Semaphore>,
+    graceful: &GracefulShutdown,
+    mut stop: watch::Receiver<bool>,
+    metrics: Option<Arc<Metrics>>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
+    loop {
+        // Wait for a free slot before accepting: past the cap, connections queue in the
+        // kernel's backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            _ = stop.changed() => return,
+            p = limits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "Accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| handler(req, peer));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let metrics = metrics.clone();
+        if let Some(m) = &metrics {
+            m.open_connections.inc();
+        }
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, client_ip = %peer.ip(), "Connection ended with an error");
+            }
+            if let Some(m) = metrics {
+                m.open_connections.dec();
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

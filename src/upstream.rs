@@ -1,0 +1,228 @@
+//! The upstream side: one pooled keep-alive hyper client (rustls for `https://` portals), the
+//! streaming forward of pass-through calls, and the buffered JSON calls of the audited path
+//! (snapshot reads, the canonical forward, re-reads).
+//!
+//! The portal's address comes only from config; a request can choose the path, never the host.
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use crate::error::UpstreamFailure;
+use crate::mutation::OutboundCall;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::time::Duration;
+
+/// Largest answer the proxy buffers from the portal for a watched call. A workplace answer is
+/// well under a kilobyte; the cap only keeps a broken upstream from exhausting memory.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, and any header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// A buffered answer from the portal.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON, if it is.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    host: HeaderValue,
+    request_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        let scheme = cfg
+            .url
+            .scheme()
+            .cloned()
+            .ok_or("upstream.url has no scheme")?;
+        let authority = cfg
+            .url
+            .authority()
+            .cloned()
+            .ok_or("upstream.url has no host")?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        Ok(Upstream {
+            client,
+            scheme,
+            authority,
+            host,
+            request_timeout: cfg.request_timeout,
+        })
+    }
+
+    fn uri(&self, path_and_query: &str) -> Result<Uri, UpstreamFailure> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| UpstreamFailure::Invalid)
+    }
+
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamFailure> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamFailure::Timeout),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect),
+            Ok(Err(_)) => Err(UpstreamFailure::Reset),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Forwards a pass-through request: same method, path, query, headers (minus hop-by-hop,
+    /// with the portal's own `Host`) and body, streamed both ways.
+    pub async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = self.uri(pq)?;
+        parts.version = http::Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(header::HOST, self.host.clone());
+        let mut resp = self.send(Request::from_parts(parts, body)).await?;
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
+    }
+
+    /// Sends a JSON call built by the proxy and buffers the answer. `client_headers` are the
+    /// caller's request headers: end-to-end ones (User-Agent, request ids) go along, the body
+    /// description and encoding negotiation do not (the proxy must read the answer).
+    pub async fn call(
+        &self,
+        call: &OutboundCall,
+        client_headers: &HeaderMap,
+    ) -> Result<Answer, UpstreamFailure> {
+        let mut headers = client_headers.clone();
+        strip_hop_by_hop(&mut headers);
+        for h in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::ACCEPT_ENCODING,
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::EXPECT,
+            header::RANGE,
+        ] {
+            headers.remove(h);
+        }
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(auth) = &call.authorization {
+            let v = HeaderValue::from_str(auth).map_err(|_| UpstreamFailure::Invalid)?;
+            headers.insert(header::AUTHORIZATION, v);
+        }
+        let mut req = Request::post(self.uri(&call.path_and_query)?)
+            .body(ProxyBody::bytes(call.body.clone()))
+            .map_err(|_| UpstreamFailure::Invalid)?;
+        *req.headers_mut() = headers;
+        let fut = async {
+            let resp = self.send(req).await?;
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let body = crate::body::read_capped(body, MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| match e {
+                    crate::body::ReadError::TooLarge => UpstreamFailure::Invalid,
+                    crate::body::ReadError::Broken => UpstreamFailure::Reset,
+                })?;
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.request_timeout, fut)
+            .await
+            .unwrap_or(Err(UpstreamFailure::Timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::USER_AGENT, HeaderValue::from_static("sdk"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::USER_AGENT));
+    }
+}

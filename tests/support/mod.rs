@@ -1,0 +1,335 @@
+//! Test helpers: the real proxy binary started on `127.0.0.1:0` with a temporary config and
+//! database (`TestProxy`), the portal simulator in-process (so tests can read its state), a
+//! fixed-answer upstream that records raw bytes (`FixedUpstream`), and small HTTP helpers.
+//! Everything talks to loopback only and stops when dropped.
+
+#![allow(dead_code)]
+
+use b24_audit_proxy::body::ProxyBody;
+use b24_audit_proxy::portal_sim::{self, SimHandle, SimOptions};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_b24-audit-proxy");
+
+/// The simulator's default webhook.
+pub const USER: &str = "1";
+pub const SECRET: &str = "sim-secret-1";
+pub const TOKEN: &str = "sim-oauth-token-1";
+
+pub async fn sim() -> SimHandle {
+    portal_sim::spawn("127.0.0.1:0".parse().expect("addr"), SimOptions::default())
+        .await
+        .expect("simulator starts")
+}
+
+/// The proxy binary, running.
+pub struct TestProxy {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Child,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestProxy {
+    /// Starts a proxy in front of `upstream` with `extra` appended to the config.
+    pub fn start(upstream: SocketAddr, extra: &str) -> TestProxy {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut p = TestProxy::start_in(&dir, upstream, extra);
+        p._tmp = Some(tmp);
+        p
+    }
+
+    /// Starts a proxy whose files live in `dir` (kept by the caller, e.g. across a restart).
+    pub fn start_in(dir: &Path, upstream: SocketAddr, extra: &str) -> TestProxy {
+        let config = dir.join("proxy.toml");
+        let (server_extra, rest) = split_server_extra(extra);
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
+                 [upstream]\nurl = \"http://{upstream}\"\nrequest_timeout = \"5s\"\n\
+                 [audit]\ndatabase = \"{}\"\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\
+                 {log}{rest}",
+                dir.join("audit.db").display(),
+                log = if rest.contains("[log]") {
+                    ""
+                } else {
+                    "[log]\nlevel = \"info\"\n"
+                },
+            ),
+        )
+        .expect("write config");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("proxy.log"))
+            .expect("log file");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("proxy starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("listening line");
+        // Keep draining stdout so the proxy never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {key} in {line:?}; log: {}",
+                        std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default()
+                    )
+                })
+                .parse()
+                .expect("addr")
+        };
+        TestProxy {
+            proxy: addr("proxy="),
+            admin: addr("admin="),
+            dir: dir.to_path_buf(),
+            config,
+            child,
+            _tmp: None,
+        }
+    }
+
+    pub fn hook_url(&self, method: &str) -> String {
+        format!("http://{}/rest/{USER}/{SECRET}/{method}", self.proxy)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// `kill -9`: the process gets no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+
+    /// `audit export` over this proxy's database, parsed.
+    pub fn export(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["audit", "export", "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("export runs");
+        assert!(
+            out.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+}
+
+/// Lines of `extra` before the first `[section]` belong to `[server]`.
+fn split_server_extra(extra: &str) -> (String, String) {
+    match extra.find("\n[").or(if extra.starts_with('[') {
+        Some(0)
+    } else {
+        None
+    }) {
+        Some(i) => (extra[..i].to_owned(), extra[i..].to_owned()),
+        None => (extra.to_owned(), String::new()),
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+
+    pub fn event_id(&self) -> Option<String> {
+        self.headers
+            .get("x-audit-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+pub fn client() -> Client<HttpConnector, ProxyBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(ProxyBody::bytes(body.into())).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("answer within 20 s")
+        .expect("request");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn post_json(url: &str, body: &str) -> Reply {
+    send(
+        Method::POST,
+        url,
+        &[("content-type", "application/json")],
+        body.to_owned(),
+    )
+    .await
+}
+
+pub async fn post_form(url: &str, body: &str) -> Reply {
+    send(
+        Method::POST,
+        url,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body.to_owned(),
+    )
+    .await
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, &[], Bytes::new()).await
+}
+
+/// Writes raw bytes on a fresh connection and reads until the peer closes.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Polls `f` until it holds (linkerd's `assert_eventually!`), for state that changes in
+/// another process; fails after 10 s.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An upstream that answers every request with the same raw bytes and records what it got.
+pub struct FixedUpstream {
+    pub addr: SocketAddr,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl FixedUpstream {
+    pub async fn start(response: &'static [u8]) -> FixedUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = received.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    // Read one request: headers, then Content-Length bytes.
+                    loop {
+                        let n = match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = find(&buf, b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    rec.lock().expect("lock").push(buf);
+                    let _ = s.write_all(response).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        FixedUpstream { addr, received }
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Every file of the proxy's directory (database, WAL, logs), concatenated.
+pub fn all_files(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_file() {
+                out.extend(std::fs::read(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
