@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// A running proxy.
 pub struct Running {
@@ -166,6 +168,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     })
 }
 
+/// The answer to a request whose handler panicked. The panic message may quote request data,
+/// so it is not shown; it is logged without the payload.
+fn panic_response(_payload: Box<dyn std::any::Any + Send>) -> Response<ProxyBody> {
+    tracing::error!("Request handler panicked");
+    let mut resp = Response::new(ProxyBody::bytes(crate::rest::envelope::error_body(
+        "INTERNAL_ERROR",
+        "internal proxy error",
+    )));
+    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
 /// Accepts until `stop` flips, serving each connection on its own task.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
@@ -203,7 +221,12 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| handler(req, peer));
+        // Outermost: a panic (a bug) answers one request with a 500 envelope instead of
+        // dropping the connection and every request pipelined on it.
+        let service = tower::ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(panic_response))
+            .service(tower::service_fn(move |req| handler(req, peer)));
+        let service = TowerToHyperService::new(service);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

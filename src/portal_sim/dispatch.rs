@@ -62,6 +62,11 @@ impl Simulator {
             .filter(|m| !m.is_empty());
         let fault = {
             let mut st = self.lock();
+            // A long demo or benchmark run must not grow without bound: past the cap the
+            // oldest half of the call log goes (tests look at a handful of recent calls).
+            if st.calls.len() >= MAX_RECORDED_CALLS {
+                st.calls.drain(..MAX_RECORDED_CALLS / 2);
+            }
             st.calls.push(recorded(&inc, rest_method.clone()));
             match routed {
                 Some(_) => st.faults.take(rest_method.as_deref()),
@@ -155,6 +160,9 @@ impl Simulator {
         }
     }
 }
+
+/// How many calls the log keeps before trimming.
+const MAX_RECORDED_CALLS: usize = 20_000;
 
 fn recorded(inc: &Incoming<'_>, rest_method: Option<String>) -> RecordedCall {
     RecordedCall {
