@@ -625,3 +625,66 @@ async fn sigterm_drains_and_exits_cleanly() {
     assert!(status.success(), "{status:?}: {}", proxy.log());
     assert_eq!(proxy.export()[0]["outcome"], "applied");
 }
+
+#[tokio::test]
+async fn add_and_delete_are_audited_too() {
+    let sim = sim().await;
+    let proxy = TestProxy::start(sim.addr, "");
+    let add = post_json(
+        &proxy.hook_url("crm.automatedsolution.add"),
+        r#"{"fields":{"title":"Legal","typeIds":[190]}}"#,
+    )
+    .await;
+    assert_eq!(add.status, StatusCode::OK, "{:?}", add.body);
+    let new_id = add.json()["result"]["automatedSolution"]["id"]
+        .as_i64()
+        .expect("new id");
+    let empty_add = post_json(
+        &proxy.hook_url("crm.automatedsolution.add"),
+        r#"{"fields":{"title":"Empty","typeIds":[]}}"#,
+    )
+    .await;
+    assert_eq!(empty_add.status, StatusCode::FORBIDDEN);
+
+    // Delete is refused by the portal while types are bound; the trail says so.
+    let refused = post_json(
+        &proxy.hook_url("crm.automatedsolution.delete"),
+        &format!(r#"{{"id":{new_id}}}"#),
+    )
+    .await;
+    assert_eq!(refused.json()["error"], "HAS_BOUND_TYPES");
+    sim.sim.insert_solution("Scratch", &[]);
+    let scratch = sim
+        .sim
+        .solutions()
+        .into_iter()
+        .find(|s| s.title == "Scratch")
+        .expect("scratch");
+    let deleted = post_form(
+        &proxy.hook_url("crm.automatedsolution.delete"),
+        &format!("id={}", scratch.id),
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.body);
+    assert!(sim.sim.solution(scratch.id).is_none());
+
+    let events = proxy.export();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[0]["method"], "crm.automatedsolution.add");
+    assert_eq!(events[0]["before"], serde_json::Value::Null);
+    assert_eq!(
+        events[0]["solution_id"], new_id,
+        "an add is filed under the id it created"
+    );
+    assert_eq!(events[0]["after"]["typeIds"], json!([190]));
+    assert_eq!(events[1]["outcome"], "denied");
+    assert_eq!(events[2]["outcome"], "rejected_by_portal");
+    assert_eq!(events[2]["after"]["id"], new_id, "re-read: still there");
+    assert_eq!(events[3]["method"], "crm.automatedsolution.delete");
+    assert_eq!(
+        events[3]["before"]["title"], "Scratch",
+        "the deleted state is kept"
+    );
+    assert_eq!(events[3]["after"], serde_json::Value::Null);
+    assert_eq!(events[3]["outcome"], "applied");
+}

@@ -63,7 +63,7 @@ pub fn for_each_event(
         .prepare(
             "SELECT r.payload, o.payload, COALESCE(o.hash, r.hash) FROM audit_entries r \
              LEFT JOIN audit_entries o ON o.event_id = r.event_id AND o.kind <> 'received' \
-             WHERE r.kind = 'received' AND (?1 IS NULL OR r.time >= ?1) AND (?2 IS NULL OR r.solution_id = ?2) \
+             WHERE r.kind = 'received' AND (?1 IS NULL OR r.time >= ?1) AND (?2 IS NULL OR r.solution_id = ?2 OR o.solution_id = ?2) \
              ORDER BY r.seq",
         )
         .map_err(err)?;
@@ -93,7 +93,10 @@ fn record(intent: &str, outcome: Option<&str>, hash: String) -> Result<EventReco
         id: get(&i, "event_id").as_str().unwrap_or_default().to_owned(),
         time: get(&i, "time").as_str().unwrap_or_default().to_owned(),
         method: get(&i, "method").as_str().unwrap_or_default().to_owned(),
-        solution_id: get(&i, "solution_id").as_i64(),
+        // An add has no id until the portal answers; its outcome entry carries the new one.
+        solution_id: get(&i, "solution_id")
+            .as_i64()
+            .or_else(|| get(&o, "solution_id").as_i64()),
         caller: get(&i, "caller"),
         client_addr: get(&i, "client_addr"),
         request: get(&i, "request"),
