@@ -1,24 +1,51 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers),
-//! `/readyz` (the audit trail is writable: without it no watched call can be served). Kept on
-//! its own address so it can stay on loopback or a private network.
+//! `/readyz` (the audit trail is writable: without it no watched call can be served), and the
+//! read API over the trail — `/v1/events` (filters, pagination), `/v1/events/{id}`,
+//! `/v1/chain/head`, `/v1/chain/verify` — behind a bearer token when `[admin] token_file` is
+//! set. Kept on its own address so it can stay on loopback or a private network.
+//!
+//! Trail reads run on the blocking pool with their own read-only connection (WAL lets them run
+//! beside the writer); the token is compared in constant time.
 
-use crate::audit::AuditStore;
+use crate::audit::query::{self, Filter};
+use crate::audit::{verify, AuditStore};
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::rest::envelope;
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Events per page when the caller does not say, and the most it may ask for.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 pub struct Admin {
     metrics: Arc<Metrics>,
     audit: AuditStore,
+    database: PathBuf,
+    /// SHA-256 of the configured token; `None`: the API is open.
+    token_digest: Option<[u8; 32]>,
 }
 
 impl Admin {
-    pub fn new(metrics: Arc<Metrics>, audit: AuditStore) -> Admin {
-        Admin { metrics, audit }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        audit: AuditStore,
+        database: PathBuf,
+        token: Option<String>,
+    ) -> Admin {
+        Admin {
+            metrics,
+            audit,
+            database,
+            token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -28,7 +55,8 @@ impl Admin {
                 envelope::error_body("METHOD_NOT_ALLOWED", "use GET"),
             );
         }
-        match req.uri().path() {
+        let path = req.uri().path().to_owned();
+        match path.as_str() {
             "/metrics" => {
                 self.metrics
                     .audit_queue_depth
@@ -54,15 +82,201 @@ impl Admin {
                     )
                 }
             }
+            p if p.starts_with("/v1/") => {
+                if !self.authorised(&req) {
+                    let mut resp = json(
+                        StatusCode::UNAUTHORIZED,
+                        envelope::error_body("UNAUTHORIZED", "a valid bearer token is required"),
+                    );
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return resp;
+                }
+                let query = req.uri().query().unwrap_or("").to_owned();
+                let db = self.database.clone();
+                let p = p.to_owned();
+                let result = tokio::task::spawn_blocking(move || api(&db, &p, &query)).await;
+                match result {
+                    Ok(Ok((status, body))) => json(status, Bytes::from(body.to_string())),
+                    Ok(Err(ApiError(status, code, msg))) => {
+                        json(status, envelope::error_body(code, &msg))
+                    }
+                    Err(_) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        envelope::error_body("INTERNAL_ERROR", "internal error"),
+                    ),
+                }
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 envelope::error_body("NOT_FOUND", "no such admin endpoint"),
             ),
         }
     }
+
+    /// Constant-time comparison of digests, so response timing tells nothing about the token.
+    fn authorised(&self, req: &Request<Incoming>) -> bool {
+        let Some(want) = &self.token_digest else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .unwrap_or("");
+        let got: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        got.iter()
+            .zip(want.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
 }
 
-fn json(status: StatusCode, body: bytes::Bytes) -> Response<ProxyBody> {
+struct ApiError(StatusCode, &'static str, String);
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", msg.into())
+}
+
+/// The `/v1/` routes; runs on the blocking pool.
+fn api(db: &std::path::Path, path: &str, query: &str) -> Result<(StatusCode, Value), ApiError> {
+    let unavailable = |e: crate::audit::AuditError| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "AUDIT_UNAVAILABLE",
+            e.to_string(),
+        )
+    };
+    let conn = query::open_read_only(db).map_err(unavailable)?;
+    match path {
+        "/v1/events" => {
+            let mut filter = filter_from_query(query)?;
+            let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+            filter.limit = Some(limit + 1);
+            let mut events = query::events(&conn, &filter).map_err(unavailable)?;
+            let more = events.len() > limit;
+            events.truncate(limit);
+            let next = if more {
+                events.last().map(|e| e.seq)
+            } else {
+                None
+            };
+            let items: Vec<Value> = events.iter().map(with_cursor).collect();
+            Ok((
+                StatusCode::OK,
+                json!({ "events": items, "next_cursor": next }),
+            ))
+        }
+        "/v1/chain/head" => {
+            let head = query::chain_head(&conn).map_err(unavailable)?;
+            Ok((StatusCode::OK, json!(head)))
+        }
+        "/v1/chain/verify" => {
+            let head = param(query, "head");
+            Ok(match verify::verify(&conn, head.as_deref()) {
+                Ok(v) => (
+                    StatusCode::OK,
+                    json!({"ok": true, "entries": v.entries, "head_seq": v.head_seq, "head_hash": v.head_hash, "pruned_through": v.pruned_through}),
+                ),
+                Err(e) => (StatusCode::OK, json!({"ok": false, "error": e.to_string()})),
+            })
+        }
+        p => {
+            let Some(id) = p
+                .strip_prefix("/v1/events/")
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            else {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "no such endpoint".into(),
+                ));
+            };
+            let event = query::event(&conn, id).map_err(unavailable)?;
+            let Some(event) = event else {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    format!("no event {id}"),
+                ));
+            };
+            let entries = query::entries_of(&conn, id).map_err(unavailable)?;
+            let (added, removed) = crate::audit::render::binding_diff(&event.before, &event.after);
+            Ok((
+                StatusCode::OK,
+                json!({
+                    "event": with_cursor(&event),
+                    "entries": entries,
+                    "diff": {"type_ids_added": added, "type_ids_removed": removed},
+                    "revert_command": format!("b24-audit-proxy revert {} --config FILE", event.id),
+                }),
+            ))
+        }
+    }
+}
+
+fn with_cursor(e: &query::EventRecord) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("cursor".into(), json!(e.seq));
+    }
+    v
+}
+
+/// The value of one query parameter, percent-decoded.
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| {
+            let v = v.replace('+', " ");
+            percent_encoding::percent_decode_str(&v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// `solution_id`, `since`, `until`, `outcome`, `caller`, `limit`, `cursor`.
+fn filter_from_query(query: &str) -> Result<Filter, ApiError> {
+    let int = |name: &str| -> Result<Option<i64>, ApiError> {
+        param(query, name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| bad_request(format!("'{name}' must be an integer")))
+            })
+            .transpose()
+    };
+    let outcome = param(query, "outcome");
+    if let Some(o) = &outcome {
+        let known = [
+            "applied",
+            "rejected_by_portal",
+            "denied",
+            "unknown",
+            "failed",
+            "pending",
+        ];
+        if !known.contains(&o.as_str()) {
+            return Err(bad_request(format!("unknown outcome '{o}'")));
+        }
+    }
+    Ok(Filter {
+        since: param(query, "since"),
+        until: param(query, "until"),
+        solution_id: int("solution_id")?,
+        outcome,
+        caller: param(query, "caller"),
+        event_id: None,
+        after_seq: int("cursor")?,
+        limit: int("limit")?.map(|l| l.max(1) as usize),
+    })
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::bytes(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -70,4 +284,21 @@ fn json(status: StatusCode, body: bytes::Bytes) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_read_from_the_query() {
+        let f = filter_from_query("solution_id=238&outcome=denied&caller=1&since=2026-01-01T00%3A00%3A00Z&limit=5&cursor=9")
+            .unwrap_or_else(|_| panic!("valid"));
+        assert_eq!(f.solution_id, Some(238));
+        assert_eq!(f.outcome.as_deref(), Some("denied"));
+        assert_eq!(f.since.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!((f.limit, f.after_seq), (Some(5), Some(9)));
+        assert!(filter_from_query("outcome=weird").is_err());
+        assert!(filter_from_query("solution_id=x").is_err());
+    }
 }

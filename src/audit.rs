@@ -9,8 +9,11 @@
 
 pub mod chain;
 pub mod migrate;
+pub mod prune;
 pub mod query;
+pub mod render;
 pub mod store;
+pub mod verify;
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +31,9 @@ pub enum EntryKind {
     Completed,
     /// Written at start-up for an intent whose outcome was never recorded.
     Reconciled,
+    /// Written by `audit prune`: the entries up to `pruned_through_seq` were removed, and the
+    /// chain continues from `pruned_through_hash`.
+    Checkpoint,
 }
 
 impl EntryKind {
@@ -36,6 +42,7 @@ impl EntryKind {
             EntryKind::Received => "received",
             EntryKind::Completed => "completed",
             EntryKind::Reconciled => "reconciled",
+            EntryKind::Checkpoint => "checkpoint",
         }
     }
 }
@@ -182,4 +189,38 @@ pub fn format_time(t: time::OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_default()
+}
+
+/// A time argument (`2026-11-24` or any RFC 3339 time) in the trail's own format, so string
+/// comparison in SQL orders it correctly.
+pub fn parse_time_arg(s: &str) -> Result<String, String> {
+    let bad =
+        || format!("\"{s}\" is not a date (2026-11-24) or an RFC 3339 time (2026-11-24T10:00:00Z)");
+    let t = s.trim();
+    if t.len() == 10 {
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let d = time::Date::parse(t, &fmt).map_err(|_| bad())?;
+        return Ok(format_time(d.midnight().assume_utc()));
+    }
+    let dt = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
+    Ok(format_time(dt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_arguments_are_normalised_to_utc() {
+        assert_eq!(
+            parse_time_arg("2026-11-24").as_deref(),
+            Ok("2026-11-24T00:00:00.000Z")
+        );
+        assert_eq!(
+            parse_time_arg("2026-11-24T10:00:00+03:00").as_deref(),
+            Ok("2026-11-24T07:00:00.000Z")
+        );
+        assert!(parse_time_arg("last week").is_err());
+    }
 }

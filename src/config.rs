@@ -55,6 +55,10 @@ struct FileConfig {
     policy: FilePolicy,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    identity: FileIdentity,
+    #[serde(default)]
+    revert: FileRevert,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +69,7 @@ struct FileServer {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,12 +89,28 @@ struct FileAudit {
     key_file: Option<PathBuf>,
     queue_capacity: Option<usize>,
     max_batch: Option<usize>,
+    head_log_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     listen: String,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIdentity {
+    resolve_oauth_users: Option<bool>,
+    cache_ttl: Option<String>,
+    cache_entries: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRevert {
+    webhook_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +155,12 @@ pub mod defaults {
     pub const AUDIT_QUEUE: usize = 4096;
     /// Requests committed in one transaction (one fsync) at most.
     pub const AUDIT_MAX_BATCH: usize = 512;
+    /// Often enough that an external copy of the head is never far behind.
+    pub const HEAD_LOG_INTERVAL: Duration = Duration::from_secs(300);
+    /// A token's user rarely changes; ten minutes bounds how long a revoked token's old user
+    /// id is still recorded.
+    pub const IDENTITY_TTL: Duration = Duration::from_secs(600);
+    pub const IDENTITY_ENTRIES: usize = 10_000;
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +171,67 @@ pub struct Config {
     pub admin: AdminConfig,
     pub policy: PolicyConfig,
     pub log: LogConfig,
+    pub identity: IdentityConfig,
+    pub revert: RevertConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Resolve OAuth callers to a user id with `user.current` (once per token, cached).
+    pub resolve_oauth_users: bool,
+    pub cache_ttl: Duration,
+    pub cache_entries: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RevertConfig {
+    /// A file holding `USER_ID/SECRET` of the service webhook `revert --apply` uses.
+    pub webhook_file: Option<PathBuf>,
+}
+
+/// An address range, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (
+                ip.parse::<std::net::IpAddr>().ok()?,
+                Some(p.parse::<u8>().ok()?),
+            ),
+            None => (s.parse::<std::net::IpAddr>().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr: ip, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +241,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (a load balancer in front of the proxy).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,11 +267,15 @@ pub struct AuditConfig {
     pub key_file: PathBuf,
     pub queue_capacity: usize,
     pub max_batch: usize,
+    /// How often the chain head is written to the log, for external copies.
+    pub head_log_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// A file holding the bearer token for `/v1/*` and `/ui/`; unset: no token required.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -276,6 +370,20 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             raw.server.shutdown_grace.as_deref(),
             defaults::SHUTDOWN_GRACE,
         )?,
+        trusted_proxies: raw
+            .server
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                Cidr::parse(c).ok_or_else(|| {
+                    ConfigError::new(
+                        "server.trusted_proxies",
+                        format!("\"{c}\" is not an address or range like 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
     };
     let upstream = UpstreamConfig {
         url: upstream_url(&raw.upstream.url)?,
@@ -320,6 +428,11 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             raw.audit.max_batch,
             defaults::AUDIT_MAX_BATCH,
         )?,
+        head_log_interval: duration(
+            "audit.head_log_interval",
+            raw.audit.head_log_interval.as_deref(),
+            defaults::HEAD_LOG_INTERVAL,
+        )?,
     };
     let d = PolicyConfig::default();
     let policy = PolicyConfig {
@@ -358,13 +471,33 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             format!("invalid filter \"{}\"", log.level),
         ));
     }
+    let identity = IdentityConfig {
+        resolve_oauth_users: raw.identity.resolve_oauth_users.unwrap_or(true),
+        cache_ttl: duration(
+            "identity.cache_ttl",
+            raw.identity.cache_ttl.as_deref(),
+            defaults::IDENTITY_TTL,
+        )?,
+        cache_entries: positive(
+            "identity.cache_entries",
+            raw.identity.cache_entries,
+            defaults::IDENTITY_ENTRIES,
+        )?,
+    };
     Ok(Config {
         server,
         upstream,
         audit,
-        admin: AdminConfig { listen: admin },
+        admin: AdminConfig {
+            listen: admin,
+            token_file: raw.admin.token_file,
+        },
         policy,
         log,
+        identity,
+        revert: RevertConfig {
+            webhook_file: raw.revert.webhook_file,
+        },
     })
 }
 
@@ -517,6 +650,25 @@ listen = "127.0.0.1:9090"
         let text = MINIMAL.replace("[admin]\nlisten = \"127.0.0.1:9090\"\n", "");
         let e = Config::parse(&text).expect_err("missing admin");
         assert!(e.to_string().contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn cidr_ranges() {
+        let net = Cidr::parse("10.0.0.0/8").expect("cidr");
+        assert!(net.contains("10.1.2.3".parse().expect("ip")));
+        assert!(!net.contains("11.0.0.1".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.0.0.1".parse().expect("ip")));
+        let one = Cidr::parse("127.0.0.1").expect("single");
+        assert!(one.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("all")
+            .contains("8.8.8.8".parse().expect("ip")));
+        assert!(Cidr::parse("fd00::/8")
+            .expect("v6")
+            .contains("fd12::1".parse().expect("ip")));
+        assert_eq!(Cidr::parse("10.0.0.0/33"), None);
+        assert_eq!(Cidr::parse("nope"), None);
     }
 
     #[test]

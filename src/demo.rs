@@ -107,7 +107,7 @@ pub async fn run() -> anyhow::Result<()> {
         Ok(())
     })?;
     println!("\nThe audit trail:\n");
-    print!("{}", query::render_table(&events));
+    print!("{}", crate::audit::render::render_table(&events));
     println!(
         "\nTry it yourself (the simulator's webhook is user {}, secret {}):",
         hook.0, hook.1

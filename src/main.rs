@@ -36,6 +36,18 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print the call that restores an event's before-state; send it with --apply.
+    Revert {
+        event_id: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// Send it through the proxy (with the [revert] webhook_file service webhook).
+        #[arg(long)]
+        apply: bool,
+        /// Revert even if the workplace changed since the event.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the bundled portal simulator.
     PortalSim {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -47,14 +59,65 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// List audited mutations, oldest first (a table, or JSON with --json).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one event, with a diff of title and bound smart processes.
+    Show {
+        id: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Recompute the hash chain; exit 1 naming the first broken or missing entry.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        /// A head hash recorded earlier (logs, /v1/chain/head) that must still be in the trail.
+        #[arg(long)]
+        head: Option<String>,
+    },
     /// Write every audited mutation as JSON Lines (design §6), oldest first.
     Export {
         #[arg(long)]
         config: PathBuf,
-        /// Only events received at or after this RFC 3339 time (e.g. 2026-12-01T00:00:00Z).
+        /// Only events received at or after this date or RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
     },
+    /// Remove entries written before DATE, keeping the chain verifiable (a checkpoint entry).
+    Prune {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        before: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only this workplace.
+    #[arg(long)]
+    solution: Option<i64>,
+    /// Only events at or after this date or RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this date or RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// applied, rejected_by_portal, denied, unknown, failed or pending.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// A user id or a credential fingerprint.
+    #[arg(long)]
+    caller: Option<String>,
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -75,14 +138,18 @@ fn main() -> ExitCode {
             init_logging(&cfg.log);
             run_async(serve(cfg))
         }
-        Command::Audit {
-            command: AuditCommand::Export { config, since },
+        Command::Audit { command } => audit(command),
+        Command::Revert {
+            event_id,
+            config,
+            apply,
+            force,
         } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
-            export(&cfg, since)
+            revert(&cfg, &event_id, apply, force)
         }
         Command::PortalSim { listen } => {
             init_logging(&LogConfig {
@@ -149,27 +216,155 @@ async fn portal_sim(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn export(cfg: &Config, since: Option<String>) -> ExitCode {
-    let conn = match query::open_read_only(&cfg.audit.database) {
+fn audit(command: AuditCommand) -> ExitCode {
+    let config = match &command {
+        AuditCommand::List { config, .. }
+        | AuditCommand::Show { config, .. }
+        | AuditCommand::Verify { config, .. }
+        | AuditCommand::Export { config, .. }
+        | AuditCommand::Prune { config, .. } => config.clone(),
+    };
+    let cfg = match Config::load(&config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return config_failure(&e),
     };
-    let filter = query::Filter {
-        since,
-        ..Default::default()
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match query::export(&conn, &filter, &mut out) {
-        Ok(_) => ExitCode::SUCCESS,
+    match run_audit(&cfg, command) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn time_arg(v: Option<String>) -> Result<Option<String>, String> {
+    v.map(|t| b24_audit_proxy::audit::parse_time_arg(&t))
+        .transpose()
+}
+
+fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{prune, render, verify};
+    let db = &cfg.audit.database;
+    let open = || query::open_read_only(db).map_err(|e| e.to_string());
+    match command {
+        AuditCommand::List { filter, json, .. } => {
+            let f = query::Filter {
+                since: time_arg(filter.since)?,
+                until: time_arg(filter.until)?,
+                solution_id: filter.solution,
+                outcome: filter.outcome,
+                caller: filter.caller,
+                limit: filter.limit,
+                ..Default::default()
+            };
+            let events = query::events(&open()?, &f).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&events).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", render::render_table(&events));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Show { id, .. } => {
+            let conn = open()?;
+            let Some(event) = query::event(&conn, &id).map_err(|e| e.to_string())? else {
+                return Err(format!("no event {id}"));
+            };
+            let entries = query::entries_of(&conn, &id).map_err(|e| e.to_string())?;
+            let verified = match verify::verify(&conn, entries.last().map(|e| e.hash.as_str())) {
+                Ok(v) => format!(
+                    "ok: the chain verifies through entry {}",
+                    v.head_seq.unwrap_or(0)
+                ),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            print!("{}", render::render_event(&event, &entries, &verified));
+            match b24_audit_proxy::revert::plan(&event) {
+                Ok(_) => println!(
+                    "\nrevert        b24-audit-proxy revert {} --config FILE [--apply]",
+                    event.id
+                ),
+                Err(why) => println!("\nrevert        not possible: {why}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { head, .. } => match verify::verify(&open()?, head.as_deref()) {
+            Ok(v) => {
+                println!(
+                    "ok: {} entries verify (entries {}..{}{}), head {}",
+                    v.entries,
+                    v.first_seq.unwrap_or(0),
+                    v.head_seq.unwrap_or(0),
+                    v.pruned_through
+                        .map_or(String::new(), |p| format!(", entries up to {p} pruned")),
+                    v.head_hash
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("FAILED: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        AuditCommand::Export { since, .. } => {
+            let filter = query::Filter {
+                since: time_arg(since)?,
+                ..Default::default()
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            query::export(&open()?, &filter, &mut out).map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prune { before, .. } => {
+            let before = b24_audit_proxy::audit::parse_time_arg(&before)?;
+            let p = prune::prune(db, &before).map_err(|e| e.to_string())?;
+            match p.through_seq {
+                Some(through) => println!(
+                    "pruned {} entries (through entry {through}); checkpoint is entry {}",
+                    p.removed,
+                    p.checkpoint_seq.unwrap_or(0)
+                ),
+                None => println!("nothing to prune before {before}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn revert(cfg: &Config, event_id: &str, apply: bool, force: bool) -> ExitCode {
+    let found = query::open_read_only(&cfg.audit.database).and_then(|c| query::event(&c, event_id));
+    let event = match found {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            eprintln!("error: no event {event_id}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = match b24_audit_proxy::revert::plan(&event) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", b24_audit_proxy::revert::describe(&plan));
+    if !apply {
+        println!("\n(not sent: add --apply to send it through the proxy)");
+        return ExitCode::SUCCESS;
+    }
+    run_async(async {
+        let answer = b24_audit_proxy::revert::apply(cfg, &event, &plan, force).await?;
+        println!("\napplied: {answer}");
+        Ok(())
+    })
 }
 
 fn init_logging(cfg: &LogConfig) {

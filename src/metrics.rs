@@ -51,6 +51,8 @@ pub enum UpstreamPhase {
     Snapshot,
     Forward,
     Reread,
+    /// `user.current` for an OAuth caller not in the identity cache.
+    Identity,
     PassThrough,
 }
 
@@ -60,6 +62,7 @@ impl UpstreamPhase {
             UpstreamPhase::Snapshot => "snapshot",
             UpstreamPhase::Forward => "forward",
             UpstreamPhase::Reread => "reread",
+            UpstreamPhase::Identity => "identity",
             UpstreamPhase::PassThrough => "pass_through",
         }
     }
@@ -98,7 +101,7 @@ impl Metrics {
         let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "b24proxy_upstream_duration_seconds",
-                "Time waiting for the portal, by phase (snapshot, forward, reread, pass_through).",
+                "Time waiting for the portal, by phase (snapshot, forward, reread, identity, pass_through).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["phase"],
@@ -107,6 +110,7 @@ impl Metrics {
             UpstreamPhase::Snapshot,
             UpstreamPhase::Forward,
             UpstreamPhase::Reread,
+            UpstreamPhase::Identity,
             UpstreamPhase::PassThrough,
         ] {
             upstream_duration.with_label_values(&[p.label()]);

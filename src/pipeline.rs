@@ -16,7 +16,9 @@
 
 use crate::audit::{new_event_id, AuditError, AuditStore, Entry, EntryKind, Outcome};
 use crate::body::{read_capped, ProxyBody, ReadError};
+use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
+use crate::identity::{self, Identities};
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
 use crate::mutation::{
@@ -49,6 +51,18 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     locks: SolutionLocks,
+    identities: Identities,
+    resolve_oauth_users: bool,
+    trusted_proxies: Vec<Cidr>,
+}
+
+/// What the snapshot phase found.
+enum Snapshot {
+    /// The call creates a workplace: there is no prior state.
+    Absent,
+    Found(SolutionState),
+    /// The portal refused the read; its answer goes back to the caller as is.
+    Refused(Box<Answer>),
 }
 
 /// Per-request state, filled in by the phases and read once at the end.
@@ -65,21 +79,23 @@ struct RequestCtx {
 
 impl Pipeline {
     pub fn new(
+        config: &Config,
         upstream: Upstream,
         audit: AuditStore,
-        policy: Policy,
         key: FingerprintKey,
         metrics: Arc<Metrics>,
-        max_body_bytes: usize,
     ) -> Pipeline {
         Pipeline {
             upstream,
             audit,
-            policy,
+            policy: Policy::new(config.policy.clone()),
             key,
             metrics,
-            max_body_bytes,
+            max_body_bytes: config.server.max_body_bytes,
             locks: SolutionLocks::new(),
+            identities: Identities::new(config.identity.cache_ttl, config.identity.cache_entries),
+            resolve_oauth_users: config.identity.resolve_oauth_users,
+            trusted_proxies: config.server.trusted_proxies.clone(),
         }
     }
 
@@ -256,23 +272,38 @@ impl Pipeline {
             None => None,
         };
 
+        let fingerprint = call
+            .credential
+            .secret_material()
+            .map(|m| self.key.fingerprint(&m));
+        let client = identity::client_addr(ctx.peer, &parts.headers, &self.trusted_proxies);
+
         // Phase 4: snapshot. The portal's update starts with the same read, so its error (bad
-        // credential, unknown id, no right) is the answer the caller would have had.
-        let before = match call.mutation.solution_id {
-            None => None,
-            Some(id) => match self
-                .read_state(ctx, &call, id, &parts.headers, UpstreamPhase::Snapshot)
-                .await?
-            {
-                Ok(state) => Some(state),
-                Err(portal_answer) => return Ok(answer_response(portal_answer, None)),
-            },
+        // credential, unknown id, no right) is the answer the caller would have had. An OAuth
+        // caller's user is resolved at the same time.
+        let snapshot = async {
+            match call.mutation.solution_id {
+                None => Ok(Snapshot::Absent),
+                Some(id) => self
+                    .read_state(ctx, &call, id, &parts.headers, UpstreamPhase::Snapshot)
+                    .await
+                    .map(|r| r.map_or_else(Snapshot::Refused, Snapshot::Found)),
+            }
+        };
+        let (snapshot, user) = tokio::join!(
+            snapshot,
+            self.caller_user(&call.credential, fingerprint.as_deref(), &parts.headers)
+        );
+        let before = match snapshot? {
+            Snapshot::Absent => None,
+            Snapshot::Found(state) => Some(state),
+            Snapshot::Refused(portal_answer) => return Ok(answer_response(*portal_answer, None)),
         };
 
         // Phase 5: decide.
-        let decision =
-            self.policy
-                .evaluate(&call.mutation, before.as_ref(), call.credential.user_id());
+        let decision = self
+            .policy
+            .evaluate(&call.mutation, before.as_ref(), user.as_deref());
         self.metrics
             .decision(decision.rule, decision.verdict.label());
         ctx.decision = Some(decision.verdict.label());
@@ -280,8 +311,15 @@ impl Pipeline {
         ctx.event_id = Some(event_id.clone());
 
         let mut intent = Map::new();
-        intent.insert("caller".into(), self.caller_json(&call.credential));
-        intent.insert("client_addr".into(), json!(ctx.peer.ip().to_string()));
+        intent.insert(
+            "caller".into(),
+            json!({
+                "auth": call.credential.auth_kind(),
+                "user_id": user,
+                "fingerprint": fingerprint,
+            }),
+        );
+        intent.insert("client_addr".into(), json!(client.to_string()));
         intent.insert(
             "request".into(),
             json!({
@@ -295,6 +333,9 @@ impl Pipeline {
         intent.insert("rule".into(), json!(decision.rule));
         intent.insert("reason".into(), json!(decision.reason));
         intent.insert("batch".into(), Value::Null);
+        if let Some(reverted) = reverts_event(&parts.headers) {
+            intent.insert("reverts".into(), json!(reverted));
+        }
         let received = Entry {
             event_id: event_id.clone(),
             kind: EntryKind::Received,
@@ -422,7 +463,7 @@ impl Pipeline {
         id: i64,
         headers: &http::HeaderMap,
         phase: UpstreamPhase,
-    ) -> Result<Result<SolutionState, Answer>, ProxyError> {
+    ) -> Result<Result<SolutionState, Box<Answer>>, ProxyError> {
         let get = outbound(
             "crm.automatedsolution.get",
             &call.credential,
@@ -441,7 +482,7 @@ impl Pipeline {
         }
         if json.as_ref().is_some_and(|j| j.get("error").is_some()) {
             ctx.upstream_status = Some(answer.status.as_u16());
-            return Ok(Err(answer));
+            return Ok(Err(Box::new(answer)));
         }
         self.metrics
             .upstream_error(UpstreamFailure::Invalid.label());
@@ -467,12 +508,37 @@ impl Pipeline {
         }
     }
 
-    fn caller_json(&self, c: &Credential) -> Value {
-        json!({
-            "auth": c.auth_kind(),
-            "user_id": c.user_id(),
-            "fingerprint": c.secret_material().map(|m| self.key.fingerprint(&m)),
-        })
+    /// The caller's user id: from the webhook, or for OAuth from `user.current` (cached by
+    /// token fingerprint). `None` when it cannot be resolved; the call is not refused for it
+    /// (the snapshot read decides whether the credential is good).
+    async fn caller_user(
+        &self,
+        credential: &Credential,
+        fingerprint: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Option<String> {
+        if let Some(u) = credential.user_id() {
+            return Some(u.to_owned());
+        }
+        let fp = fingerprint?;
+        if !self.resolve_oauth_users {
+            return None;
+        }
+        if let Some(u) = self.identities.get(fp) {
+            return Some(u);
+        }
+        let call = outbound("user.current", credential, json!({}));
+        let t = Instant::now();
+        let answer = self.upstream.call(&call, headers).await;
+        self.metrics
+            .upstream(UpstreamPhase::Identity, t.elapsed().as_secs_f64());
+        let user = answer
+            .ok()?
+            .json()
+            .as_ref()
+            .and_then(identity::user_id_from_answer)?;
+        self.identities.put(fp, user.clone());
+        Some(user)
     }
 
     fn upstream_failed(&self, k: UpstreamFailure) -> ProxyError {
@@ -561,6 +627,15 @@ fn outcome_entry(
         outcome: Some(outcome),
         fields,
     }
+}
+
+/// The request header with which `revert --apply` names the event it reverts. Only an event id
+/// is taken (a UUID), so the header cannot smuggle anything else into the trail.
+pub const REVERT_HEADER: &str = "x-audit-revert-of";
+
+fn reverts_event(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(REVERT_HEADER)?.to_str().ok()?;
+    uuid::Uuid::parse_str(v).ok().map(|u| u.to_string())
 }
 
 /// The portal's answer as the client gets it: status, headers and bytes unchanged.

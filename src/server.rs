@@ -8,7 +8,6 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::policy::Policy;
 use crate::secrets::FingerprintKey;
 use crate::upstream::Upstream;
 use anyhow::Context as _;
@@ -89,14 +88,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     }
     let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
     let pipeline = Arc::new(Pipeline::new(
+        config,
         upstream,
         audit.clone(),
-        Policy::new(config.policy.clone()),
         key,
         metrics.clone(),
-        config.server.max_body_bytes,
     ));
-    let admin = Arc::new(Admin::new(metrics.clone(), audit));
+    let token = match &config.admin.token_file {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    let admin = Arc::new(Admin::new(
+        metrics.clone(),
+        audit,
+        config.audit.database.clone(),
+        token,
+    ));
 
     let proxy_listener = TcpListener::bind(config.server.listen)
         .await
@@ -108,6 +115,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
 
     let (stop, stop_rx) = watch::channel(false);
+    let stop_heads = stop_rx.clone();
+    let database = config.audit.database.clone();
+    let head_interval = config.audit.head_log_interval;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -147,7 +157,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 async move { Ok::<_, Infallible>(admin.handle(req).await) }
             },
         );
-        tokio::join!(proxy, admin_loop);
+        let heads = log_chain_head(database, head_interval, stop_heads);
+        tokio::join!(proxy, admin_loop, heads);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
@@ -166,6 +177,49 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         writer,
         grace,
     })
+}
+
+/// The admin token: the file's content without surrounding whitespace; an empty file is refused
+/// (it would make every request authorised).
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("admin.token_file {}", path.display()))?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        anyhow::bail!("admin.token_file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+/// Logs the chain head now and then, so a log pipeline keeps copies an attacker with the
+/// database alone cannot rewrite (`audit verify --head` checks them).
+async fn log_chain_head(
+    database: std::path::PathBuf,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let db = database.clone();
+        let head = tokio::task::spawn_blocking(move || {
+            crate::audit::query::open_read_only(&db)
+                .and_then(|c| crate::audit::query::chain_head(&c))
+        })
+        .await;
+        match head {
+            Ok(Ok(h)) => {
+                tracing::info!(target: "audit", head_seq = h.seq, head_hash = %h.hash, entries = h.entries, "Chain head")
+            }
+            Ok(Err(e)) => tracing::warn!(target: "audit", error = %e, "Chain head not readable"),
+            Err(_) => {}
+        }
+    }
 }
 
 /// The answer to a request whose handler panicked. The panic message may quote request data,

@@ -12,6 +12,9 @@ use std::path::Path;
 /// One audited mutation, as exported (design §6 `audit export`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventRecord {
+    /// Position of the intent in the chain: the pagination cursor, not part of the export.
+    #[serde(skip)]
+    pub seq: i64,
     pub id: String,
     pub time: String,
     pub method: String,
@@ -30,6 +33,8 @@ pub struct EventRecord {
     pub batch: Value,
     /// Hash of the event's last entry in the chain.
     pub hash: String,
+    /// The event this one reverts (`revert --apply`), if any.
+    pub reverts: Option<String>,
 }
 
 /// Opens the trail for reading only (it must exist).
@@ -44,12 +49,24 @@ pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     Ok(conn)
 }
 
-/// Filters for [`for_each_event`].
+/// Filters for [`for_each_event`]; every one set must match.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     /// Only events received at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Only events received before this RFC 3339 time.
+    pub until: Option<String>,
     pub solution_id: Option<i64>,
+    /// An outcome name, or `pending` for events without one yet.
+    pub outcome: Option<String>,
+    /// A webhook/OAuth user id or a credential fingerprint.
+    pub caller: Option<String>,
+    /// A single event.
+    pub event_id: Option<String>,
+    /// Only events after this cursor (intent sequence number).
+    pub after_seq: Option<i64>,
+    /// At most this many events.
+    pub limit: Option<usize>,
 }
 
 /// Calls `f` for each event in trail order.
@@ -60,28 +77,52 @@ pub fn for_each_event(
 ) -> Result<usize, AuditError> {
     let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
     let mut stmt = conn
-        .prepare(
-            "SELECT r.payload, o.payload, COALESCE(o.hash, r.hash) FROM audit_entries r \
-             LEFT JOIN audit_entries o ON o.event_id = r.event_id AND o.kind <> 'received' \
-             WHERE r.kind = 'received' AND (?1 IS NULL OR r.time >= ?1) AND (?2 IS NULL OR r.solution_id = ?2 OR o.solution_id = ?2) \
-             ORDER BY r.seq",
+        .prepare_cached(
+            "SELECT r.seq, r.payload, o.payload, COALESCE(o.hash, r.hash) FROM audit_entries r \
+             LEFT JOIN audit_entries o ON o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled') \
+             WHERE r.kind = 'received' \
+               AND (?1 IS NULL OR r.time >= ?1) \
+               AND (?2 IS NULL OR r.time < ?2) \
+               AND (?3 IS NULL OR r.solution_id = ?3 OR o.solution_id = ?3) \
+               AND (?4 IS NULL OR o.outcome = ?4 OR (?4 = 'pending' AND o.seq IS NULL)) \
+               AND (?5 IS NULL OR json_extract(r.payload, '$.caller.user_id') = ?5 \
+                    OR json_extract(r.payload, '$.caller.fingerprint') = ?5) \
+               AND (?6 IS NULL OR r.event_id = ?6) \
+               AND (?7 IS NULL OR r.seq > ?7) \
+             ORDER BY r.seq LIMIT ?8",
         )
         .map_err(err)?;
+    let limit = filter.limit.map_or(-1, |l| l as i64);
     let mut rows = stmt
-        .query(rusqlite::params![filter.since, filter.solution_id])
+        .query(rusqlite::params![
+            filter.since,
+            filter.until,
+            filter.solution_id,
+            filter.outcome,
+            filter.caller,
+            filter.event_id,
+            filter.after_seq,
+            limit
+        ])
         .map_err(err)?;
     let mut n = 0;
     while let Some(row) = rows.next().map_err(err)? {
-        let intent: String = row.get(0).map_err(err)?;
-        let outcome: Option<String> = row.get(1).map_err(err)?;
-        let hash: String = row.get(2).map_err(err)?;
-        f(record(&intent, outcome.as_deref(), hash)?)?;
+        let seq: i64 = row.get(0).map_err(err)?;
+        let intent: String = row.get(1).map_err(err)?;
+        let outcome: Option<String> = row.get(2).map_err(err)?;
+        let hash: String = row.get(3).map_err(err)?;
+        f(record(seq, &intent, outcome.as_deref(), hash)?)?;
         n += 1;
     }
     Ok(n)
 }
 
-fn record(intent: &str, outcome: Option<&str>, hash: String) -> Result<EventRecord, AuditError> {
+fn record(
+    seq: i64,
+    intent: &str,
+    outcome: Option<&str>,
+    hash: String,
+) -> Result<EventRecord, AuditError> {
     let bad = |e: serde_json::Error| AuditError::Open(format!("unreadable audit entry: {e}"));
     let i: Value = serde_json::from_str(intent).map_err(bad)?;
     let o: Value = match outcome {
@@ -90,6 +131,7 @@ fn record(intent: &str, outcome: Option<&str>, hash: String) -> Result<EventReco
     };
     let get = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
     Ok(EventRecord {
+        seq,
         id: get(&i, "event_id").as_str().unwrap_or_default().to_owned(),
         time: get(&i, "time").as_str().unwrap_or_default().to_owned(),
         method: get(&i, "method").as_str().unwrap_or_default().to_owned(),
@@ -109,6 +151,78 @@ fn record(intent: &str, outcome: Option<&str>, hash: String) -> Result<EventReco
         portal_error: get(&o, "portal_error"),
         batch: get(&i, "batch"),
         hash,
+        reverts: i.get("reverts").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+/// Collects the events matching `filter`.
+pub fn events(conn: &Connection, filter: &Filter) -> Result<Vec<EventRecord>, AuditError> {
+    let mut out = Vec::new();
+    for_each_event(conn, filter, |e| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One event by id.
+pub fn event(conn: &Connection, id: &str) -> Result<Option<EventRecord>, AuditError> {
+    let filter = Filter {
+        event_id: Some(id.to_owned()),
+        ..Filter::default()
+    };
+    Ok(events(conn, &filter)?.into_iter().next())
+}
+
+/// The chain entries of one event (intent, outcome), for `audit show`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EntryRow {
+    pub seq: i64,
+    pub kind: String,
+    pub time: String,
+    pub prev_hash: String,
+    pub hash: String,
+    pub payload: Value,
+}
+
+pub fn entries_of(conn: &Connection, id: &str) -> Result<Vec<EntryRow>, AuditError> {
+    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
+    let mut stmt = conn
+        .prepare("SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries WHERE event_id = ?1 ORDER BY seq")
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok(EntryRow {
+                seq: r.get(0)?,
+                kind: r.get(1)?,
+                time: r.get(2)?,
+                prev_hash: r.get(3)?,
+                hash: r.get(4)?,
+                payload: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<Result<_, _>>().map_err(err)
+}
+
+/// The newest entry: what an external system should keep a copy of.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+    pub entries: i64,
+}
+
+pub fn chain_head(conn: &Connection) -> Result<ChainHead, AuditError> {
+    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
+    let head = super::store::Head::load_in(conn).map_err(err)?;
+    let entries: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit_entries", [], |r| r.get(0))
+        .map_err(err)?;
+    Ok(ChainHead {
+        seq: head.seq,
+        hash: head.hash,
+        entries,
     })
 }
 
@@ -122,91 +236,4 @@ pub fn export(
         let line = serde_json::to_string(&rec).map_err(|e| AuditError::Open(e.to_string()))?;
         writeln!(out, "{line}").map_err(|e| AuditError::Open(format!("write: {e}")))
     })
-}
-
-/// A readable table of events: when, who, which workplace, what changed, decision and outcome.
-pub fn render_table(events: &[EventRecord]) -> String {
-    let mut rows = vec![[
-        "time".to_owned(),
-        "method".to_owned(),
-        "workplace".to_owned(),
-        "caller".to_owned(),
-        "change".to_owned(),
-        "decision".to_owned(),
-        "outcome".to_owned(),
-    ]];
-    for e in events {
-        let user = e
-            .caller
-            .get("user_id")
-            .and_then(Value::as_str)
-            .unwrap_or("-");
-        let auth = e.caller.get("auth").and_then(Value::as_str).unwrap_or("-");
-        let decision = match e.rule.as_str() {
-            Some(rule) => format!("{} ({rule})", e.decision.as_str().unwrap_or("-")),
-            None => e.decision.as_str().unwrap_or("-").to_owned(),
-        };
-        rows.push([
-            e.time.get(11..19).unwrap_or(&e.time).to_owned(),
-            e.method
-                .trim_start_matches("crm.automatedsolution.")
-                .to_owned(),
-            e.solution_id
-                .map_or_else(|| "-".to_owned(), |id| id.to_string()),
-            format!("{auth}:{user}"),
-            describe_change(e),
-            decision,
-            e.outcome
-                .clone()
-                .unwrap_or_else(|| "(in flight)".to_owned()),
-        ]);
-    }
-    let widths: Vec<usize> = (0..7)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-        if i == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push_str(&rule.join("  "));
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// `title "A" → "B"; typeIds [14,158] → [14]`, from before and the requested fields.
-fn describe_change(e: &EventRecord) -> String {
-    let fields = e.request.get("params").and_then(|p| p.get("fields"));
-    let mut parts = Vec::new();
-    let before_title = e.before.get("title").and_then(Value::as_str);
-    if let Some(t) = fields.and_then(|f| f.get("title")).and_then(Value::as_str) {
-        match before_title {
-            Some(b) if b != t => parts.push(format!("title \"{b}\" → \"{t}\"")),
-            Some(_) => {}
-            None => parts.push(format!("title \"{t}\"")),
-        }
-    }
-    if let Some(ids) = fields.and_then(|f| f.get("typeIds")) {
-        match e.before.get("typeIds") {
-            Some(b) => parts.push(format!("typeIds {} → {}", compact(b), compact(ids))),
-            None => parts.push(format!("typeIds {}", compact(ids))),
-        }
-    }
-    if parts.is_empty() {
-        "-".to_owned()
-    } else {
-        parts.join("; ")
-    }
-}
-
-fn compact(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }

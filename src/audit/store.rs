@@ -121,14 +121,19 @@ pub fn open_connection(path: &Path) -> Result<Connection, AuditError> {
 }
 
 /// The end of the chain.
-#[derive(Debug, Clone)]
-struct Head {
-    seq: i64,
-    hash: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
 }
 
 impl Head {
     fn load(conn: &Connection) -> Result<Head, AuditError> {
+        Head::load_in(conn).map_err(|e| AuditError::Open(e.to_string()))
+    }
+
+    /// The last entry, or the genesis position of an empty trail.
+    pub fn load_in(conn: &Connection) -> rusqlite::Result<Head> {
         let row = conn.query_row(
             "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1",
             [],
@@ -140,13 +145,17 @@ impl Head {
                 seq: 0,
                 hash: GENESIS.to_owned(),
             }),
-            Err(e) => Err(AuditError::Open(e.to_string())),
+            Err(e) => Err(e),
         }
     }
 }
 
 /// Inserts one entry after `head`, advancing it.
-fn insert(conn: &Connection, head: &mut Head, entry: &Entry) -> rusqlite::Result<Committed> {
+pub(crate) fn insert(
+    conn: &Connection,
+    head: &mut Head,
+    entry: &Entry,
+) -> rusqlite::Result<Committed> {
     let seq = head.seq + 1;
     let time = now_rfc3339();
     let mut payload = entry.fields.clone();
@@ -191,7 +200,7 @@ fn reconcile(conn: &mut Connection, head: &mut Head) -> Result<Vec<String>, Audi
             .prepare(
                 "SELECT r.event_id, r.method, r.solution_id FROM audit_entries r \
                  WHERE r.kind = 'received' AND NOT EXISTS \
-                 (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind <> 'received') \
+                 (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled')) \
                  ORDER BY r.seq",
             )
             .map_err(|e| AuditError::Open(e.to_string()))?;
@@ -258,7 +267,13 @@ impl WriterState {
         let start_head = self.head.clone();
         let mut results: Vec<Result<Vec<Committed>, AuditError>> = Vec::with_capacity(group.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
+            // IMMEDIATE takes the write lock first; the head is then re-read inside it, so an
+            // entry appended by another writer (`audit prune`'s checkpoint) is chained onto,
+            // not collided with.
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            self.head = Head::load_in(&tx)?;
             for req in group.iter() {
                 let sp_head = self.head.clone();
                 tx.execute_batch("SAVEPOINT request")?;

@@ -54,17 +54,53 @@ impl TestProxy {
 
     /// Starts a proxy whose files live in `dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(dir: &Path, upstream: SocketAddr, extra: &str) -> TestProxy {
+        TestProxy::start_in_opts(
+            dir,
+            upstream,
+            &ProxyOpts {
+                extra,
+                ..ProxyOpts::default()
+            },
+        )
+    }
+
+    /// Like [`TestProxy::start`], with [`ProxyOpts`] (upstream keys overridden, a shell prelude).
+    pub fn start_opts(upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut p = TestProxy::start_in_opts(&dir, upstream, opts);
+        p._tmp = Some(tmp);
+        p
+    }
+
+    /// Like [`TestProxy::start_in`], with [`ProxyOpts`].
+    pub fn start_in_opts(dir: &Path, upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
         let config = dir.join("proxy.toml");
-        let (server_extra, rest) = split_server_extra(extra);
+        let (server_extra, rest) = split_server_extra(opts.extra);
+        let mut upstream_keys = vec![("request_timeout", "\"5s\"")];
+        for (k, v) in opts.upstream {
+            match upstream_keys.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v,
+                None => upstream_keys.push((k, v)),
+            }
+        }
+        let upstream_keys: String = upstream_keys
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
-                 [upstream]\nurl = \"http://{upstream}\"\nrequest_timeout = \"5s\"\n\
+                 [upstream]\nurl = \"http://{upstream}\"\n{upstream_keys}\
                  [audit]\ndatabase = \"{}\"\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n\
-                 {log}{rest}",
+                 {admin}{log}{rest}",
                 dir.join("audit.db").display(),
+                admin = if rest.contains("[admin]") {
+                    ""
+                } else {
+                    "[admin]\nlisten = \"127.0.0.1:0\"\n"
+                },
                 log = if rest.contains("[log]") {
                     ""
                 } else {
@@ -78,7 +114,18 @@ impl TestProxy {
             .append(true)
             .open(dir.join("proxy.log"))
             .expect("log file");
-        let mut child = Command::new(BIN)
+        let mut command = match opts.shell_prelude {
+            None => Command::new(BIN),
+            Some(prelude) => {
+                // `exec` keeps the pid: the child we hold is the proxy itself.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("{prelude}\nexec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::piped())
@@ -155,6 +202,152 @@ impl TestProxy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// The proxy's process id (the binary itself, also when started through a shell prelude).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("audit.db")
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `GET /readyz` on the admin listener.
+    pub async fn readyz(&self) -> StatusCode {
+        get(&format!("http://{}/readyz", self.admin)).await.status
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `b24proxy_upstream_errors_total{kind="timeout"}`; `None` when it is not exported.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = get(&format!("http://{}/metrics", self.admin)).await;
+        metric_value(&String::from_utf8_lossy(&text.body), sample)
+    }
+}
+
+/// More ways to start a [`TestProxy`]. `ProxyOpts::default()` is exactly what `start` does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProxyOpts<'a> {
+    /// Appended to the config, as `extra` of [`TestProxy::start`].
+    pub extra: &'a str,
+    /// `[upstream]` keys as `(key, TOML value)`, e.g. `("request_timeout", "\"1s\"")`;
+    /// they replace the helper's own (`request_timeout = "5s"`) or are added.
+    pub upstream: &'a [(&'a str, &'a str)],
+    /// Shell commands run before the binary is exec'd (same pid), e.g. `trap '' XFSZ`.
+    pub shell_prelude: Option<&'a str>,
+}
+
+/// One sample's value from a Prometheus text exposition.
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Checks the hash chain of an audit database directly: `seq` runs 1..=n without a gap, the
+/// first `prev_hash` is [`GENESIS`](b24_audit_proxy::audit::chain::GENESIS), each `prev_hash` is
+/// the previous row's `hash`, and `hash == sha256(prev_hash || payload)`. Returns the number of
+/// entries; panics naming the first broken one.
+pub fn verify_chain(db: &Path) -> usize {
+    use b24_audit_proxy::audit::chain::{entry_hash, GENESIS};
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the audit database");
+    let mut stmt = conn
+        .prepare("SELECT seq, payload, prev_hash, hash FROM audit_entries ORDER BY seq")
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .expect("query");
+    let mut prev = GENESIS.to_owned();
+    let mut n = 0usize;
+    for row in rows {
+        let (seq, payload, prev_hash, hash) = row.expect("row");
+        n += 1;
+        assert_eq!(seq, n as i64, "gap in the chain before seq {seq}");
+        assert_eq!(
+            prev_hash, prev,
+            "entry {seq}: prev_hash is not the previous hash"
+        );
+        assert_eq!(
+            entry_hash(&prev_hash, &payload),
+            hash,
+            "entry {seq}: hash does not match its payload"
+        );
+        prev = hash;
+    }
+    n
+}
+
+/// Fails if a webhook secret or OAuth token of the simulator appears in any file of `dir`
+/// (database, WAL, key, config excluded, log).
+pub fn assert_no_secrets(dir: &Path) {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_file() && p.extension().is_none_or(|x| x != "toml") {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for secret in [SECRET, TOKEN] {
+            assert!(
+                find(&bytes, secret.as_bytes()).is_none(),
+                "{secret} found in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// The simulator's executed mutations of one REST method.
+pub fn executed(sim: &SimHandle, method: &str) -> usize {
+    sim.sim
+        .executed_mutations()
+        .iter()
+        .filter(|m| m.method == method)
+        .count()
+}
+
+/// Requests of one REST method that reached the simulator.
+pub fn calls_of(sim: &SimHandle, method: &str) -> usize {
+    sim.sim
+        .calls()
+        .iter()
+        .filter(|c| c.rest_method.as_deref() == Some(method))
+        .count()
+}
+
+/// Polls an async condition (an HTTP probe, say) until it holds; fails after `limit`.
+pub async fn eventually_async<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

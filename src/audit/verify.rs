@@ -1,0 +1,196 @@
+//! `audit verify`: recomputes the hash chain and names the first entry that is missing,
+//! altered or out of place; with `--head HASH`, also proves that an earlier-recorded head is
+//! still in the chain (so the newest entries were not cut off).
+//!
+//! Checks, per entry in `seq` order: the sequence has no gap; `prev_hash` is the previous
+//! entry's hash (or, at the start, the genesis hash or the hash a retention checkpoint names);
+//! `hash = SHA-256(prev_hash ‖ payload)`; the payload is canonical JSON; and the columns queries
+//! filter on (`seq`, `event_id`, `kind`, `method`, `solution_id`, `outcome`) say what the hashed
+//! payload says. Streams rows; memory does not grow with the trail.
+
+use super::chain::{canonical_json, entry_hash, GENESIS};
+use rusqlite::Connection;
+use serde_json::Value;
+use std::fmt;
+
+/// A chain that verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    pub first_seq: Option<i64>,
+    pub head_seq: Option<i64>,
+    pub head_hash: String,
+    /// Entries before `first_seq` were removed by retention (`audit prune`).
+    pub pruned_through: Option<i64>,
+}
+
+/// Why a chain does not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// Entry `seq` is not what was written (payload, columns or link).
+    Altered { seq: i64, reason: String },
+    /// Entries are missing: `expected` was due, `found` came next (or nothing, at the end).
+    Missing { expected: i64, found: Option<i64> },
+    /// The `--head` given is not in the chain.
+    HeadNotFound { head: String, head_seq: Option<i64> },
+    /// The database could not be read.
+    Unreadable(String),
+}
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Broken::Altered { seq, reason } => write!(f, "entry {seq} was altered: {reason}"),
+            Broken::Missing { expected, found: Some(found) } => {
+                write!(f, "entries {expected}..{} are missing (next entry is {found})", found - 1)
+            }
+            Broken::Missing { expected, found: None } => write!(f, "entry {expected} and any after it are missing"),
+            Broken::HeadNotFound { head, head_seq } => write!(
+                f,
+                "head {head} is not in the trail (the newest entries were removed, or the head is from another trail); current head is entry {}",
+                head_seq.map_or_else(|| "none".to_owned(), |s| s.to_string())
+            ),
+            Broken::Unreadable(e) => write!(f, "the audit database cannot be read: {e}"),
+        }
+    }
+}
+
+/// Verifies the whole chain; `head` is a hash recorded earlier that must still be present.
+pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken> {
+    let db = |e: rusqlite::Error| Broken::Unreadable(e.to_string());
+    let checkpoint = latest_checkpoint(conn)?;
+    let mut stmt = conn
+        .prepare("SELECT seq, event_id, kind, method, solution_id, outcome, payload, prev_hash, hash FROM audit_entries ORDER BY seq")
+        .map_err(db)?;
+    let mut rows = stmt.query([]).map_err(db)?;
+    let (mut expected_seq, mut expected_prev) = match &checkpoint {
+        Some((seq, hash)) => (seq + 1, hash.clone()),
+        None => (1, GENESIS.to_owned()),
+    };
+    let mut report = Verified {
+        entries: 0,
+        first_seq: None,
+        head_seq: None,
+        head_hash: GENESIS.to_owned(),
+        pruned_through: checkpoint.as_ref().map(|(s, _)| *s),
+    };
+    let mut head_found = head.is_none();
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        if seq != expected_seq {
+            return Err(if seq > expected_seq {
+                Broken::Missing {
+                    expected: expected_seq,
+                    found: Some(seq),
+                }
+            } else {
+                Broken::Altered {
+                    seq,
+                    reason: format!(
+                        "sequence number {seq} is out of place (expected {expected_seq})"
+                    ),
+                }
+            });
+        }
+        let columns = Columns {
+            event_id: row.get(1).map_err(db)?,
+            kind: row.get(2).map_err(db)?,
+            method: row.get(3).map_err(db)?,
+            solution_id: row.get(4).map_err(db)?,
+            outcome: row.get(5).map_err(db)?,
+        };
+        let payload: String = row.get(6).map_err(db)?;
+        let prev_hash: String = row.get(7).map_err(db)?;
+        let hash: String = row.get(8).map_err(db)?;
+        let altered = |reason: String| Broken::Altered { seq, reason };
+        if prev_hash != expected_prev {
+            return Err(altered(format!(
+                "it does not link to the entry before it (prev_hash {prev_hash}, expected {expected_prev})"
+            )));
+        }
+        if entry_hash(&prev_hash, &payload) != hash {
+            return Err(altered("its payload does not match its hash".into()));
+        }
+        check_payload(&payload, seq, &columns).map_err(altered)?;
+        if head == Some(hash.as_str()) {
+            head_found = true;
+        }
+        report.first_seq.get_or_insert(seq);
+        report.entries += 1;
+        report.head_seq = Some(seq);
+        report.head_hash = hash.clone();
+        expected_prev = hash;
+        expected_seq += 1;
+    }
+    if let (Some((cp_seq, _)), None) = (&checkpoint, report.first_seq) {
+        // A checkpoint is itself an entry, so an empty table after one means rows are gone.
+        return Err(Broken::Missing {
+            expected: cp_seq + 1,
+            found: None,
+        });
+    }
+    if !head_found {
+        return Err(Broken::HeadNotFound {
+            head: head.unwrap_or_default().to_owned(),
+            head_seq: report.head_seq,
+        });
+    }
+    Ok(report)
+}
+
+struct Columns {
+    event_id: String,
+    kind: String,
+    method: String,
+    solution_id: Option<i64>,
+    outcome: Option<String>,
+}
+
+fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<(), String> {
+    let v: Value =
+        serde_json::from_str(payload).map_err(|_| "its payload is not JSON".to_owned())?;
+    if canonical_json(&v) != payload {
+        return Err("its payload is not in canonical form".into());
+    }
+    let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    let checks: [(&str, bool); 6] = [
+        ("seq", field("seq").as_i64() == Some(seq)),
+        ("event_id", field("event_id").as_str() == Some(&c.event_id)),
+        ("kind", field("kind").as_str() == Some(&c.kind)),
+        ("method", field("method").as_str() == Some(&c.method)),
+        (
+            "solution_id",
+            field("solution_id").as_i64() == c.solution_id,
+        ),
+        ("outcome", field("outcome").as_str() == c.outcome.as_deref()),
+    ];
+    match checks.iter().find(|(_, ok)| !ok) {
+        Some((name, _)) => Err(format!("its {name} column differs from the hashed payload")),
+        None => Ok(()),
+    }
+}
+
+/// `(pruned_through_seq, pruned_through_hash)` of the newest checkpoint, if any.
+fn latest_checkpoint(conn: &Connection) -> Result<Option<(i64, String)>, Broken> {
+    let row = conn.query_row(
+        "SELECT payload FROM audit_entries WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| r.get::<_, String>(0),
+    );
+    let payload = match row {
+        Ok(p) => p,
+        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+        Err(e) => return Err(Broken::Unreadable(e.to_string())),
+    };
+    let v: Value = serde_json::from_str(&payload)
+        .map_err(|e| Broken::Unreadable(format!("checkpoint: {e}")))?;
+    match (
+        v["pruned_through_seq"].as_i64(),
+        v["pruned_through_hash"].as_str(),
+    ) {
+        (Some(seq), Some(hash)) => Ok(Some((seq, hash.to_owned()))),
+        _ => Err(Broken::Unreadable(
+            "a checkpoint entry lacks pruned_through_seq/hash".into(),
+        )),
+    }
+}

@@ -1,0 +1,240 @@
+//! `revert EVENT_ID`: the call that restores an event's before-state, and with `--apply`, that
+//! call sent through the proxy's own audited, policy-checked path with the service webhook of
+//! `[revert] webhook_file`. The revert is an event of its own that names the event it reverts
+//! (`X-Audit-Revert-Of`). It is refused when the workplace changed since the event, unless
+//! forced: reverting over someone else's later change would silently undo it too.
+//!
+//! The proxy never stores callers' secrets, so a revert cannot be sent "as" the original caller.
+
+use crate::audit::query::EventRecord;
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::pipeline::REVERT_HEADER;
+use anyhow::{bail, Context as _};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The call that undoes an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub method: &'static str,
+    pub params: Value,
+    /// The workplace the revert changes (for the "changed since" check); `None` for re-adding
+    /// a deleted workplace.
+    pub solution_id: Option<i64>,
+}
+
+/// What reverting `e` takes, or why it cannot be reverted.
+pub fn plan(e: &EventRecord) -> Result<Plan, String> {
+    let state = |v: &Value| -> Option<(String, Value)> {
+        Some((
+            v.get("title")?.as_str()?.to_owned(),
+            v.get("typeIds")?.clone(),
+        ))
+    };
+    match (e.method.as_str(), e.outcome.as_deref()) {
+        (_, Some("denied") | Some("failed")) => Err(format!(
+            "event {} changed nothing (outcome {}): there is nothing to revert",
+            e.id,
+            e.outcome.as_deref().unwrap_or("-")
+        )),
+        (_, None) => Err(format!("event {} is still in flight", e.id)),
+        ("crm.automatedsolution.update", _) => {
+            let id = e.solution_id.ok_or("the event names no workplace")?;
+            let (title, type_ids) = state(&e.before).ok_or("the event has no before-state")?;
+            Ok(Plan {
+                method: "crm.automatedsolution.update",
+                params: json!({"id": id, "fields": {"title": title, "typeIds": type_ids}}),
+                solution_id: Some(id),
+            })
+        }
+        ("crm.automatedsolution.delete", Some("applied")) => {
+            let (title, type_ids) = state(&e.before).ok_or("the event has no before-state")?;
+            Ok(Plan {
+                method: "crm.automatedsolution.add",
+                params: json!({"fields": {"title": title, "typeIds": type_ids}}),
+                solution_id: None,
+            })
+        }
+        ("crm.automatedsolution.add", _) => Err(format!(
+            "an add is undone by deleting workplace {}, which the portal refuses while smart processes are bound; unbind them first, then delete it",
+            e.solution_id.map_or("?".into(), |i| i.to_string())
+        )),
+        (m, o) => Err(format!("{m} events with outcome {} cannot be reverted", o.unwrap_or("-"))),
+    }
+}
+
+/// The plan as a command a person can read and run.
+pub fn describe(plan: &Plan) -> String {
+    format!(
+        "POST /rest/{{uid}}/{{secret}}/{}\nContent-Type: application/json\n\n{}",
+        plan.method, plan.params
+    )
+}
+
+/// Sends the plan through the proxy at `config.server.listen`.
+pub async fn apply(
+    config: &Config,
+    event: &EventRecord,
+    plan: &Plan,
+    force: bool,
+) -> anyhow::Result<Value> {
+    let path = config
+        .revert
+        .webhook_file
+        .as_ref()
+        .context("revert --apply needs [revert] webhook_file (a file holding USER_ID/SECRET of a service webhook)")?;
+    let hook = std::fs::read_to_string(path)
+        .with_context(|| format!("revert.webhook_file {}", path.display()))?;
+    let hook = hook.trim().trim_matches('/');
+    if hook.split('/').count() != 2 || hook.split('/').any(str::is_empty) {
+        bail!("revert.webhook_file must hold USER_ID/SECRET");
+    }
+    let base = format!("http://{}/rest/{hook}", local(config.server.listen));
+    let client: Client<HttpConnector, ProxyBody> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    if let (Some(id), false) = (plan.solution_id, force) {
+        let now = call(
+            &client,
+            &format!("{base}/crm.automatedsolution.get"),
+            &json!({"id": id}),
+            None,
+        )
+        .await?;
+        let current = now["result"]["automatedSolution"].clone();
+        let same = |k: &str| current.get(k) == event.after.get(k);
+        if !(same("title") && same("typeIds")) {
+            bail!(
+                "workplace {id} changed since event {}: it is now {} but the event left it {}; pass --force to revert anyway",
+                event.id,
+                current,
+                event.after
+            );
+        }
+    }
+    call(
+        &client,
+        &format!("{base}/{}", plan.method),
+        &plan.params,
+        Some(&event.id),
+    )
+    .await
+}
+
+async fn call(
+    client: &Client<HttpConnector, ProxyBody>,
+    url: &str,
+    body: &Value,
+    reverts: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut req = Request::post(url).header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(id) = reverts {
+        req = req.header(REVERT_HEADER, id);
+    }
+    let resp = client
+        .request(req.body(ProxyBody::bytes(body.to_string()))?)
+        .await
+        .context("the proxy is not reachable at server.listen")?;
+    let status = resp.status();
+    let event = resp
+        .headers()
+        .get("x-audit-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let mut answer: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    if let (Some(e), Value::Object(m)) = (event, &mut answer) {
+        m.insert("audit_event_id".into(), json!(e));
+    }
+    if !status.is_success() {
+        bail!("the proxy answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+/// A listen address as a client address (`0.0.0.0` → `127.0.0.1`).
+fn local(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(method: &str, outcome: Option<&str>, before: Value, after: Value) -> EventRecord {
+        EventRecord {
+            seq: 1,
+            id: "e".into(),
+            time: "t".into(),
+            method: method.into(),
+            solution_id: Some(238),
+            caller: Value::Null,
+            client_addr: Value::Null,
+            request: Value::Null,
+            before,
+            after,
+            decision: json!("allow"),
+            rule: Value::Null,
+            outcome: outcome.map(str::to_owned),
+            portal_status: Value::Null,
+            portal_error: Value::Null,
+            batch: Value::Null,
+            hash: "h".into(),
+            reverts: None,
+        }
+    }
+
+    #[test]
+    fn plans() {
+        let before = json!({"id":238,"title":"HR","typeIds":[14,158]});
+        let after = json!({"id":238,"title":"HR2","typeIds":[14]});
+        let p = plan(&event(
+            "crm.automatedsolution.update",
+            Some("applied"),
+            before.clone(),
+            after.clone(),
+        ))
+        .expect("update");
+        assert_eq!(
+            p.params,
+            json!({"id":238,"fields":{"title":"HR","typeIds":[14,158]}})
+        );
+        let d = plan(&event(
+            "crm.automatedsolution.delete",
+            Some("applied"),
+            before.clone(),
+            Value::Null,
+        ))
+        .expect("delete");
+        assert_eq!(d.method, "crm.automatedsolution.add");
+        assert!(plan(&event(
+            "crm.automatedsolution.update",
+            Some("denied"),
+            before.clone(),
+            before.clone()
+        ))
+        .is_err());
+        assert!(plan(&event(
+            "crm.automatedsolution.add",
+            Some("applied"),
+            Value::Null,
+            after
+        ))
+        .is_err());
+        assert!(describe(&p).contains("crm.automatedsolution.update"));
+    }
+}
