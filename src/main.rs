@@ -265,6 +265,19 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
                 );
             } else {
                 print!("{}", render::render_table(&events));
+                // The same command proves the rows untouched: the whole chain is re-verified.
+                match verify::verify(&open()?, None) {
+                    Ok(v) => println!(
+                        "\nchain: ok, {} entries verify, head {} (entry {})",
+                        v.entries,
+                        v.head_hash,
+                        v.head_seq.unwrap_or(0)
+                    ),
+                    Err(e) => {
+                        println!("\nchain: FAILED: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
