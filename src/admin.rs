@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers),
-//! `/readyz` (the audit trail is writable: without it no watched call can be served), and the
+//! `/readyz` (the audit trail is writable — without it no watched call can be served — and the
+//! portal reachable), and the
 //! read API over the trail — `/v1/events` (filters, pagination), `/v1/events/{id}`,
 //! `/v1/chain/head`, `/v1/chain/verify` — behind a bearer token when `[admin] token_file` is
 //! set. Kept on its own address so it can stay on loopback or a private network.
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Events per page when the caller does not say, and the most it may ask for.
@@ -31,6 +33,8 @@ pub struct Admin {
     database: PathBuf,
     /// SHA-256 of the configured token; `None`: the API is open.
     token_digest: Option<[u8; 32]>,
+    /// Whether the portal was reachable at the last exchange or probe.
+    upstream_reachable: Arc<AtomicBool>,
 }
 
 impl Admin {
@@ -39,12 +43,14 @@ impl Admin {
         audit: AuditStore,
         database: PathBuf,
         token: Option<String>,
+        upstream_reachable: Arc<AtomicBool>,
     ) -> Admin {
         Admin {
             metrics,
             audit,
             database,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            upstream_reachable,
         }
     }
 
@@ -61,6 +67,12 @@ impl Admin {
                 self.metrics
                     .audit_queue_depth
                     .set(self.audit.queue_depth() as i64);
+                self.metrics
+                    .audit_writable
+                    .set(i64::from(self.audit.is_writable()));
+                self.metrics
+                    .upstream_reachable
+                    .set(i64::from(self.upstream_reachable.load(Ordering::Relaxed)));
                 let mut resp = Response::new(ProxyBody::bytes(self.metrics.render()));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -70,17 +82,19 @@ impl Admin {
             }
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
             "/readyz" => {
-                if self.audit.is_writable() {
-                    json(
-                        StatusCode::OK,
-                        r#"{"status":"ready","audit":"writable"}"#.into(),
-                    )
+                let audit = self.audit.is_writable();
+                let upstream = self.upstream_reachable.load(Ordering::Relaxed);
+                let body = json!({
+                    "status": if audit && upstream { "ready" } else { "not_ready" },
+                    "audit": if audit { "writable" } else { "unavailable" },
+                    "upstream": if upstream { "reachable" } else { "unreachable" },
+                });
+                let status = if audit && upstream {
+                    StatusCode::OK
                 } else {
-                    json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        r#"{"status":"not_ready","audit":"unavailable"}"#.into(),
-                    )
-                }
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json(status, Bytes::from(body.to_string()))
             }
             p if p.starts_with("/v1/") => {
                 if !self.authorised(&req) {

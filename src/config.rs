@@ -70,6 +70,8 @@ struct FileServer {
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +82,7 @@ struct FileUpstream {
     request_timeout: Option<String>,
     pool_idle_timeout: Option<String>,
     pool_max_idle: Option<usize>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +246,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed (a load balancer in front of the proxy).
     pub trusted_proxies: Vec<Cidr>,
+    /// PEM certificate chain and key: the listener serves HTTPS when set (reloaded on SIGHUP).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +264,8 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Extra CA certificates (PEM) trusted for the portal, besides the webpki and system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl UpstreamConfig {
@@ -384,6 +397,22 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
                 })
             })
             .collect::<Result<_, _>>()?,
+        tls: match (raw.server.tls_cert, raw.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "server.tls_key",
+                    "is required with server.tls_cert",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "server.tls_cert",
+                    "is required with server.tls_key",
+                ))
+            }
+        },
     };
     let upstream = UpstreamConfig {
         url: upstream_url(&raw.upstream.url)?,
@@ -406,6 +435,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             .upstream
             .pool_max_idle
             .unwrap_or(defaults::POOL_MAX_IDLE),
+        ca_file: raw.upstream.ca_file,
     };
     if raw.audit.database.as_os_str().is_empty() {
         return Err(ConfigError::new("audit.database", "must not be empty"));

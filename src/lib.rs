@@ -48,6 +48,7 @@ pub mod rest;
 pub mod revert;
 pub mod secrets;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod watched;
 

@@ -124,10 +124,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
+            Ok(cfg) => match b24_audit_proxy::server::check_files(&cfg) {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("config: {e}");
+                    ExitCode::from(EXIT_CONFIG as u8)
+                }
+            },
             Err(e) => config_failure(&e),
         },
         Command::Serve { config } => {
@@ -136,7 +142,7 @@ fn main() -> ExitCode {
                 Err(e) => return config_failure(&e),
             };
             init_logging(&cfg.log);
-            run_async(serve(cfg))
+            run_async(serve(cfg, config))
         }
         Command::Audit { command } => audit(command),
         Command::Revert {
@@ -193,15 +199,26 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let running = b24_audit_proxy::start(&cfg).await?;
     // One machine-readable line, so scripts and tests started on port 0 learn the addresses.
     println!(
         "listening proxy={} admin={}",
         running.proxy_addr, running.admin_addr
     );
-    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "Listening");
-    b24_audit_proxy::server::shutdown_signal().await;
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, tls = cfg.server.tls.is_some(), "Listening");
+    let mut hangups = b24_audit_proxy::server::Hangups::new();
+    let stop = b24_audit_proxy::server::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangups.next() => match running.reload(&path) {
+                Ok(()) => tracing::info!("Configuration reloaded (policy, TLS certificate)"),
+                Err(e) => tracing::error!(error = %e, "Reload failed; the running configuration is unchanged"),
+            },
+        }
+    }
     tracing::info!("Shutting down: draining in-flight requests");
     running.shutdown().await;
     tracing::info!("Stopped");

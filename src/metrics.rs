@@ -40,6 +40,10 @@ pub struct Metrics {
     pub audit_commit_requests: Histogram,
     pub audit_queue_depth: IntGauge,
     pub audit_write_failures: IntCounter,
+    /// 1 while the audit trail accepts writes (what `/readyz` checks), else 0.
+    pub audit_writable: IntGauge,
+    /// 1 while the portal answered the last exchange or probe, else 0.
+    pub upstream_reachable: IntGauge,
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
     pub open_connections: IntGauge,
@@ -167,6 +171,16 @@ impl Metrics {
             "b24proxy_audit_write_failures_total",
             "Requests whose audit entries could not be committed (the change was not forwarded, or its outcome awaits reconciliation).",
         )?;
+        let audit_writable = IntGauge::new(
+            "b24proxy_audit_writable",
+            "1 while the audit trail accepts writes, 0 while watched calls are refused with 503 (readiness).",
+        )?;
+        audit_writable.set(1);
+        let upstream_reachable = IntGauge::new(
+            "b24proxy_upstream_reachable",
+            "1 while the portal answered the last exchange or connection probe, else 0 (readiness).",
+        )?;
+        upstream_reachable.set(1);
         let upstream_errors = IntCounterVec::new(
             Opts::new("b24proxy_upstream_errors_total", "Failed exchanges with the portal, by kind (connect, timeout, reset, invalid, status)."),
             &["kind"],
@@ -199,6 +213,8 @@ impl Metrics {
         registry.register(Box::new(audit_queue_depth.clone()))?;
         registry.register(Box::new(audit_write_failures.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(audit_writable.clone()))?;
+        registry.register(Box::new(upstream_reachable.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -216,6 +232,8 @@ impl Metrics {
             audit_commit_requests,
             audit_queue_depth,
             audit_write_failures,
+            audit_writable,
+            upstream_reachable,
             upstream_errors,
             in_flight,
             open_connections,

@@ -46,7 +46,8 @@ pub const AUDIT_EVENT_HEADER: HeaderName = HeaderName::from_static("x-audit-even
 pub struct Pipeline {
     pub upstream: Upstream,
     pub audit: AuditStore,
-    pub policy: Policy,
+    /// Swapped whole by SIGHUP; a request reads it once.
+    policy: std::sync::RwLock<Arc<Policy>>,
     pub key: FingerprintKey,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
@@ -75,6 +76,8 @@ struct RequestCtx {
     decision: Option<&'static str>,
     upstream_status: Option<u16>,
     upstream_seconds: f64,
+    /// The caller's `X-Request-ID` (when sane) or a fresh one; set when it will be used.
+    request_id: Option<String>,
 }
 
 impl Pipeline {
@@ -88,7 +91,7 @@ impl Pipeline {
         Pipeline {
             upstream,
             audit,
-            policy: Policy::new(config.policy.clone()),
+            policy: std::sync::RwLock::new(Arc::new(Policy::new(config.policy.clone()))),
             key,
             metrics,
             max_body_bytes: config.server.max_body_bytes,
@@ -99,8 +102,14 @@ impl Pipeline {
         }
     }
 
+    /// Replaces the policy (SIGHUP); requests already past the decide phase keep the old one.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
     /// Handles one request. Never fails: every error becomes an envelope.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
         let mut ctx = RequestCtx {
             start: Instant::now(),
             peer,
@@ -109,8 +118,13 @@ impl Pipeline {
             decision: None,
             upstream_status: None,
             upstream_seconds: 0.0,
+            request_id: if logging {
+                Some(request_id(req.headers()))
+            } else {
+                None
+            },
         };
-        let target = if tracing::enabled!(target: "access", tracing::Level::INFO) {
+        let target = if logging {
             Some((
                 req.method().clone(),
                 redact_target(req.uri().path(), req.uri().query()),
@@ -301,9 +315,12 @@ impl Pipeline {
         };
 
         // Phase 5: decide.
-        let decision = self
+        let policy = self
             .policy
-            .evaluate(&call.mutation, before.as_ref(), user.as_deref());
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let decision = policy.evaluate(&call.mutation, before.as_ref(), user.as_deref());
         self.metrics
             .decision(decision.rule, decision.verdict.label());
         ctx.decision = Some(decision.verdict.label());
@@ -333,6 +350,10 @@ impl Pipeline {
         intent.insert("rule".into(), json!(decision.rule));
         intent.insert("reason".into(), json!(decision.reason));
         intent.insert("batch".into(), Value::Null);
+        let rid = ctx
+            .request_id
+            .get_or_insert_with(|| request_id(&parts.headers));
+        intent.insert("request_id".into(), json!(rid));
         if let Some(reverted) = reverts_event(&parts.headers) {
             intent.insert("reverts".into(), json!(reverted));
         }
@@ -590,6 +611,7 @@ impl Pipeline {
         if let Some((method, target)) = target {
             tracing::info!(
                 target: "access",
+                request_id = ctx.request_id.as_deref(),
                 client_ip = %ctx.peer.ip(),
                 http_method = %method,
                 http_target = %target,
@@ -627,6 +649,16 @@ fn outcome_entry(
         outcome: Some(outcome),
         fields,
     }
+}
+
+/// The caller's `X-Request-ID` when it is short printable ASCII (it goes into logs and the
+/// trail), else a fresh UUIDv7.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
 /// The request header with which `revert --apply` names the event it reverts. Only an event id

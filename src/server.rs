@@ -1,6 +1,8 @@
-//! Listeners and lifecycle: binds the proxy and admin listeners, accepts with a connection cap
-//! and a header-read timeout, and shuts down in order — stop accepting, let in-flight requests
-//! finish within the grace period, then let the audit writer commit what is queued and stop.
+//! Listeners and lifecycle: binds the proxy and admin listeners (the proxy's optionally over
+//! TLS), accepts with a connection cap and a header-read timeout, reloads policy and TLS
+//! material on SIGHUP (keeping the old ones when the new config is invalid), and shuts down in
+//! order — stop accepting, let in-flight requests finish within the grace period, then let the
+//! audit writer commit what is queued and stop.
 
 use crate::admin::Admin;
 use crate::audit::store::{self, OpenOptions, Writer};
@@ -8,7 +10,9 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::policy::Policy;
 use crate::secrets::FingerprintKey;
+use crate::tls::ReloadableCert;
 use crate::upstream::Upstream;
 use anyhow::Context as _;
 use http::{Request, Response};
@@ -20,11 +24,13 @@ use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// A running proxy.
@@ -35,9 +41,25 @@ pub struct Running {
     task: JoinHandle<()>,
     writer: Writer,
     grace: Duration,
+    pipeline: Arc<Pipeline>,
+    cert: Option<Arc<ReloadableCert>>,
 }
 
 impl Running {
+    /// SIGHUP: re-reads the config file and applies what can change without a restart — the
+    /// policy rules and the TLS certificate. An invalid file, or TLS files that do not load,
+    /// leave everything as it was.
+    pub fn reload(&self, path: &Path) -> Result<(), String> {
+        let new = Config::load(path).map_err(|e| e.to_string())?;
+        match (&self.cert, &new.server.tls) {
+            (Some(cert), Some(files)) => cert.reload(&files.cert, &files.key)?,
+            (None, None) => {}
+            _ => return Err("turning TLS on or off needs a restart; nothing was reloaded".into()),
+        }
+        self.pipeline.set_policy(Policy::new(new.policy));
+        Ok(())
+    }
+
     /// Stops accepting, drains in-flight requests (bounded by the grace period), then flushes
     /// and closes the audit writer.
     pub async fn shutdown(self) {
@@ -86,7 +108,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             "upstream.url is plain http://: use this only against a local portal or the simulator"
         );
     }
+    let cert = match &config.server.tls {
+        Some(files) => {
+            Some(ReloadableCert::load(&files.cert, &files.key).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let acceptor = match &cert {
+        Some(c) => Some(TlsAcceptor::from(Arc::new(
+            crate::tls::server_config(c.clone()).map_err(anyhow::Error::msg)?,
+        ))),
+        None => None,
+    };
     let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
+    let reachable = upstream.reachability();
     let pipeline = Arc::new(Pipeline::new(
         config,
         upstream,
@@ -103,6 +138,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         audit,
         config.audit.database.clone(),
         token,
+        reachable,
     ));
 
     let proxy_listener = TcpListener::bind(config.server.listen)
@@ -128,17 +164,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let limits = Arc::new(Semaphore::new(config.server.max_connections));
     let grace = config.server.shutdown_grace;
 
+    let handshake_timeout = config.server.header_read_timeout;
+    let serving = pipeline.clone();
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let proxy = {
-            let pipeline = pipeline.clone();
+            let pipeline = serving.clone();
             accept_loop(
-                proxy_listener,
-                builder.clone(),
-                limits.clone(),
+                Accept {
+                    listener: proxy_listener,
+                    builder: builder.clone(),
+                    limits: limits.clone(),
+                    stop: stop_rx.clone(),
+                    metrics: Some(metrics.clone()),
+                    tls: acceptor.map(|a| (a, handshake_timeout)),
+                },
                 &graceful,
-                stop_rx.clone(),
-                Some(metrics.clone()),
                 move |req, peer| {
                     let pipeline = pipeline.clone();
                     async move { Ok::<_, Infallible>(pipeline.handle(req, peer).await) }
@@ -146,19 +187,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             )
         };
         let admin_loop = accept_loop(
-            admin_listener,
-            builder,
-            Arc::new(Semaphore::new(64)),
+            Accept {
+                listener: admin_listener,
+                builder,
+                limits: Arc::new(Semaphore::new(64)),
+                stop: stop_rx.clone(),
+                metrics: None,
+                tls: None,
+            },
             &graceful,
-            stop_rx,
-            None,
             move |req, _peer| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req).await) }
             },
         );
         let heads = log_chain_head(database, head_interval, stop_heads);
-        tokio::join!(proxy, admin_loop, heads);
+        let probes = probe_upstream(serving.clone(), stop_rx);
+        tokio::join!(proxy, admin_loop, heads, probes);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
@@ -176,7 +221,41 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         task,
         writer,
         grace,
+        pipeline,
+        cert,
     })
+}
+
+/// Loads the files the config names (TLS certificate and key, extra CA, admin token), so
+/// `check-config` catches what would otherwise fail at start.
+pub fn check_files(config: &Config) -> Result<(), String> {
+    if let Some(files) = &config.server.tls {
+        crate::tls::load_certified_key(&files.cert, &files.key)
+            .map_err(|e| format!("server.tls_cert/tls_key: {e}"))?;
+    }
+    crate::tls::client_config(config.upstream.ca_file.as_deref())
+        .map_err(|e| format!("upstream.ca_file: {e}"))?;
+    if let Some(path) = &config.admin.token_file {
+        read_token(path).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// How often the portal's reachability is re-checked for `/readyz` when no call checks it.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+async fn probe_upstream(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if !pipeline.upstream.probe().await {
+            tracing::warn!("The portal is not reachable");
+        }
+    }
 }
 
 /// The admin token: the file's content without surrounding whitespace; an empty file is refused
@@ -238,19 +317,33 @@ fn panic_response(_payload: Box<dyn std::any::Any + Send>) -> Response<ProxyBody
     resp
 }
 
-/// Accepts until `stop` flips, serving each connection on its own task.
-async fn accept_loop<F, Fut>(
+/// One listener and how its connections are served.
+struct Accept {
     listener: TcpListener,
     builder: auto::Builder<TokioExecutor>,
+    /// Connections served at once.
     limits: Arc<Semaphore>,
-    graceful: &GracefulShutdown,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    /// Counts open connections (the proxy listener only).
     metrics: Option<Arc<Metrics>>,
-    handler: F,
-) where
+    /// TLS acceptor and handshake time limit.
+    tls: Option<(TlsAcceptor, Duration)>,
+}
+
+/// Accepts until `stop` flips, serving each connection on its own task.
+async fn accept_loop<F, Fut>(accept: Accept, graceful: &GracefulShutdown, handler: F)
+where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
+    let Accept {
+        listener,
+        builder,
+        limits,
+        mut stop,
+        metrics,
+        tls,
+    } = accept;
     loop {
         // Wait for a free slot before accepting: past the cap, connections queue in the
         // kernel's backlog instead of being accepted and starved.
@@ -281,16 +374,39 @@ async fn accept_loop<F, Fut>(
             .layer(CatchPanicLayer::custom(panic_response))
             .service(tower::service_fn(move |req| handler(req, peer)));
         let service = TowerToHyperService::new(service);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         let metrics = metrics.clone();
         if let Some(m) = &metrics {
             m.open_connections.inc();
         }
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some((acceptor, limit)) => {
+                    // The handshake counts against the header-read timeout: a client that never
+                    // finishes it must not hold a connection slot.
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, client_ip = %peer.ip(), "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(client_ip = %peer.ip(), "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, client_ip = %peer.ip(), "Connection ended with an error");
             }
             if let Some(m) = metrics {
@@ -298,6 +414,36 @@ async fn accept_loop<F, Fut>(
             }
             drop(permit);
         });
+    }
+}
+
+/// Resolves at each SIGHUP (never, where there are no signals).
+pub struct Hangups {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    pub fn new() -> Hangups {
+        Hangups {
+            #[cfg(unix)]
+            inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.inner {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Default for Hangups {
+    fn default() -> Self {
+        Hangups::new()
     }
 }
 

@@ -16,6 +16,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest answer the proxy buffers from the portal for a watched call. A workplace answer is
@@ -70,6 +72,9 @@ pub struct Upstream {
     authority: http::uri::Authority,
     host: HeaderValue,
     request_timeout: Duration,
+    connect_timeout: Duration,
+    /// Whether the last exchange (or probe) reached the portal; `/readyz` reads it.
+    reachable: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -78,8 +83,9 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
+        let tls = crate::tls::client_config(cfg.ca_file.as_deref())?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -107,6 +113,8 @@ impl Upstream {
             authority,
             host,
             request_timeout: cfg.request_timeout,
+            connect_timeout: cfg.connect_timeout,
+            reachable: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -120,12 +128,52 @@ impl Upstream {
     }
 
     async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamFailure> {
-        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamFailure::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect),
-            Ok(Err(_)) => Err(UpstreamFailure::Reset),
-            Ok(Ok(resp)) => Ok(resp),
+        let result =
+            match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+                Err(_) => Err(UpstreamFailure::Timeout),
+                Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect),
+                Ok(Err(_)) => Err(UpstreamFailure::Reset),
+                Ok(Ok(resp)) => Ok(resp),
+            };
+        let reached = !matches!(result, Err(UpstreamFailure::Connect));
+        if self.reachable.load(Ordering::Relaxed) != reached {
+            self.reachable.store(reached, Ordering::Relaxed);
         }
+        result
+    }
+
+    /// The flag `/readyz` reads.
+    pub fn reachability(&self) -> Arc<AtomicBool> {
+        self.reachable.clone()
+    }
+
+    /// Opens (and drops) a TCP connection to the portal, updating reachability. Run now and
+    /// then while no traffic does it, so readiness recovers on its own.
+    pub async fn probe(&self) -> bool {
+        let port =
+            self.authority
+                .port_u16()
+                .unwrap_or(if self.scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                });
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let ok = matches!(
+            tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::TcpStream::connect((host.as_str(), port))
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        self.reachable.store(ok, Ordering::Relaxed);
+        ok
     }
 
     /// Forwards a pass-through request: same method, path, query, headers (minus hop-by-hop,

@@ -57,6 +57,9 @@ fn query_strategy() -> impl Strategy<Value = String> {
         Just("%5D".to_owned()),
         Just("%2E".to_owned()),
         Just("%20".to_owned()),
+        // PHP skips one whitespace character before `]` (`a[ ]` appends): found by this test.
+        Just("%09".to_owned()),
+        Just("%0A".to_owned()),
         Just("%00".to_owned()),
         Just("%zz".to_owned()),
         Just("%".to_owned()),
@@ -76,7 +79,7 @@ fn generate<S: Strategy>(s: S, n: usize) -> Vec<S::Value> {
 
 #[test]
 fn parse_str_matches_php_on_generated_inputs() {
-    let mut inputs = generate(query_strategy(), 600);
+    let mut inputs = generate(query_strategy(), 5000);
     // The rows of protocol §2.2, always included.
     inputs.extend(
         [
@@ -109,7 +112,7 @@ fn parse_str_matches_php_on_generated_inputs() {
         assert_eq!(ours, php, "parse_str({q:?})");
         compared += 1;
     }
-    assert_eq!(compared, 607);
+    assert_eq!(compared, 5007);
 }
 
 fn json_strategy() -> impl Strategy<Value = String> {
@@ -146,7 +149,7 @@ fn json_strategy() -> impl Strategy<Value = String> {
 
 #[test]
 fn json_decode_matches_php_on_generated_inputs() {
-    let inputs = generate(json_strategy(), 400);
+    let inputs = generate(json_strategy(), 3000);
     let answers = php(
         r#"$in = json_decode(stream_get_contents(STDIN), true); $out = [];
            foreach ($in as $t) { $out[] = json_encode(json_decode($t, true)); }

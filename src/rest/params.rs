@@ -171,8 +171,18 @@ fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
             return;
         }
         let inner_start = pos + 1;
-        let close = bytes[inner_start..].iter().position(|b| *b == b']');
-        let Some(close) = close.map(|c| c + inner_start) else {
+        // PHP skips one whitespace character before looking for `]`, so `a[ ]` (or `a[\t]`)
+        // appends like `a[]`, while `a[  ]` and `a[ x]` keep their spaces in the key.
+        let mut search = inner_start;
+        if bytes
+            .get(search)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C))
+        {
+            search += 1;
+        }
+        let single_space_empty = search > inner_start && bytes.get(search) == Some(&b']');
+        let close = bytes[search..].iter().position(|b| *b == b']');
+        let Some(close) = close.map(|c| c + search) else {
             if path.is_empty() {
                 // No closing bracket at the first level: the '[' becomes '_' and the rest of
                 // the name joins the base, with ' ', '.' and '[' turned into '_'.
@@ -191,7 +201,7 @@ fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
             break;
         };
         let inner = &name[inner_start..close];
-        path.push(if inner.is_empty() {
+        path.push(if inner.is_empty() || single_space_empty {
             None
         } else {
             Some(inner.to_owned())
@@ -567,6 +577,12 @@ mod tests {
             ("a[[b]]=1", json!({"a":{"[b":"1"}})),
             ("[a]=1", json!([])),
             ("a[ b]=1", json!({"a":{" b":"1"}})),
+            ("a[ ]=1", json!({"a":["1"]})),
+            ("a[%09]=1", json!({"a":["1"]})),
+            ("a[  ]=1", json!({"a":{"  ":"1"}})),
+            ("a[ [x]=1", json!({"a":{" [x":"1"}})),
+            ("a[ ", json!({"a__":""})),
+            ("b[x][ ]=1", json!({"b":{"x":["1"]}})),
             ("a=1&a[]=2", json!({"a":["2"]})),
             ("a[x]=1&a=2", json!({"a":"2"})),
             ("a[-5]=x&a[]=y", json!({"a":{"-5":"x","-4":"y"}})),

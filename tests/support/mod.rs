@@ -64,6 +64,19 @@ impl TestProxy {
         )
     }
 
+    /// A proxy in front of `url` (e.g. `https://127.0.0.1:PORT`), `extra` as in [`TestProxy::start`].
+    pub fn start_with_upstream_url(url: &str, extra: &str) -> TestProxy {
+        let unused: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        TestProxy::start_opts(
+            unused,
+            &ProxyOpts {
+                extra,
+                upstream_url: Some(url),
+                ..ProxyOpts::default()
+            },
+        )
+    }
+
     /// Like [`TestProxy::start`], with [`ProxyOpts`] (upstream keys overridden, a shell prelude).
     pub fn start_opts(upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -92,10 +105,13 @@ impl TestProxy {
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
-                 [upstream]\nurl = \"http://{upstream}\"\n{upstream_keys}\
+                 [upstream]\nurl = \"{url}\"\n{upstream_keys}\
                  [audit]\ndatabase = \"{}\"\n\
                  {admin}{log}{rest}",
                 dir.join("audit.db").display(),
+                url = opts
+                    .upstream_url
+                    .map_or_else(|| format!("http://{upstream}"), str::to_owned),
                 admin = if rest.contains("[admin]") {
                     ""
                 } else {
@@ -241,6 +257,8 @@ pub struct ProxyOpts<'a> {
     pub upstream: &'a [(&'a str, &'a str)],
     /// Shell commands run before the binary is exec'd (same pid), e.g. `trap '' XFSZ`.
     pub shell_prelude: Option<&'a str>,
+    /// `[upstream] url` instead of `http://{upstream}` (e.g. an `https://` portal).
+    pub upstream_url: Option<&'a str>,
 }
 
 /// One sample's value from a Prometheus text exposition.

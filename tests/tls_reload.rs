@@ -1,0 +1,365 @@
+//! TLS on both sides and SIGHUP reload: the listener serves HTTPS from PEM files, a reload swaps
+//! the certificate for new handshakes without dropping established connections, an invalid
+//! config on reload keeps the running one, and the upstream client verifies the portal with an
+//! extra CA file. Certificates come from a throw-away CA made with `openssl` per test.
+
+mod support;
+
+use b24_audit_proxy::body::ProxyBody;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::*;
+
+/// A CA and a leaf certificate for 127.0.0.1 signed by it (`CA:FALSE`: rustls refuses a CA
+/// certificate used as a leaf).
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_pki(dir: &Path, name: &str) -> Pki {
+    let p = |f: &str| format!("{name}-{f}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &p("leaf.key"),
+            "-out",
+            &p("leaf.csr"),
+        ],
+    );
+    std::fs::write(
+        dir.join(p("ext.cnf")),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("leaf.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &p("leaf.pem"),
+        ],
+    );
+    Pki {
+        ca: dir.join(p("ca.pem")),
+        cert: dir.join(p("leaf.pem")),
+        key: dir.join(p("leaf.key")),
+    }
+}
+
+/// An HTTPS client that trusts only `ca`.
+fn https_client(ca: &Path) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+async fn https_get(
+    client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
+    url: &str,
+) -> Result<(StatusCode, bytes::Bytes), String> {
+    let req = Request::get(url).body(ProxyBody::empty()).expect("request");
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+fn tls_extra(pki: &Pki) -> String {
+    format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        pki.cert.display(),
+        pki.key.display()
+    )
+}
+
+fn sighup(proxy: &TestProxy) {
+    let pid = proxy.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_serves_https_and_a_reload_swaps_the_certificate_for_new_connections() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = make_pki(dir.path(), "first");
+    let second = make_pki(dir.path(), "second");
+    let live_cert = dir.path().join("live.pem");
+    let live_key = dir.path().join("live.key");
+    std::fs::copy(&first.cert, &live_cert).expect("copy");
+    std::fs::copy(&first.key, &live_key).expect("copy");
+    let live = Pki {
+        ca: first.ca.clone(),
+        cert: live_cert.clone(),
+        key: live_key.clone(),
+    };
+    let proxy = TestProxy::start(sim.addr, &tls_extra(&live));
+    let base = format!("https://127.0.0.1:{}", proxy.proxy.port());
+
+    let old_client = https_client(&first.ca);
+    let (status, body) = https_get(
+        &old_client,
+        &format!("{base}/rest/{USER}/{SECRET}/crm.automatedsolution.get?id=238"),
+    )
+    .await
+    .expect("https works");
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    // An audited call over TLS.
+    let (status, _) = https_get(
+        &old_client,
+        &format!(
+            "{base}/rest/{USER}/{SECRET}/crm.automatedsolution.update?id=238&fields[title]=tls"
+        ),
+    )
+    .await
+    .expect("update");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        https_get(
+            &https_client(&second.ca),
+            &format!("{base}/rest/{USER}/{SECRET}/profile")
+        )
+        .await
+        .is_err(),
+        "the second CA is not trusted yet"
+    );
+
+    std::fs::copy(&second.cert, &live_cert).expect("swap cert");
+    std::fs::copy(&second.key, &live_key).expect("swap key");
+    sighup(&proxy);
+    eventually("the reload is logged", || {
+        proxy.log().contains("Configuration reloaded")
+    })
+    .await;
+
+    let (status, _) = https_get(
+        &https_client(&second.ca),
+        &format!("{base}/rest/{USER}/{SECRET}/profile"),
+    )
+    .await
+    .expect("new handshakes get the new certificate");
+    assert_eq!(status, StatusCode::OK);
+    // The old client's pooled keep-alive connection was established before the reload: it
+    // keeps working (nothing was dropped), although a new handshake would now fail for it.
+    let (status, _) = https_get(&old_client, &format!("{base}/rest/{USER}/{SECRET}/profile"))
+        .await
+        .expect("the established connection survives the reload");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(proxy.export()[0]["outcome"], "applied");
+}
+
+#[tokio::test]
+async fn an_invalid_config_on_reload_keeps_the_running_one() {
+    let sim = sim().await;
+    let proxy = TestProxy::start(sim.addr, "");
+    let original = std::fs::read_to_string(&proxy.config).expect("config");
+    let empty = r#"{"id":267,"fields":{"typeIds":[]}}"#;
+    assert_eq!(
+        post_json(&proxy.hook_url("crm.automatedsolution.update"), empty)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    std::fs::write(
+        &proxy.config,
+        format!("{original}\n[policy]\nshadow = true\nsahdow = 1\n"),
+    )
+    .expect("bad config");
+    sighup(&proxy);
+    eventually("the failed reload is logged", || {
+        proxy.log().contains("Reload failed")
+    })
+    .await;
+    assert!(proxy.log().contains("sahdow"), "the log names the bad key");
+    assert_eq!(
+        post_json(&proxy.hook_url("crm.automatedsolution.update"), empty)
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "the old policy is still enforced"
+    );
+
+    std::fs::write(
+        &proxy.config,
+        format!("{original}\n[policy]\nshadow = true\n"),
+    )
+    .expect("good config");
+    sighup(&proxy);
+    eventually("the reload is logged", || {
+        proxy.log().contains("Configuration reloaded")
+    })
+    .await;
+    let r = post_json(&proxy.hook_url("crm.automatedsolution.update"), empty).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "shadow mode now records and allows"
+    );
+    let last = proxy.export().pop().expect("event");
+    assert_eq!(last["decision"], "would_deny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_is_verified_with_the_extra_ca_file() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path(), "portal");
+    // A TLS "portal": a second proxy serving HTTPS in front of the simulator.
+    let portal = TestProxy::start(sim.addr, &tls_extra(&pki));
+    let portal_url = format!("127.0.0.1:{}", portal.proxy.port());
+
+    let url = format!("https://{portal_url}");
+    let ca = format!("\"{}\"", pki.ca.display());
+    let trusting = TestProxy::start_opts(
+        sim.addr,
+        &ProxyOpts {
+            upstream_url: Some(&url),
+            upstream: &[("ca_file", &ca)],
+            ..ProxyOpts::default()
+        },
+    );
+    let ok = get(&trusting.hook_url("crm.deal.list")).await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+    let update = post_json(
+        &trusting.hook_url("crm.automatedsolution.update"),
+        r#"{"id":238,"fields":{"title":"via tls"}}"#,
+    )
+    .await;
+    assert_eq!(update.status, StatusCode::OK, "{:?}", update.body);
+
+    let distrusting = TestProxy::start_with_upstream_url(&url, "");
+    let refused = get(&distrusting.hook_url("crm.deal.list")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_GATEWAY,
+        "an unknown CA is not trusted"
+    );
+}
+
+#[test]
+fn check_config_loads_the_tls_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path(), "cc");
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n{tls}[upstream]\nurl = \"http://127.0.0.1:1\"\n[audit]\ndatabase = \"a.db\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, base.replace("{tls}", &tls_extra(&pki))).expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mismatched = dir.path().join("bad.toml");
+    std::fs::write(
+        &mismatched,
+        base.replace(
+            "{tls}",
+            &format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                pki.ca.display(),
+                pki.key.display()
+            ),
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&mismatched)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert"));
+}
