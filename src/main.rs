@@ -200,6 +200,10 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 }
 
 async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM that arrives as soon as the listening line is printed
+    // must drain, not kill.
+    let stop = b24_audit_proxy::server::shutdown_signal();
+    let mut hangups = b24_audit_proxy::server::Hangups::new();
     let running = b24_audit_proxy::start(&cfg).await?;
     // One machine-readable line, so scripts and tests started on port 0 learn the addresses.
     println!(
@@ -207,8 +211,6 @@ async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
         running.proxy_addr, running.admin_addr
     );
     tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, tls = cfg.server.tls.is_some(), "Listening");
-    let mut hangups = b24_audit_proxy::server::Hangups::new();
-    let stop = b24_audit_proxy::server::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -400,9 +402,12 @@ fn revert(cfg: &Config, event_id: &str, apply: bool, force: bool) -> ExitCode {
 fn init_logging(cfg: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log destination that cannot be written (a full disk) must never take a request down:
+    // tracing-subscriber would otherwise report it with a panicking eprintln!.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Human => builder.init(),

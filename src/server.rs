@@ -178,6 +178,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                     stop: stop_rx.clone(),
                     metrics: Some(metrics.clone()),
                     tls: acceptor.map(|a| (a, handshake_timeout)),
+                    first_byte: handshake_timeout,
                 },
                 &graceful,
                 move |req, peer| {
@@ -194,6 +195,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 stop: stop_rx.clone(),
                 metrics: None,
                 tls: None,
+                first_byte: handshake_timeout,
             },
             &graceful,
             move |req, _peer| {
@@ -328,6 +330,8 @@ struct Accept {
     metrics: Option<Arc<Metrics>>,
     /// TLS acceptor and handshake time limit.
     tls: Option<(TlsAcceptor, Duration)>,
+    /// How long a new plain connection may stay silent before its first byte.
+    first_byte: Duration,
 }
 
 /// Accepts until `stop` flips, serving each connection on its own task.
@@ -343,6 +347,7 @@ where
         mut stop,
         metrics,
         tls,
+        first_byte,
     } = accept;
     loop {
         // Wait for a free slot before accepting: past the cap, connections queue in the
@@ -384,8 +389,16 @@ where
         tokio::spawn(async move {
             let served = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    // hyper's header-read timeout starts at the first byte; a connection that
+                    // sends nothing at all must not hold a slot for ever either.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        _ => Ok(()),
+                    }
                 }
                 Some((acceptor, limit)) => {
                     // The handshake counts against the header-read timeout: a client that never
@@ -447,24 +460,31 @@ impl Default for Hangups {
     }
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C or SIGTERM. The handlers are registered when this is called, not when the future is
+/// first polled, so a signal arriving in between is not lost (nor fatal).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(int) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -295,7 +295,11 @@ async fn list_show_and_the_api_answer_who_changed_what() {
     assert_eq!(listed.len(), 2);
     let (_, table, _) = cli(&proxy, &["audit", "list", "--outcome", "denied"]);
     assert!(table.contains("deny (deny_empty_type_ids)"), "{table}");
-    assert_eq!(table.lines().count(), 5, "header, rule, one row, blank, chain: {table}");
+    assert_eq!(
+        table.lines().count(),
+        5,
+        "header, rule, one row, blank, chain: {table}"
+    );
     assert!(table.contains("chain: ok, 6 entries verify"), "{table}");
     let (_, none, _) = cli(&proxy, &["audit", "list", "--caller", "999", "--json"]);
     assert_eq!(none.trim(), "[]");

@@ -24,6 +24,18 @@ use tokio::sync::mpsc;
 /// checkpointing) before a write fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// While the store is not writable the writer polls its queue at this interval (instead of
+/// blocking on it), so that it can also probe the store between requests.
+const UNWRITABLE_POLL: Duration = Duration::from_millis(20);
+
+/// How often a store that is not writable is probed, so that readiness comes back on its own
+/// once the fault is gone, without waiting for a watched call to succeed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The probe's busy timeout: short, so that a lock held elsewhere does not hold queued requests
+/// up behind the probe.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// The running writer; join it after the last [`AuditStore`] clone is dropped to be sure every
 /// queued entry was committed.
 pub struct Writer {
@@ -249,7 +261,7 @@ struct WriterState {
 impl WriterState {
     fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
         let mut group = Vec::with_capacity(self.max_batch);
-        while let Some(first) = rx.blocking_recv() {
+        while let Some(first) = self.next_request(&mut rx) {
             group.push(first);
             while group.len() < self.max_batch {
                 match rx.try_recv() {
@@ -262,10 +274,75 @@ impl WriterState {
         tracing::debug!(target: "audit", "Audit writer stopped");
     }
 
+    /// The next request to commit; `None` once every sender is gone. While the store is
+    /// writable this blocks on the queue. While it is not, it polls the queue and probes the
+    /// store every [`PROBE_INTERVAL`]: a probe that commits marks the store writable again.
+    fn next_request(&mut self, rx: &mut mpsc::Receiver<AppendRequest>) -> Option<AppendRequest> {
+        let mut last_probe = Instant::now();
+        loop {
+            if self.writable.load(Ordering::Relaxed) {
+                return rx.blocking_recv();
+            }
+            match rx.try_recv() {
+                Ok(req) => return Some(req),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if last_probe.elapsed() >= PROBE_INTERVAL {
+                last_probe = Instant::now();
+                if self.probe() {
+                    tracing::info!(target: "audit", "Audit trail writable again");
+                    self.writable.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            std::thread::sleep(UNWRITABLE_POLL);
+        }
+    }
+
+    /// A real write, committed and synced exactly like an append, that changes nothing in the
+    /// trail: `user_version` rewritten with its own value (the schema version lives in its own
+    /// table). It fails for the same reasons an append fails: read-only file, full disk, lock.
+    fn probe(&mut self) -> bool {
+        self.leave_failed_transaction();
+        let _ = self.conn.busy_timeout(PROBE_BUSY_TIMEOUT);
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {v}"))?;
+            tx.commit()
+        })();
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(target: "audit", error = %e, "Audit trail still not writable");
+                false
+            }
+        }
+    }
+
+    /// A failed COMMIT can leave the connection inside the transaction (SQLite keeps it open
+    /// after SQLITE_BUSY and some I/O errors, and rusqlite's rollback-on-drop may fail too);
+    /// every later `BEGIN` would then fail. Roll back whatever is left.
+    fn leave_failed_transaction(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(target: "audit", error = %e, "Cannot roll back a failed audit transaction");
+            }
+        }
+    }
+
     fn commit_group(&mut self, group: &mut Vec<AppendRequest>) {
+        self.leave_failed_transaction();
         let started = Instant::now();
         let start_head = self.head.clone();
         let mut results: Vec<Result<Vec<Committed>, AuditError>> = Vec::with_capacity(group.len());
+        // A request that failed because of the store (I/O, full, read-only), not because of its
+        // own entries (a constraint), means the trail is not writable even if the group commits.
+        let mut store_failed = false;
         let outcome = (|| -> rusqlite::Result<()> {
             // IMMEDIATE takes the write lock first; the head is then re-read inside it, so an
             // entry appended by another writer (`audit prune`'s checkpoint) is chained onto,
@@ -294,6 +371,10 @@ impl WriterState {
                         results.push(Ok(committed));
                     }
                     Some(e) => {
+                        store_failed |= !matches!(
+                            e.sqlite_error_code(),
+                            Some(rusqlite::ErrorCode::ConstraintViolation)
+                        );
                         tx.execute_batch("ROLLBACK TO request; RELEASE request")?;
                         self.head = sp_head;
                         results.push(Err(AuditError::Write(e.to_string())));
@@ -305,7 +386,7 @@ impl WriterState {
         let seconds = started.elapsed().as_secs_f64();
         match outcome {
             Ok(()) => {
-                self.writable.store(true, Ordering::Relaxed);
+                self.writable.store(!store_failed, Ordering::Relaxed);
                 let mut outcomes: Vec<Outcome> = Vec::new();
                 let mut ok_requests = 0;
                 for (req, res) in group.drain(..).zip(results) {

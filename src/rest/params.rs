@@ -113,6 +113,8 @@ pub struct Parsed {
     pub params: Array,
     /// Non-empty `&`-separated pieces, which is what `max_input_vars` counts.
     pub vars: usize,
+    /// A variable was nested deeper than [`PHP_MAX_NESTING`] and dropped, as PHP drops it.
+    pub too_deep: bool,
 }
 
 /// PHP's `parse_str` (and the urlencoded POST reader, which registers variables the same way).
@@ -122,6 +124,7 @@ pub struct Parsed {
 pub fn parse_str(input: &[u8]) -> Result<Parsed, ParamError> {
     let mut params = Array::new();
     let mut vars = 0;
+    let mut too_deep = false;
     for piece in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
         vars += 1;
         if vars > PHP_MAX_INPUT_VARS {
@@ -138,13 +141,18 @@ pub fn parse_str(input: &[u8]) -> Result<Parsed, ParamError> {
         }
         let name = String::from_utf8(name).map_err(|_| ParamError::InvalidUtf8)?;
         let value = String::from_utf8(value).map_err(|_| ParamError::InvalidUtf8)?;
-        register_variable(&mut params, &name, Value::Str(value));
+        too_deep |= !register_variable(&mut params, &name, Value::Str(value));
     }
-    Ok(Parsed { params, vars })
+    Ok(Parsed {
+        params,
+        vars,
+        too_deep,
+    })
 }
 
 /// `php_register_variable_ex`: splits `a[b][]` into its path and stores the value there.
-fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
+/// Returns false when PHP's nesting limit made it drop the variable.
+fn register_variable(root: &mut Array, raw_name: &str, value: Value) -> bool {
     let name = raw_name.trim_start_matches(' ');
     let bytes = name.as_bytes();
     // Before the first '[' PHP turns ' ' and '.' into '_'.
@@ -155,11 +163,11 @@ fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
         .map(|c| if c == ' ' || c == '.' { '_' } else { c })
         .collect();
     if base.is_empty() {
-        return;
+        return true;
     }
     let Some(first_bracket) = bracket else {
         root.set(Key::from_php_string(&base), value);
-        return;
+        return true;
     };
 
     // Collect the bracket path; `None` is an empty `[]` (append).
@@ -168,7 +176,7 @@ fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
     loop {
         if path.len() + 1 > PHP_MAX_NESTING {
             root.remove(&Key::from_php_string(&base));
-            return;
+            return false;
         }
         let inner_start = pos + 1;
         // PHP skips one whitespace character before looking for `]`, so `a[ ]` (or `a[\t]`)
@@ -195,7 +203,7 @@ fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
                     }
                 }));
                 root.set(Key::from_php_string(&base), value);
-                return;
+                return true;
             }
             // Deeper levels: what came before stays, the unterminated rest is ignored.
             break;
@@ -212,6 +220,7 @@ fn register_variable(root: &mut Array, raw_name: &str, value: Value) {
         }
     }
     assign_path(root, Key::from_php_string(&base), &path, value);
+    true
 }
 
 /// Stores `value` at `arr[key][path...]`, turning non-arrays on the way into arrays as PHP does
@@ -380,6 +389,9 @@ pub fn request_params(
     body: &[u8],
 ) -> Result<RequestParams, ParamError> {
     let query = parse_str(query)?;
+    if query.too_deep {
+        return Err(ParamError::TooDeep);
+    }
     let mut vars = query.vars;
     let mut params = query.params;
     let mut encoding = BodyEncoding::None;
@@ -393,6 +405,9 @@ pub fn request_params(
         match php_content_type(ct).as_str() {
             "application/x-www-form-urlencoded" => {
                 let form = parse_str(body)?;
+                if form.too_deep {
+                    return Err(ParamError::TooDeep);
+                }
                 vars += form.vars;
                 if !form.params.is_empty() {
                     params.replace_with(form.params);
@@ -423,6 +438,9 @@ pub fn request_params(
                         return Err(ParamError::JsonAsForm);
                     } else {
                         let form = parse_str(raw)?;
+                        if form.too_deep {
+                            return Err(ParamError::TooDeep);
+                        }
                         vars += form.vars;
                         params.replace_with(form.params);
                         encoding = BodyEncoding::RawForm;
@@ -502,7 +520,7 @@ pub fn parse_str_lossy(input: &[u8]) -> Array {
         if let Some(nul) = name.iter().position(|b| *b == 0) {
             name.truncate(nul);
         }
-        register_variable(
+        let _ = register_variable(
             &mut params,
             &String::from_utf8_lossy(&name),
             Value::Str(String::from_utf8_lossy(&value).into_owned()),
