@@ -4,11 +4,13 @@
 //! read API over the trail — `/v1/events` (filters, pagination), `/v1/events/{id}`,
 //! `/v1/chain/head`, `/v1/chain/verify` — behind a bearer token when `[admin] token_file` is
 //! set. Kept on its own address so it can stay on loopback or a private network.
+//! It also serves the audit timeline page under `/ui/` (see `ui`), whose data requests go to the
+//! same `/v1/` API with the same token.
 //!
 //! Trail reads run on the blocking pool with their own read-only connection (WAL lets them run
 //! beside the writer); the token is compared in constant time.
 
-use crate::audit::query::{self, Filter};
+use crate::audit::query::{self, Filter, Order};
 use crate::audit::{verify, AuditStore};
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
@@ -81,6 +83,14 @@ impl Admin {
                 resp
             }
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+            // The timeline page's static files: no data in them, so no token (the page sends
+            // it with every /v1/ request it makes).
+            p if crate::ui::is_ui_path(p) => crate::ui::serve(p).unwrap_or_else(|| {
+                json(
+                    StatusCode::NOT_FOUND,
+                    envelope::error_body("NOT_FOUND", "no such admin endpoint"),
+                )
+            }),
             "/readyz" => {
                 let audit = self.audit.is_writable();
                 let upstream = self.upstream_reachable.load(Ordering::Relaxed);
@@ -254,7 +264,8 @@ fn param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-/// `solution_id`, `since`, `until`, `outcome`, `caller`, `limit`, `cursor`.
+/// `solution_id`, `since`, `until`, `outcome`, `caller`, `limit`, `cursor`, `order`
+/// (`asc`, the default, or `desc`: newest first, the cursor then meaning "older than").
 fn filter_from_query(query: &str) -> Result<Filter, ApiError> {
     let int = |name: &str| -> Result<Option<i64>, ApiError> {
         param(query, name)
@@ -278,6 +289,15 @@ fn filter_from_query(query: &str) -> Result<Filter, ApiError> {
             return Err(bad_request(format!("unknown outcome '{o}'")));
         }
     }
+    let order = match param(query, "order").as_deref() {
+        None | Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        Some(o) => {
+            return Err(bad_request(format!(
+                "'order' must be asc or desc, not '{o}'"
+            )))
+        }
+    };
     Ok(Filter {
         since: param(query, "since"),
         until: param(query, "until"),
@@ -287,6 +307,7 @@ fn filter_from_query(query: &str) -> Result<Filter, ApiError> {
         event_id: None,
         after_seq: int("cursor")?,
         limit: int("limit")?.map(|l| l.max(1) as usize),
+        order,
     })
 }
 
@@ -314,5 +335,15 @@ mod tests {
         assert_eq!((f.limit, f.after_seq), (Some(5), Some(9)));
         assert!(filter_from_query("outcome=weird").is_err());
         assert!(filter_from_query("solution_id=x").is_err());
+    }
+
+    #[test]
+    fn order_is_ascending_unless_desc_is_asked_for() {
+        let order = |q: &str| filter_from_query(q).map(|f| f.order).ok();
+        assert_eq!(order(""), Some(Order::Asc));
+        assert_eq!(order("order=asc"), Some(Order::Asc));
+        assert_eq!(order("order=desc&cursor=7"), Some(Order::Desc));
+        assert_eq!(order("order=DESC"), None, "refused, not silently ascending");
+        assert_eq!(order("order=random"), None);
     }
 }

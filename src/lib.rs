@@ -33,6 +33,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audited;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -42,6 +43,7 @@ pub mod locks;
 pub mod metrics;
 pub mod mutation;
 pub mod pipeline;
+pub mod plan;
 pub mod policy;
 pub mod portal_sim;
 pub mod rest;
@@ -49,6 +51,7 @@ pub mod revert;
 pub mod secrets;
 pub mod server;
 pub mod tls;
+pub mod ui;
 pub mod upstream;
 pub mod watched;
 

@@ -39,6 +39,16 @@ impl SolutionLocks {
         }
     }
 
+    /// Locks several workplaces, in ascending id order: every request takes its locks in the
+    /// same order, so two requests can never each hold one the other waits for.
+    pub async fn lock_all(&self, ids: &std::collections::BTreeSet<i64>) -> Vec<SolutionGuard<'_>> {
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in ids {
+            guards.push(self.lock(*id).await);
+        }
+        guards
+    }
+
     /// Workplaces currently locked or waited for.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -178,6 +178,26 @@ pub fn interpret(
     let params = decoded.params;
     let credential = credential(route, headers, query, &params)?;
 
+    let mutation = read_mutation(kind, &params)?;
+    let encoding = encoding_name(decoded.body);
+    Ok(Interpreted {
+        mutation,
+        credential,
+        encoding,
+    })
+}
+
+/// How the client encoded a call, as recorded in the trail.
+pub fn encoding_name(body: BodyEncoding) -> &'static str {
+    match body {
+        BodyEncoding::Json => "json",
+        BodyEncoding::Form | BodyEncoding::RawForm => "form",
+        BodyEncoding::None => "query",
+    }
+}
+
+/// The mutation a call (or a batch command) with these parameters makes, read strictly.
+pub fn read_mutation(kind: MutationKind, params: &Array) -> Result<Mutation, ProxyError> {
     for (k, _) in params.iter() {
         let text = k.as_text();
         let lower = text.to_ascii_lowercase();
@@ -188,7 +208,6 @@ pub fn interpret(
             ));
         }
     }
-
     let solution_id = match kind {
         MutationKind::Add => None,
         MutationKind::Update | MutationKind::Delete => Some(read_id(params.get_str("id"))?),
@@ -203,24 +222,42 @@ pub fn interpret(
             ))
         }
     };
-    let encoding = match decoded.body {
-        BodyEncoding::Json => "json",
-        BodyEncoding::Form | BodyEncoding::RawForm => "form",
-        BodyEncoding::None => "query",
-    };
-    Ok(Interpreted {
-        mutation: Mutation {
-            kind,
-            solution_id,
-            title,
-            type_ids,
-        },
-        credential,
-        encoding,
+    Ok(Mutation {
+        kind,
+        solution_id,
+        title,
+        type_ids,
     })
 }
 
-fn param_error(e: ParamError) -> ProxyError {
+/// A batch command string for a mutation: `method?query` with the query in PHP form syntax
+/// (`id=5&fields[title]=...&fields[typeIds][0]=14`), every value percent-encoded. An empty
+/// binding set is `fields[typeIds]=`, which the portal's normaliser reads as "none".
+pub fn canonical_command(m: &Mutation) -> String {
+    use percent_encoding::utf8_percent_encode;
+    let enc = |s: &str| utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
+    let mut parts = Vec::new();
+    if let Some(id) = m.solution_id {
+        parts.push(format!("id={id}"));
+    }
+    if m.kind != MutationKind::Delete {
+        if let Some(t) = &m.title {
+            parts.push(format!("fields[title]={}", enc(t)));
+        }
+        match &m.type_ids {
+            Some(ids) if ids.is_empty() => parts.push("fields[typeIds]=".to_owned()),
+            Some(ids) => {
+                for (i, t) in ids.iter().enumerate() {
+                    parts.push(format!("fields[typeIds][{i}]={t}"));
+                }
+            }
+            None => {}
+        }
+    }
+    format!("{}?{}", m.kind.method(), parts.join("&"))
+}
+
+pub fn param_error(e: ParamError) -> ProxyError {
     let code = match e {
         ParamError::DuplicateKey(_) => "AMBIGUOUS_PARAMETER",
         ParamError::TooManyVars(_) => "TOO_MANY_PARAMETERS",
@@ -329,7 +366,7 @@ pub fn normalise_type_ids(v: &Value) -> Result<Vec<i64>, ProxyError> {
 
 /// Finds the one credential of the call. More than one is refused: the portal would pick one
 /// by an order the proxy cannot be sure of, and the snapshot must use the same one.
-fn credential(
+pub fn credential(
     route: &Route,
     headers: &HeaderMap,
     query: &[u8],

@@ -14,16 +14,15 @@
 //! 8. **record outcome**, with the after-state (re-read when the portal answered with an error).
 //! 9. **respond** with the portal's bytes plus `X-Audit-Event-Id`.
 
-use crate::audit::{new_event_id, AuditError, AuditStore, Entry, EntryKind, Outcome};
+use crate::audit::{AuditError, AuditStore};
+use crate::audited::Shape;
 use crate::body::{read_capped, ProxyBody, ReadError};
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::identity::{self, Identities};
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
-use crate::mutation::{
-    self, canonical, outbound, Credential, Interpreted, MutationKind, SolutionState,
-};
+use crate::mutation::{self, outbound, Credential, MutationKind};
 use crate::policy::{rules, Policy};
 use crate::rest::route::{classify, ApiVersion, Route};
 use crate::rest::{batch, envelope, params};
@@ -34,7 +33,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,33 +50,25 @@ pub struct Pipeline {
     pub key: FingerprintKey,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
-    locks: SolutionLocks,
+    pub(crate) locks: SolutionLocks,
     identities: Identities,
     resolve_oauth_users: bool,
-    trusted_proxies: Vec<Cidr>,
-}
-
-/// What the snapshot phase found.
-enum Snapshot {
-    /// The call creates a workplace: there is no prior state.
-    Absent,
-    Found(SolutionState),
-    /// The portal refused the read; its answer goes back to the caller as is.
-    Refused(Box<Answer>),
+    pub(crate) trusted_proxies: Vec<Cidr>,
 }
 
 /// Per-request state, filled in by the phases and read once at the end.
-struct RequestCtx {
+pub(crate) struct RequestCtx {
     start: Instant,
-    peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The watched method's canonical name; `None` for pass-through.
     watched: Option<&'static str>,
-    event_id: Option<String>,
-    decision: Option<&'static str>,
-    upstream_status: Option<u16>,
-    upstream_seconds: f64,
+    /// The event ids (comma-separated for a batch).
+    pub(crate) event_id: Option<String>,
+    pub(crate) decision: Option<&'static str>,
+    pub(crate) upstream_status: Option<u16>,
+    pub(crate) upstream_seconds: f64,
     /// The caller's `X-Request-ID` (when sane) or a fresh one; set when it will be used.
-    request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 impl Pipeline {
@@ -105,6 +96,14 @@ impl Pipeline {
     /// Replaces the policy (SIGHUP); requests already past the decide phase keep the old one.
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    /// The policy in force now.
+    pub(crate) fn current_policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Handles one request. Never fails: every error becomes an envelope.
@@ -216,29 +215,56 @@ impl Pipeline {
                     .headers
                     .get(header::CONTENT_TYPE)
                     .map(|v| v.as_bytes());
-                let decoded =
-                    params::request_params(&parts.method, ct, &query, &body).map_err(|e| {
-                        ProxyError::uninterpretable("INVALID_REQUEST_BODY", format!("batch: {e}"))
-                    })?;
-                let commands = batch::commands(&decoded.params)?;
-                batch::ensure_unwatched(&commands)?;
-                self.forward_buffered(ctx, parts, body).await
+                let decoded = params::request_params(&parts.method, ct, &query, &body)
+                    .map_err(mutation::param_error)?;
+                let call = batch::parse(&decoded.params)?;
+                if call.is_watched() {
+                    if route.transport == Some("xml") {
+                        return Err(self.refused(ProxyError::uninterpretable(
+                            "UNSUPPORTED_TRANSPORT",
+                            "audited calls are accepted with the JSON transport only (drop the .xml suffix)",
+                        )));
+                    }
+                    let credential =
+                        mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
+                    // Each command is a query string inside the batch's own transport.
+                    let encoding = match mutation::encoding_name(decoded.body) {
+                        "json" => "batch/json",
+                        "form" => "batch/form",
+                        _ => "batch/query",
+                    };
+                    let shape = Shape::Batch {
+                        call,
+                        credential,
+                        encoding,
+                    };
+                    self.audited(ctx, &parts, shape).await
+                } else {
+                    self.forward_buffered(ctx, parts, body).await
+                }
             }
             (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate) => {
                 ensure_no_binding_change(&parts, &query, &body)?;
                 self.forward_buffered(ctx, parts, body).await
             }
-            (ApiVersion::V1, Watched::SolutionUpdate) => {
-                self.audited(ctx, parts, route, MutationKind::Update, &query, &body)
-                    .await
-            }
-            (ApiVersion::V1, Watched::SolutionAdd) => {
-                self.audited(ctx, parts, route, MutationKind::Add, &query, &body)
-                    .await
-            }
-            (ApiVersion::V1, Watched::SolutionDelete) => {
-                self.audited(ctx, parts, route, MutationKind::Delete, &query, &body)
-                    .await
+            (
+                ApiVersion::V1,
+                Watched::SolutionUpdate | Watched::SolutionAdd | Watched::SolutionDelete,
+            ) => {
+                let kind = match w {
+                    Watched::SolutionUpdate => MutationKind::Update,
+                    Watched::SolutionAdd => MutationKind::Add,
+                    _ => MutationKind::Delete,
+                };
+                let call = mutation::interpret(
+                    kind,
+                    &route,
+                    &parts.method,
+                    &parts.headers,
+                    &query,
+                    &body,
+                )?;
+                self.audited(ctx, &parts, Shape::Single(call)).await
             }
         };
         result.map_err(|e| match e {
@@ -270,269 +296,10 @@ impl Pipeline {
         Ok(resp.map(ProxyBody::Stream))
     }
 
-    /// Phases 4–9 for one `crm.automatedsolution.*` call.
-    async fn audited(
-        &self,
-        ctx: &mut RequestCtx,
-        parts: http::request::Parts,
-        route: Route,
-        kind: MutationKind,
-        query: &[u8],
-        body: &[u8],
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let call = mutation::interpret(kind, &route, &parts.method, &parts.headers, query, body)?;
-        let _turn = match call.mutation.solution_id {
-            Some(id) => Some(self.locks.lock(id).await),
-            None => None,
-        };
-
-        let fingerprint = call
-            .credential
-            .secret_material()
-            .map(|m| self.key.fingerprint(&m));
-        let client = identity::client_addr(ctx.peer, &parts.headers, &self.trusted_proxies);
-
-        // Phase 4: snapshot. The portal's update starts with the same read, so its error (bad
-        // credential, unknown id, no right) is the answer the caller would have had. An OAuth
-        // caller's user is resolved at the same time.
-        let snapshot = async {
-            match call.mutation.solution_id {
-                None => Ok(Snapshot::Absent),
-                Some(id) => self
-                    .read_state(ctx, &call, id, &parts.headers, UpstreamPhase::Snapshot)
-                    .await
-                    .map(|r| r.map_or_else(Snapshot::Refused, Snapshot::Found)),
-            }
-        };
-        let (snapshot, user) = tokio::join!(
-            snapshot,
-            self.caller_user(&call.credential, fingerprint.as_deref(), &parts.headers)
-        );
-        let before = match snapshot? {
-            Snapshot::Absent => None,
-            Snapshot::Found(state) => Some(state),
-            Snapshot::Refused(portal_answer) => return Ok(answer_response(*portal_answer, None)),
-        };
-
-        // Phase 5: decide.
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let decision = policy.evaluate(&call.mutation, before.as_ref(), user.as_deref());
-        self.metrics
-            .decision(decision.rule, decision.verdict.label());
-        ctx.decision = Some(decision.verdict.label());
-        let event_id = new_event_id();
-        ctx.event_id = Some(event_id.clone());
-
-        let mut intent = Map::new();
-        intent.insert(
-            "caller".into(),
-            json!({
-                "auth": call.credential.auth_kind(),
-                "user_id": user,
-                "fingerprint": fingerprint,
-            }),
-        );
-        intent.insert("client_addr".into(), json!(client.to_string()));
-        intent.insert(
-            "request".into(),
-            json!({
-                "http_method": parts.method.as_str(),
-                "encoding": call.encoding,
-                "params": call.mutation.params_json(),
-            }),
-        );
-        intent.insert("before".into(), json!(before));
-        intent.insert("decision".into(), json!(decision.verdict.label()));
-        intent.insert("rule".into(), json!(decision.rule));
-        intent.insert("reason".into(), json!(decision.reason));
-        intent.insert("batch".into(), Value::Null);
-        let rid = ctx
-            .request_id
-            .get_or_insert_with(|| request_id(&parts.headers));
-        intent.insert("request_id".into(), json!(rid));
-        if let Some(reverted) = reverts_event(&parts.headers) {
-            intent.insert("reverts".into(), json!(reverted));
-        }
-        let received = Entry {
-            event_id: event_id.clone(),
-            kind: EntryKind::Received,
-            method: kind.method().to_owned(),
-            solution_id: call.mutation.solution_id,
-            outcome: None,
-            fields: intent,
-        };
-
-        if decision.is_denied() {
-            let denied = outcome_entry(
-                &event_id,
-                kind,
-                call.mutation.solution_id,
-                Outcome::Denied,
-                None,
-                None,
-                before.as_ref(),
-            );
-            self.audit
-                .append(vec![received, denied])
-                .await
-                .map_err(|e| self.audit_failed(e))?;
-            return Err(ProxyError::PolicyViolation {
-                rule: decision.rule.unwrap_or("policy").to_owned(),
-                reason: decision.reason.unwrap_or_default(),
-                event_id,
-            });
-        }
-
-        // Phase 6: the intent is durable before anything is forwarded.
-        self.audit
-            .append(vec![received])
-            .await
-            .map_err(|e| self.audit_failed(e))?;
-
-        // Phase 7: forward the canonical re-encoding.
-        let t = Instant::now();
-        let forwarded = self.upstream.call(&canonical(&call), &parts.headers).await;
-        ctx.upstream_seconds += t.elapsed().as_secs_f64();
-        self.metrics
-            .upstream(UpstreamPhase::Forward, t.elapsed().as_secs_f64());
-
-        // Phase 8: the outcome, with the after-state.
-        let (outcome, after, answer) = match forwarded {
-            Ok(answer) => {
-                ctx.upstream_status = Some(answer.status.as_u16());
-                match answer.json() {
-                    Some(json) if answer.status.is_success() && json.get("error").is_none() => {
-                        let after = match kind {
-                            MutationKind::Delete => None,
-                            _ => SolutionState::from_answer(&json),
-                        };
-                        (Outcome::Applied, after, Ok(answer))
-                    }
-                    Some(_) => {
-                        self.metrics.upstream_error("status");
-                        let after = self
-                            .reread(ctx, &call, before.as_ref(), &parts.headers)
-                            .await;
-                        (Outcome::RejectedByPortal, after, Ok(answer))
-                    }
-                    None => {
-                        self.metrics
-                            .upstream_error(UpstreamFailure::Invalid.label());
-                        let after = self
-                            .reread(ctx, &call, before.as_ref(), &parts.headers)
-                            .await;
-                        (Outcome::Unknown, after, Err(UpstreamFailure::Invalid))
-                    }
-                }
-            }
-            Err(UpstreamFailure::Connect) => {
-                self.metrics
-                    .upstream_error(UpstreamFailure::Connect.label());
-                (
-                    Outcome::Failed,
-                    before.clone(),
-                    Err(UpstreamFailure::Connect),
-                )
-            }
-            Err(kind_of_failure) => {
-                self.metrics.upstream_error(kind_of_failure.label());
-                let after = self
-                    .reread(ctx, &call, before.as_ref(), &parts.headers)
-                    .await;
-                (Outcome::Unknown, after, Err(kind_of_failure))
-            }
-        };
-        let solution_id = call.mutation.solution_id.or(after.as_ref().map(|s| s.id));
-        let (status, error) = match &answer {
-            Ok(a) => (
-                Some(a.status.as_u16()),
-                a.json().and_then(|j| j.get("error").cloned()),
-            ),
-            Err(_) => (None, None),
-        };
-        let done = outcome_entry(
-            &event_id,
-            kind,
-            solution_id,
-            outcome,
-            status,
-            error,
-            after.as_ref(),
-        );
-        if let Err(e) = self.audit.append(vec![done]).await {
-            // The intent is durable; start-up reconciliation will mark it `unknown`.
-            tracing::error!(target: "audit", event_id = %event_id, error = %e, "Outcome not recorded");
-        }
-
-        // Phase 9: the portal's own answer, plus the event id.
-        match answer {
-            Ok(a) => Ok(answer_response(a, Some(&event_id))),
-            Err(k) => Err(ProxyError::Upstream(k)),
-        }
-    }
-
-    /// Reads one workplace with the caller's credential. `Ok(Err(answer))` is the portal's own
-    /// refusal, to be returned to the caller as is.
-    async fn read_state(
-        &self,
-        ctx: &mut RequestCtx,
-        call: &Interpreted,
-        id: i64,
-        headers: &http::HeaderMap,
-        phase: UpstreamPhase,
-    ) -> Result<Result<SolutionState, Box<Answer>>, ProxyError> {
-        let get = outbound(
-            "crm.automatedsolution.get",
-            &call.credential,
-            json!({ "id": id }),
-        );
-        let t = Instant::now();
-        let result = self.upstream.call(&get, headers).await;
-        ctx.upstream_seconds += t.elapsed().as_secs_f64();
-        self.metrics.upstream(phase, t.elapsed().as_secs_f64());
-        let answer = result.map_err(|k| self.upstream_failed(k))?;
-        let json = answer.json();
-        if answer.status.is_success() {
-            if let Some(state) = json.as_ref().and_then(SolutionState::from_answer) {
-                return Ok(Ok(state));
-            }
-        }
-        if json.as_ref().is_some_and(|j| j.get("error").is_some()) {
-            ctx.upstream_status = Some(answer.status.as_u16());
-            return Ok(Err(Box::new(answer)));
-        }
-        self.metrics
-            .upstream_error(UpstreamFailure::Invalid.label());
-        Err(ProxyError::Upstream(UpstreamFailure::Invalid))
-    }
-
-    /// The state after a call whose answer does not show it (error, no answer). `None` when it
-    /// cannot be read (or the workplace no longer exists).
-    async fn reread(
-        &self,
-        ctx: &mut RequestCtx,
-        call: &Interpreted,
-        before: Option<&SolutionState>,
-        headers: &http::HeaderMap,
-    ) -> Option<SolutionState> {
-        let id = call.mutation.solution_id.or(before.map(|b| b.id))?;
-        match self
-            .read_state(ctx, call, id, headers, UpstreamPhase::Reread)
-            .await
-        {
-            Ok(Ok(state)) => Some(state),
-            _ => None,
-        }
-    }
-
     /// The caller's user id: from the webhook, or for OAuth from `user.current` (cached by
     /// token fingerprint). `None` when it cannot be resolved; the call is not refused for it
     /// (the snapshot read decides whether the credential is good).
-    async fn caller_user(
+    pub(crate) async fn caller_user(
         &self,
         credential: &Credential,
         fingerprint: Option<&str>,
@@ -562,12 +329,12 @@ impl Pipeline {
         Some(user)
     }
 
-    fn upstream_failed(&self, k: UpstreamFailure) -> ProxyError {
+    pub(crate) fn upstream_failed(&self, k: UpstreamFailure) -> ProxyError {
         self.metrics.upstream_error(k.label());
         ProxyError::Upstream(k)
     }
 
-    fn audit_failed(&self, e: AuditError) -> ProxyError {
+    pub(crate) fn audit_failed(&self, e: AuditError) -> ProxyError {
         tracing::error!(target: "audit", error = %e, "Audit trail unavailable; change not forwarded");
         if matches!(e, AuditError::QueueFull | AuditError::Closed) {
             self.metrics.audit_write_failures.inc();
@@ -628,32 +395,9 @@ impl Pipeline {
     }
 }
 
-fn outcome_entry(
-    event_id: &str,
-    kind: MutationKind,
-    solution_id: Option<i64>,
-    outcome: Outcome,
-    portal_status: Option<u16>,
-    portal_error: Option<Value>,
-    after: Option<&SolutionState>,
-) -> Entry {
-    let mut fields = Map::new();
-    fields.insert("portal_status".into(), json!(portal_status));
-    fields.insert("portal_error".into(), portal_error.unwrap_or(Value::Null));
-    fields.insert("after".into(), json!(after));
-    Entry {
-        event_id: event_id.to_owned(),
-        kind: EntryKind::Completed,
-        method: kind.method().to_owned(),
-        solution_id,
-        outcome: Some(outcome),
-        fields,
-    }
-}
-
 /// The caller's `X-Request-ID` when it is short printable ASCII (it goes into logs and the
 /// trail), else a fresh UUIDv7.
-fn request_id(headers: &http::HeaderMap) -> String {
+pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -665,13 +409,13 @@ fn request_id(headers: &http::HeaderMap) -> String {
 /// is taken (a UUID), so the header cannot smuggle anything else into the trail.
 pub const REVERT_HEADER: &str = "x-audit-revert-of";
 
-fn reverts_event(headers: &http::HeaderMap) -> Option<String> {
+pub(crate) fn reverts_event(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get(REVERT_HEADER)?.to_str().ok()?;
     uuid::Uuid::parse_str(v).ok().map(|u| u.to_string())
 }
 
 /// The portal's answer as the client gets it: status, headers and bytes unchanged.
-fn answer_response(a: Answer, event_id: Option<&str>) -> Response<ProxyBody> {
+pub(crate) fn answer_response(a: Answer, event_id: Option<&str>) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::bytes(a.body));
     *resp.status_mut() = a.status;
     *resp.headers_mut() = a.headers;

@@ -6,6 +6,7 @@
 
 use crate::config::PolicyConfig;
 use crate::mutation::{Mutation, MutationKind, SolutionState};
+use crate::plan::Planned;
 use serde::Serialize;
 
 /// The names rules are known by in config, decisions, the trail and metrics.
@@ -98,6 +99,79 @@ impl Policy {
                 reason: Some(reason),
             },
         }
+    }
+
+    /// Like [`Policy::evaluate`], and also over the side effects on other workplaces: a change
+    /// that would leave *any* workplace without smart processes, or change a protected one,
+    /// is refused too.
+    pub fn evaluate_planned(
+        &self,
+        m: &Mutation,
+        planned: &Planned,
+        caller: Option<&str>,
+    ) -> Decision {
+        let own = self.evaluate(m, planned.before.as_ref(), caller);
+        if own.verdict != Verdict::Allow {
+            return own;
+        }
+        match self.side_effect_refusal(planned) {
+            None => own,
+            Some((rule, reason)) => Decision {
+                verdict: if self.cfg.shadow {
+                    Verdict::WouldDeny
+                } else {
+                    Verdict::Deny
+                },
+                rule: Some(rule),
+                reason: Some(reason),
+            },
+        }
+    }
+
+    fn side_effect_refusal(&self, planned: &Planned) -> Option<(&'static str, String)> {
+        let c = &self.cfg;
+        for e in &planned.side_effects {
+            let taken: Vec<String> = e
+                .before
+                .type_ids
+                .iter()
+                .filter(|t| !e.after.type_ids.contains(t))
+                .map(|t| t.to_string())
+                .collect();
+            if c.protected_solution_ids.contains(&e.solution_id) {
+                return Some((
+                    rules::PROTECTED_SOLUTION,
+                    format!(
+                        "the change takes smart process {} from digital workplace {}, which is protected",
+                        taken.join(", "),
+                        e.solution_id
+                    ),
+                ));
+            }
+            if c.deny_empty_type_ids && e.after.type_ids.is_empty() {
+                return Some((
+                    rules::DENY_EMPTY_TYPE_IDS,
+                    format!(
+                        "binding smart process {} here takes it from digital workplace {}, which would be left with no smart processes",
+                        taken.join(", "),
+                        e.solution_id
+                    ),
+                ));
+            }
+            if let Some(max) = c.max_type_ids_removed {
+                if taken.len() > max {
+                    return Some((
+                        rules::MAX_TYPE_IDS_REMOVED,
+                        format!(
+                            "the change takes {} smart processes from digital workplace {}; at most {max} may be unbound at once",
+                            taken.len(),
+                            e.solution_id
+                        ),
+                    ));
+                }
+            }
+        }
+        None
     }
 
     fn first_refusal(
@@ -228,6 +302,40 @@ mod tests {
         assert_eq!(d.verdict, Verdict::WouldDeny);
         assert!(!d.is_denied());
         assert_eq!(d.rule, Some(rules::DENY_EMPTY_TYPE_IDS));
+    }
+
+    #[test]
+    fn side_effects_that_empty_another_workplace_are_refused() {
+        let p = Policy::new(PolicyConfig::default());
+        let m = update(238, Some(vec![14, 31]));
+        let planned = Planned {
+            before: Some(state(&[14])),
+            after: Some(state(&[14, 31])),
+            side_effects: vec![crate::plan::SideEffect {
+                solution_id: 267,
+                before: SolutionState {
+                    id: 267,
+                    title: "Sales".into(),
+                    type_ids: vec![31],
+                },
+                after: SolutionState {
+                    id: 267,
+                    title: "Sales".into(),
+                    type_ids: vec![],
+                },
+            }],
+        };
+        let d = p.evaluate_planned(&m, &planned, Some("1"));
+        assert_eq!(d.rule, Some(rules::DENY_EMPTY_TYPE_IDS));
+        assert!(d.reason.as_deref().is_some_and(|r| r.contains("267")));
+        let fine = Planned {
+            side_effects: vec![],
+            ..planned
+        };
+        assert_eq!(
+            p.evaluate_planned(&m, &fine, Some("1")).verdict,
+            Verdict::Allow
+        );
     }
 
     #[test]

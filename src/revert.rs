@@ -195,6 +195,7 @@ mod tests {
             batch: Value::Null,
             hash: "h".into(),
             reverts: None,
+            side_effects: Value::Null,
         }
     }
 

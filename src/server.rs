@@ -63,16 +63,22 @@ impl Running {
     /// Stops accepting, drains in-flight requests (bounded by the grace period), then flushes
     /// and closes the audit writer.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if self.task.await.is_err() {
+        let Running {
+            stop,
+            task,
+            writer,
+            grace,
+            pipeline,
+            ..
+        } = self;
+        let _ = stop.send(true);
+        if task.await.is_err() {
             tracing::error!("Server task panicked");
         }
-        let writer = self.writer;
-        let joined = tokio::time::timeout(
-            self.grace,
-            tokio::task::spawn_blocking(move || writer.join()),
-        )
-        .await;
+        // The writer stops when the last sender of its queue is gone: this one included.
+        drop(pipeline);
+        let joined =
+            tokio::time::timeout(grace, tokio::task::spawn_blocking(move || writer.join())).await;
         if joined.is_err() {
             tracing::warn!("Audit writer still busy after the grace period; unfinished intents are reconciled at the next start");
         }

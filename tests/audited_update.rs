@@ -66,7 +66,7 @@ async fn update_in_each_encoding_is_forwarded_and_audited() {
             ("content-type", "application/json"),
             ("authorization", &format!("Bearer {TOKEN}")),
         ],
-        r#"{"id":267,"fields":{"typeIds":[31,172]}}"#.to_owned(),
+        r#"{"id":267,"fields":{"typeIds":[31,14]}}"#.to_owned(),
     )
     .await;
     assert_eq!(bearer.status, StatusCode::OK, "{:?}", bearer.body);
@@ -76,7 +76,7 @@ async fn update_in_each_encoding_is_forwarded_and_audited() {
         (sol.title.as_str(), sol.type_ids.as_slice()),
         ("HR (raw)", &[158][..])
     );
-    assert_eq!(sim.sim.solution(267).expect("267").type_ids, vec![31, 172]);
+    assert_eq!(sim.sim.solution(267).expect("267").type_ids, vec![14, 31]);
 
     let events = proxy.export();
     assert_eq!(events.len(), 6);
@@ -110,7 +110,7 @@ async fn update_in_each_encoding_is_forwarded_and_audited() {
     assert_eq!(events[2]["request"]["encoding"], "query");
     assert_eq!(events[2]["request"]["http_method"], "GET");
     assert_eq!(events[4]["caller"]["auth"], "oauth");
-    assert_eq!(events[5]["after"]["typeIds"], json!([31, 172]));
+    assert_eq!(events[5]["after"]["typeIds"], json!([14, 31]));
     // Two OAuth calls with the same token share a fingerprint; the webhook's differs.
     assert_eq!(
         events[4]["caller"]["fingerprint"],
@@ -399,21 +399,26 @@ async fn non_canonical_paths_are_refused_outright() {
 }
 
 #[tokio::test]
-async fn batch_with_a_watched_command_is_refused_and_others_pass() {
+async fn batch_with_a_violating_command_is_refused_whole_and_others_pass() {
     let sim = sim().await;
     let proxy = TestProxy::start(sim.addr, "");
     let url = proxy.hook_url("batch");
     let watched = post_json(&url, r#"{"halt":0,"cmd":{"a":"crm.deal.list","u":"CRM.AutomatedSolution.Update?id=238&fields[typeIds][]="}}"#).await;
-    assert_eq!(watched.status, StatusCode::BAD_REQUEST);
-    assert_eq!(watched.json()["error"], "BATCH_NOT_AUDITED");
+    assert_eq!(watched.status, StatusCode::FORBIDDEN);
+    assert_eq!(watched.json()["error"], "POLICY_VIOLATION");
     assert!(watched.json()["error_description"]
         .as_str()
         .is_some_and(|d| d.contains("'u'")));
-    let form = post_form(&url, "CMD[x]=crm.automatedsolution.delete%3Fid%3D238").await;
-    assert_eq!(form.json()["error"], "BATCH_NOT_AUDITED");
     let q = get(&format!("{url}?cmd[0]=batch%3Fcmd%5Bx%5D%3Dcrm.deal.list")).await;
-    assert_eq!(q.json()["error"], "BATCH_NOT_AUDITED");
-    assert_eq!(sim.sim.calls().len(), 0);
+    assert_eq!(q.json()["error"], "BATCH_NESTED");
+    assert_eq!(updates_seen(&sim), 0);
+    assert!(
+        !sim.sim
+            .calls()
+            .iter()
+            .any(|c| c.rest_method.as_deref() == Some("crm.deal.list")),
+        "nothing of a refused batch runs"
+    );
 
     let plain = post_json(
         &url,

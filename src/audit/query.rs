@@ -35,6 +35,9 @@ pub struct EventRecord {
     pub hash: String,
     /// The event this one reverts (`revert --apply`), if any.
     pub reverts: Option<String>,
+    /// Other workplaces the change took smart processes from: `{solution_id, before, after}`
+    /// as planned, and `after_seen`, read back after the call.
+    pub side_effects: Value,
 }
 
 /// Opens the trail for reading only (it must exist).
@@ -63,21 +66,30 @@ pub struct Filter {
     pub caller: Option<String>,
     /// A single event.
     pub event_id: Option<String>,
-    /// Only events after this cursor (intent sequence number).
+    /// Only events past this cursor (intent sequence number) in the listing order: later
+    /// ones when ascending, earlier ones when [`Order::Desc`] — so a cursor taken from the last
+    /// event of one page always continues with the next page.
     pub after_seq: Option<i64>,
     /// At most this many events.
     pub limit: Option<usize>,
+    /// Trail order (the default, what export and `audit list` use) or newest first.
+    pub order: Order,
 }
 
-/// Calls `f` for each event in trail order.
-pub fn for_each_event(
-    conn: &Connection,
-    filter: &Filter,
-    mut f: impl FnMut(EventRecord) -> Result<(), AuditError>,
-) -> Result<usize, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
-    let mut stmt = conn
-        .prepare_cached(
+/// The order events are listed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first: trail order.
+    #[default]
+    Asc,
+    /// Newest first (the timeline page).
+    Desc,
+}
+
+/// The event query up to its ORDER BY; `$cmp` is how the cursor (`?7`) bounds `r.seq`.
+macro_rules! events_sql {
+    ($cmp:literal) => {
+        concat!(
             "SELECT r.seq, r.payload, o.payload, COALESCE(o.hash, r.hash) FROM audit_entries r \
              LEFT JOIN audit_entries o ON o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled') \
              WHERE r.kind = 'received' \
@@ -88,10 +100,27 @@ pub fn for_each_event(
                AND (?5 IS NULL OR json_extract(r.payload, '$.caller.user_id') = ?5 \
                     OR json_extract(r.payload, '$.caller.fingerprint') = ?5) \
                AND (?6 IS NULL OR r.event_id = ?6) \
-               AND (?7 IS NULL OR r.seq > ?7) \
-             ORDER BY r.seq LIMIT ?8",
+               AND (?7 IS NULL OR r.seq ",
+            $cmp,
+            " ?7)"
         )
-        .map_err(err)?;
+    };
+}
+
+/// Calls `f` for each event in `filter.order` (trail order by default).
+pub fn for_each_event(
+    conn: &Connection,
+    filter: &Filter,
+    mut f: impl FnMut(EventRecord) -> Result<(), AuditError>,
+) -> Result<usize, AuditError> {
+    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
+    // Two fixed statements rather than one with a computed ORDER BY: each keeps using the
+    // primary key for its direction, and nothing from the query string reaches the SQL text.
+    let sql = match filter.order {
+        Order::Asc => concat!(events_sql!(">"), " ORDER BY r.seq LIMIT ?8"),
+        Order::Desc => concat!(events_sql!("<"), " ORDER BY r.seq DESC LIMIT ?8"),
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(err)?;
     let limit = filter.limit.map_or(-1, |l| l as i64);
     let mut rows = stmt
         .query(rusqlite::params![
@@ -152,7 +181,33 @@ fn record(
         batch: get(&i, "batch"),
         hash,
         reverts: i.get("reverts").and_then(Value::as_str).map(str::to_owned),
+        side_effects: side_effects(&i, &o),
     })
+}
+
+/// The planned side effects of an intent, each with what was read back after the call.
+fn side_effects(intent: &Value, outcome: &Value) -> Value {
+    let Some(planned) = intent.get("side_effects").and_then(Value::as_array) else {
+        return Value::Array(Vec::new());
+    };
+    let seen = outcome.get("side_effects_after").and_then(Value::as_array);
+    Value::Array(
+        planned
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                let id = e.get("solution_id").cloned();
+                let after = seen
+                    .and_then(|s| s.iter().find(|x| x.get("solution_id") == id.as_ref()))
+                    .and_then(|x| x.get("after").cloned())
+                    .unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut e {
+                    m.insert("after_seen".into(), after);
+                }
+                e
+            })
+            .collect(),
+    )
 }
 
 /// Collects the events matching `filter`.
@@ -236,4 +291,96 @@ pub fn export(
         let line = serde_json::to_string(&rec).map_err(|e| AuditError::Open(e.to_string()))?;
         writeln!(out, "{line}").map_err(|e| AuditError::Open(format!("write: {e}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trail of `n` applied updates (intent + outcome each), alternating workplaces 238/267;
+    /// hashes are placeholders — listing never verifies the chain.
+    fn trail(n: i64) -> Connection {
+        let mut c = Connection::open_in_memory().expect("db");
+        super::super::migrate::apply(&mut c).expect("schema");
+        let mut seq = 0;
+        for i in 1..=n {
+            let id = format!("ev{i}");
+            let sol = if i % 2 == 0 { 267 } else { 238 };
+            let time = format!("2026-11-24T10:00:{i:02}.000Z");
+            for (kind, outcome) in [("received", None), ("completed", Some("applied"))] {
+                seq += 1;
+                let payload = serde_json::json!({
+                    "event_id": id, "kind": kind, "time": time, "solution_id": sol,
+                    "method": "crm.automatedsolution.update", "outcome": outcome,
+                    "caller": {"auth": "webhook", "user_id": "1"},
+                });
+                c.execute(
+                    "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, ?4, 'crm.automatedsolution.update', ?5, ?6, ?7, 'p', ?8)",
+                    rusqlite::params![seq, id, kind, time, sol, outcome, payload.to_string(), format!("h{seq}")],
+                )
+                .expect("insert");
+            }
+        }
+        c
+    }
+
+    fn ids(c: &Connection, f: &Filter) -> Vec<String> {
+        events(c, f)
+            .expect("query")
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    #[test]
+    fn the_default_order_is_the_trail_order() {
+        let c = trail(4);
+        assert_eq!(ids(&c, &Filter::default()), ["ev1", "ev2", "ev3", "ev4"]);
+        let page = Filter {
+            after_seq: Some(3),
+            limit: Some(2),
+            ..Filter::default()
+        };
+        assert_eq!(ids(&c, &page), ["ev3", "ev4"], "intents after entry 3");
+    }
+
+    #[test]
+    fn descending_lists_newest_first_and_its_cursor_means_older_than() {
+        let c = trail(5);
+        let desc = Filter {
+            order: Order::Desc,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&c, &desc), ["ev5", "ev4", "ev3", "ev2", "ev1"]);
+
+        // Paging: the cursor of a page's last event continues with the next-older events.
+        let first = events(
+            &c,
+            &Filter {
+                limit: Some(2),
+                ..desc.clone()
+            },
+        )
+        .expect("page 1");
+        assert_eq!(
+            first.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["ev5", "ev4"]
+        );
+        let cursor = first.last().map(|e| e.seq);
+        let second = Filter {
+            after_seq: cursor,
+            limit: Some(2),
+            ..desc.clone()
+        };
+        assert_eq!(ids(&c, &second), ["ev3", "ev2"]);
+
+        // Filters combine with the order as they do ascending.
+        let one_workplace = Filter {
+            solution_id: Some(238),
+            since: Some("2026-11-24T10:00:02.000Z".into()),
+            ..desc
+        };
+        assert_eq!(ids(&c, &one_workplace), ["ev5", "ev3"]);
+    }
 }

@@ -1,81 +1,234 @@
-//! `batch`: finding the commands a batch will run, read the way the portal reads them
-//! (protocol §4.2): `cmd` looked up case-insensitively, each command cut at `#`, split at the
-//! first `?`, its method lower-cased.
+//! `batch`: the commands a batch will run, read the way the portal reads them (protocol §4):
+//! `cmd` and `halt` looked up case-insensitively, `halt` cast like PHP, each command cut at `#`,
+//! split at the first `?`, its query parsed with `parse_str`, its method lower-cased.
 //!
-//! Until batches are audited command by command, a batch that contains any watched command (or
-//! another batch, or a spelling that could become one) is refused, and any other batch passes
-//! through with its bytes unchanged.
+//! Watched commands become [`Mutation`]s, audited one by one; everything that would make their
+//! effect uncertain is refused for the whole batch: more than 50 commands (the portal silently
+//! skips the rest), a nested batch, a `$result[...]`-style reference (known only at run time),
+//! a credential inside a command, a suffixed or padded method name. Unwatched commands are
+//! forwarded exactly as they came.
 
+use super::params::parse_str;
 use super::php::{Array, Value};
 use super::route::normalise_method;
 use crate::error::ProxyError;
+use crate::mutation::{canonical_command, read_mutation, Mutation, MutationKind};
 use crate::watched::Watched;
+use serde_json::json;
 
-/// One command of a batch, as far as routing needs it.
+/// The portal runs at most this many commands of one batch.
+pub const MAX_COMMANDS: usize = 50;
+
+/// One command of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     /// The `cmd` key (`"u1"`, or the list index as text).
     pub key: String,
-    /// Lower-cased method, with a final `.json`/`.xml` dropped for the watched check only.
-    pub method: String,
-    /// The raw query part after the first `?`, before the `#` cut.
-    pub query: String,
+    /// The command string as the portal receives it (outer encoding decoded).
+    pub raw: String,
+    /// The change it makes, when it calls a watched method.
+    pub mutation: Option<Mutation>,
 }
 
-/// The commands of a v1 `batch` call, from its already decoded parameters.
-pub fn commands(params: &Array) -> Result<Vec<Command>, ProxyError> {
-    let mut cmd: Option<&Value> = None;
+/// A v1 `batch` call, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCall {
+    /// `halt`, after PHP's bool cast (`"false"` and `"N"` are true).
+    pub halt: bool,
+    pub commands: Vec<Command>,
+}
+
+impl BatchCall {
+    pub fn is_watched(&self) -> bool {
+        self.commands.iter().any(|c| c.mutation.is_some())
+    }
+
+    /// The batch to forward: watched commands in canonical form, the others as they came,
+    /// keys and order kept.
+    pub fn canonical_params(&self) -> serde_json::Value {
+        let cmd: serde_json::Map<String, serde_json::Value> = self
+            .commands
+            .iter()
+            .map(|c| {
+                let text = match &c.mutation {
+                    Some(m) => canonical_command(m),
+                    None => c.raw.clone(),
+                };
+                (c.key.clone(), json!(text))
+            })
+            .collect();
+        json!({ "halt": self.halt, "cmd": cmd })
+    }
+}
+
+/// The single top-level parameter spelled `name` in any letter case (the portal upper-cases
+/// batch parameter names); two spellings are refused.
+fn one_spelling<'a>(params: &'a Array, name: &str) -> Result<Option<&'a Value>, ProxyError> {
+    let mut found = None;
     for (k, v) in params.iter() {
-        if k.as_text().eq_ignore_ascii_case("cmd") {
-            if cmd.is_some() {
+        if k.as_text().eq_ignore_ascii_case(name) {
+            if found.is_some() {
                 return Err(ProxyError::uninterpretable(
                     "AMBIGUOUS_PARAMETER",
-                    "batch has more than one spelling of 'cmd'",
+                    format!("batch has more than one spelling of '{name}'"),
                 ));
             }
-            cmd = Some(v);
+            found = Some(v);
         }
     }
-    let Some(Value::Array(entries)) = cmd else {
-        // No command list: the portal runs nothing.
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for (k, v) in entries.iter() {
-        // The portal skips non-string entries.
-        let Value::Str(text) = v else { continue };
-        let text = text.split('#').next().unwrap_or("");
-        let (method, query) = text.split_once('?').unwrap_or((text, ""));
-        let (method, _) = normalise_method(method.trim());
-        out.push(Command {
-            key: k.as_text(),
-            method,
-            query: query.to_owned(),
-        });
-    }
-    Ok(out)
+    Ok(found)
 }
 
-/// Refuses a batch that would run a watched command; `Ok` means it may pass through unchanged.
-pub fn ensure_unwatched(commands: &[Command]) -> Result<(), ProxyError> {
-    for c in commands {
-        if let Some(w) = Watched::of(&c.method) {
-            let reason = if w == Watched::Batch {
-                format!(
-                    "batch command '{}' is a nested batch, which the proxy refuses",
-                    c.key
-                )
-            } else {
-                format!(
-                    "batch command '{}' calls {}; watched methods are not yet accepted inside batch, send it as a single call",
-                    c.key,
-                    w.method()
-                )
-            };
-            return Err(ProxyError::uninterpretable("BATCH_NOT_AUDITED", reason));
-        }
+/// PHP's `(bool)` cast.
+fn php_bool(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Int(n) => *n != 0,
+        Value::Float(f) => *f != 0.0,
+        Value::Str(s) => !(s.is_empty() || s == "0"),
+        Value::Array(a) => !a.is_empty(),
     }
-    Ok(())
+}
+
+const CREDENTIAL_KEYS: [&str; 5] = ["auth", "access_token", "aplogin", "ap", "sessid"];
+
+/// Reads a v1 `batch` call from its decoded parameters.
+pub fn parse(params: &Array) -> Result<BatchCall, ProxyError> {
+    let halt = one_spelling(params, "halt")?.is_some_and(php_bool);
+    let entries = match one_spelling(params, "cmd")? {
+        Some(Value::Array(entries)) => entries,
+        // No command list (or not a list): the portal runs nothing.
+        _ => {
+            return Ok(BatchCall {
+                halt,
+                commands: Vec::new(),
+            })
+        }
+    };
+    if entries.len() > MAX_COMMANDS {
+        return Err(ProxyError::uninterpretable(
+            "BATCH_TOO_LONG",
+            format!(
+                "batch has {} commands; the portal runs only the first {MAX_COMMANDS} and skips the rest silently",
+                entries.len()
+            ),
+        ));
+    }
+    let mut commands = Vec::with_capacity(entries.len());
+    for (k, v) in entries.iter() {
+        let key = k.as_text();
+        // The portal skips non-string entries.
+        let Value::Str(raw) = v else { continue };
+        let text = raw.split('#').next().unwrap_or("");
+        let (method_part, query) = text.split_once('?').unwrap_or((text, ""));
+        let (method, suffix) = normalise_method(method_part.trim());
+        let watched = Watched::of(&method);
+        let bad = |code: &'static str, why: String| {
+            ProxyError::uninterpretable(code, format!("batch command '{key}': {why}"))
+        };
+        let mutation = match watched {
+            None => None,
+            Some(Watched::Batch) => {
+                return Err(bad("BATCH_NESTED", "a nested batch is refused".into()))
+            }
+            Some(w) if suffix.is_some() || method_part.trim() != method_part => {
+                return Err(bad(
+                    "INVALID_PARAMETER",
+                    format!(
+                        "'{method_part}' is not how the portal names {} inside a batch",
+                        w.method()
+                    ),
+                ))
+            }
+            Some(Watched::TypeAdd | Watched::TypeUpdate) => {
+                let parsed = parse_str(query.as_bytes())
+                    .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
+                if touches_bindings(&parsed.params) {
+                    return Err(bad(
+                        "BINDING_CHANGE_NOT_AUDITED",
+                        "crm.type calls that change digital-workplace bindings are refused; use crm.automatedsolution.update".into(),
+                    ));
+                }
+                None
+            }
+            Some(w) => {
+                if text.contains('$') {
+                    return Err(bad(
+                        "BATCH_REFERENCE",
+                        "a $result/$error/... reference is resolved only while the batch runs, so the change cannot be checked first".into(),
+                    ));
+                }
+                let parsed = parse_str(query.as_bytes())
+                    .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
+                if parsed.too_deep || parsed.vars > super::params::MAX_WATCHED_VARS {
+                    return Err(bad(
+                        "INVALID_PARAMETER",
+                        "too many or too deeply nested parameters".into(),
+                    ));
+                }
+                if let Some(k) = parsed
+                    .params
+                    .iter()
+                    .map(|(k, _)| k.as_text())
+                    .find(|k| CREDENTIAL_KEYS.contains(&k.as_str()))
+                {
+                    return Err(bad(
+                        "AMBIGUOUS_CREDENTIALS",
+                        format!("'{k}' inside a batch command is overridden by the batch's own credential"),
+                    ));
+                }
+                let kind = match w {
+                    Watched::SolutionUpdate => MutationKind::Update,
+                    Watched::SolutionAdd => MutationKind::Add,
+                    _ => MutationKind::Delete,
+                };
+                let m = read_mutation(kind, &parsed.params).map_err(|e| match e {
+                    ProxyError::Uninterpretable { code, reason } => bad(code, reason),
+                    other => other,
+                })?;
+                Some(m)
+            }
+        };
+        commands.push(Command {
+            key,
+            raw: raw.clone(),
+            mutation,
+        });
+    }
+    Ok(BatchCall { halt, commands })
+}
+
+/// Does a `crm.type.add`/`update` parameter set touch workplace bindings?
+pub fn touches_bindings(params: &Array) -> bool {
+    params.iter().any(|(k, v)| {
+        k.as_text().eq_ignore_ascii_case("fields")
+            && v.as_array().is_some_and(|fields| {
+                fields.iter().any(|(k, _)| {
+                    let k = k.as_text().to_ascii_lowercase().replace('_', "");
+                    matches!(
+                        k.as_str(),
+                        "customsectionid" | "customsections" | "isexternal"
+                    )
+                })
+            })
+    })
+}
+
+/// `result.result[key]` or `result.result_error[key]` of a batch answer; the portal's JSON
+/// prints each of these maps as an object, a list (keys 0..n-1) or `[]` (protocol §4.4).
+pub fn sub_answer<'a>(
+    answer: &'a serde_json::Value,
+    map: &str,
+    key: &str,
+) -> Option<&'a serde_json::Value> {
+    let m = answer.get("result")?.get(map)?;
+    match m {
+        serde_json::Value::Object(o) => o.get(key),
+        serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    }
+    .filter(|v| !v.is_null())
 }
 
 /// A REST 3.0 batch body (`[{"method": "...", "query": {...}}, ...]`): the methods it runs.
@@ -111,40 +264,98 @@ mod tests {
     use super::*;
     use crate::rest::params::parse_str;
 
-    fn cmds(q: &str) -> Vec<Command> {
-        commands(&parse_str(q.as_bytes()).expect("parses").params).expect("commands")
+    fn call(q: &str) -> Result<BatchCall, ProxyError> {
+        parse(&parse_str(q.as_bytes()).expect("parses").params)
     }
 
     #[test]
     fn finds_commands_in_any_case_and_form() {
-        let c = cmds("CMD[a]=crm.deal.list%3Fstart%3D0&halt=0");
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].method, "crm.deal.list");
-        assert_eq!(c[0].query, "start=0");
-        let list = cmds("cmd[]=crm.deal.list&cmd[]=CRM.AutomatedSolution.Update%3Fid%3D5");
-        assert_eq!(list[1].key, "1");
-        assert_eq!(list[1].method, "crm.automatedsolution.update");
+        let c = call("CMD[a]=crm.deal.list%3Fstart%3D0&HaLt=0").expect("batch");
+        assert!(!c.halt);
+        assert_eq!(c.commands.len(), 1);
+        assert_eq!(c.commands[0].raw, "crm.deal.list?start=0");
+        assert!(!c.is_watched());
+        let list = call("cmd[]=crm.deal.list&cmd[]=CRM.AutomatedSolution.Update%3Fid%3D5%26fields%5Btitle%5D%3Dx").expect("batch");
+        assert_eq!(list.commands[1].key, "1");
+        let m = list.commands[1].mutation.as_ref().expect("watched");
+        assert_eq!(
+            (m.kind, m.solution_id, m.title.as_deref()),
+            (MutationKind::Update, Some(5), Some("x"))
+        );
+    }
+
+    #[test]
+    fn halt_is_cast_like_php() {
+        for (v, want) in [
+            ("0", false),
+            ("", false),
+            ("false", true),
+            ("N", true),
+            ("1", true),
+        ] {
+            assert_eq!(
+                call(&format!("halt={v}&cmd[a]=user.current"))
+                    .expect("batch")
+                    .halt,
+                want,
+                "halt={v}"
+            );
+        }
     }
 
     #[test]
     fn fragment_cuts_the_command() {
-        let c = cmds("cmd[a]=crm.deal.list%23crm.automatedsolution.update");
-        assert_eq!(c[0].method, "crm.deal.list");
+        let c = call("cmd[a]=crm.automatedsolution.update%3Fid%3D5%26fields%5Btitle%5D%3Dx%23%26fields%5BtypeIds%5D%5B%5D%3D").expect("batch");
+        let m = c.commands[0].mutation.as_ref().expect("watched");
+        assert_eq!(
+            m.type_ids, None,
+            "everything after # is not part of the command"
+        );
     }
 
     #[test]
-    fn two_spellings_of_cmd_are_refused() {
-        let p = parse_str(b"cmd[a]=x&CMD[b]=y").expect("parses").params;
-        assert!(commands(&p).is_err());
+    fn what_cannot_be_known_in_advance_is_refused() {
+        let refusals = [
+            ("cmd[a]=x&CMD[b]=y", "AMBIGUOUS_PARAMETER"),
+            ("cmd[a]=batch%3Fcmd[x]=crm.deal.list", "BATCH_NESTED"),
+            ("cmd[a]=crm.automatedsolution.update%3Fid%3D5%26fields%5BtypeIds%5D%3D%24result%5Bx%5D", "BATCH_REFERENCE"),
+            ("cmd[a]=crm.automatedsolution.update.json%3Fid%3D5", "INVALID_PARAMETER"),
+            ("cmd[a]=%20crm.automatedsolution.delete%3Fid%3D5", "INVALID_PARAMETER"),
+            ("cmd[a]=crm.automatedsolution.update%3Fid%3D5%26auth%3Dx", "AMBIGUOUS_CREDENTIALS"),
+            ("cmd[a]=crm.automatedsolution.update%3Fid%3D1e1", "INVALID_PARAMETER"),
+            ("cmd[a]=crm.type.update%3Fid%3D5%26fields%5BcustomSectionId%5D%3D3", "BINDING_CHANGE_NOT_AUDITED"),
+        ];
+        for (q, code) in refusals {
+            let e = call(q).expect_err(q);
+            assert_eq!(e.code(), code, "{q}: {e}");
+        }
+        let many: String = (0..=MAX_COMMANDS)
+            .map(|i| format!("cmd[c{i}]=user.current&"))
+            .collect();
+        assert_eq!(call(&many).expect_err("51").code(), "BATCH_TOO_LONG");
     }
 
     #[test]
-    fn watched_and_nested_are_refused() {
-        assert!(ensure_unwatched(&cmds("cmd[a]=crm.automatedsolution.update%3Fid%3D1")).is_err());
-        assert!(ensure_unwatched(&cmds("cmd[a]=crm.automatedsolution.update.json")).is_err());
-        assert!(ensure_unwatched(&cmds("cmd[a]=%20crm.automatedsolution.delete")).is_err());
-        assert!(ensure_unwatched(&cmds("cmd[a]=batch%3Fcmd[x]=crm.deal.list")).is_err());
-        assert!(ensure_unwatched(&cmds("cmd[a]=crm.deal.list&cmd[b]=user.current")).is_ok());
+    fn canonical_form_keeps_order_and_rewrites_only_watched_commands() {
+        let c = call("halt=1&cmd[r]=crm.deal.list%3Ffilter%5B%3EID%5D%3D1&cmd[u]=crm.automatedsolution.update%3Fid%3D5%26fields%5BtypeIds%5D%5B%5D%3D2%26fields%5BtypeIds%5D%5B%5D%3D1%26bx24%3D1").expect("batch");
+        let body = c.canonical_params();
+        assert_eq!(body["halt"], true);
+        let keys: Vec<&String> = body["cmd"].as_object().expect("map").keys().collect();
+        assert_eq!(keys, ["r", "u"]);
+        assert_eq!(body["cmd"]["r"], "crm.deal.list?filter[>ID]=1");
+        assert_eq!(
+            body["cmd"]["u"],
+            "crm.automatedsolution.update?id=5&fields[typeIds][0]=1&fields[typeIds][1]=2"
+        );
+    }
+
+    #[test]
+    fn sub_answers_in_every_php_shape() {
+        let obj = json!({"result":{"result":{"u":{"x":1}},"result_error":[]}});
+        assert_eq!(sub_answer(&obj, "result", "u"), Some(&json!({"x":1})));
+        assert_eq!(sub_answer(&obj, "result_error", "u"), None);
+        let list = json!({"result":{"result":[{"x":1},{"x":2}]}});
+        assert_eq!(sub_answer(&list, "result", "1"), Some(&json!({"x":2})));
     }
 
     #[test]

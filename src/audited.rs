@@ -1,0 +1,747 @@
+//! Phases 4–9 of the pipeline for audited changes: one `crm.automatedsolution.*` call, or the
+//! watched commands of a `batch` (each its own event, linked by a batch id and its `cmd` key).
+//!
+//! 4. **lock and snapshot**: every workplace the change touches is locked (ascending ids, so two
+//!    requests can never wait on each other), then read with the caller's credential — one
+//!    `get`, or one `batch` of `get`s. When the change binds a smart process the target does not
+//!    hold, all workplaces are listed to find the one it is taken from; that owner is locked
+//!    too (and everything re-read under the wider lock set).
+//! 5. **plan and decide**: `plan::simulate` predicts each command's before/after and side
+//!    effects in order; `policy` decides each. One refusal refuses the whole batch.
+//! 6. **record intent**: all intents in one durable append, before anything is forwarded.
+//! 7. **forward** the canonical re-encoding (a single call, or the batch with its watched
+//!    commands rewritten).
+//! 8. **record outcome**: per command from the portal's answer (`result` / `result_error`),
+//!    re-reading whatever the answer does not show; side effects re-read too.
+//! 9. **respond** with the portal's own bytes plus `X-Audit-Event-Id` (comma-separated for a
+//!    batch) and `X-Audit-Batch-Id`.
+
+use crate::audit::{new_event_id, Entry, EntryKind, Outcome};
+use crate::body::ProxyBody;
+use crate::error::{ProxyError, UpstreamFailure};
+use crate::identity;
+use crate::locks::SolutionGuard;
+use crate::metrics::UpstreamPhase;
+use crate::mutation::{
+    canonical, outbound, Credential, Interpreted, Mutation, MutationKind, SolutionState,
+};
+use crate::pipeline::{
+    answer_response, request_id, reverts_event, Pipeline, RequestCtx, AUDIT_EVENT_HEADER,
+};
+use crate::plan::{self, Known};
+use crate::rest::batch::{sub_answer, BatchCall};
+use crate::rest::envelope;
+use crate::upstream::Answer;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// The response header naming a batch's id.
+pub const AUDIT_BATCH_HEADER: HeaderName = HeaderName::from_static("x-audit-batch-id");
+
+/// How many times the lock set may grow because a newly found owner must be locked too.
+const MAX_LOCK_ROUNDS: usize = 3;
+
+/// The most pages of `crm.automatedsolution.list` read (50 workplaces a page: 10,000 — far past
+/// any plan's limit).
+const MAX_LIST_PAGES: usize = 200;
+
+/// What a change is: a single call, or a batch.
+pub(crate) enum Shape {
+    Single(Interpreted),
+    Batch {
+        call: BatchCall,
+        credential: Credential,
+        encoding: &'static str,
+    },
+}
+
+/// One audited change of the request.
+struct Item {
+    /// The `cmd` key, for a batch command.
+    key: Option<String>,
+    mutation: Mutation,
+}
+
+/// Why the snapshot stopped the call: the portal's own refusal, answered as is.
+enum Stop {
+    Answer(Box<Answer>),
+    Envelope(StatusCode, bytes::Bytes),
+}
+
+impl Pipeline {
+    pub(crate) async fn audited(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: &http::request::Parts,
+        shape: Shape,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (credential, encoding, items, batch) = match shape {
+            Shape::Single(call) => {
+                let item = Item {
+                    key: None,
+                    mutation: call.mutation,
+                };
+                (call.credential, call.encoding, vec![item], None)
+            }
+            Shape::Batch {
+                call,
+                credential,
+                encoding,
+            } => {
+                let items = call
+                    .commands
+                    .iter()
+                    .filter_map(|c| {
+                        c.mutation.clone().map(|m| Item {
+                            key: Some(c.key.clone()),
+                            mutation: m,
+                        })
+                    })
+                    .collect();
+                (credential, encoding, items, Some(call))
+            }
+        };
+        let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
+        let headers = &parts.headers;
+        let fingerprint = credential
+            .secret_material()
+            .map(|m| self.key.fingerprint(&m));
+        let client = identity::client_addr(ctx.peer, headers, &self.trusted_proxies);
+
+        // Phase 4: lock and snapshot; an OAuth caller's user is resolved at the same time.
+        let (snapshot, user) = tokio::join!(
+            self.lock_and_read(ctx, &credential, &items, headers),
+            self.caller_user(&credential, fingerprint.as_deref(), headers)
+        );
+        let (known, _turns) = match snapshot? {
+            Ok(read) => read,
+            Err(Stop::Answer(a)) => return Ok(answer_response(*a, None)),
+            Err(Stop::Envelope(status, body)) => return Ok(envelope_response(status, body)),
+        };
+
+        // Phase 5: plan and decide.
+        let planned = plan::simulate(&mutations, &known);
+        let policy = self.current_policy();
+        let decisions: Vec<_> = items
+            .iter()
+            .zip(&planned)
+            .map(|(i, p)| policy.evaluate_planned(&i.mutation, p, user.as_deref()))
+            .collect();
+        for d in &decisions {
+            self.metrics.decision(d.rule, d.verdict.label());
+        }
+        let refused = decisions.iter().position(|d| d.is_denied());
+        ctx.decision = Some(match refused {
+            Some(i) => decisions[i].verdict.label(),
+            None => decisions
+                .iter()
+                .map(|d| d.verdict.label())
+                .find(|l| *l != "allow")
+                .unwrap_or("allow"),
+        });
+        let batch_id = batch.as_ref().map(|_| new_event_id());
+        let event_ids: Vec<String> = items.iter().map(|_| new_event_id()).collect();
+        ctx.event_id = Some(event_ids.join(","));
+        let rid = ctx
+            .request_id
+            .get_or_insert_with(|| request_id(headers))
+            .clone();
+        let reverts = reverts_event(headers);
+
+        let intents: Vec<Entry> = items
+            .iter()
+            .zip(&planned)
+            .zip(&decisions)
+            .zip(&event_ids)
+            .map(|(((item, p), d), event_id)| {
+                let mut f = Map::new();
+                f.insert(
+                    "caller".into(),
+                    json!({"auth": credential.auth_kind(), "user_id": user, "fingerprint": fingerprint}),
+                );
+                f.insert("client_addr".into(), json!(client.to_string()));
+                f.insert(
+                    "request".into(),
+                    json!({"http_method": parts.method.as_str(), "encoding": encoding, "params": item.mutation.params_json()}),
+                );
+                f.insert("before".into(), json!(p.before));
+                f.insert("decision".into(), json!(d.verdict.label()));
+                f.insert("rule".into(), json!(d.rule));
+                f.insert("reason".into(), json!(d.reason));
+                f.insert(
+                    "batch".into(),
+                    match (&batch_id, &item.key) {
+                        (Some(b), Some(k)) => json!({"id": b, "key": k}),
+                        _ => Value::Null,
+                    },
+                );
+                if !p.side_effects.is_empty() {
+                    f.insert("side_effects".into(), json!(p.side_effects));
+                }
+                f.insert("request_id".into(), json!(rid));
+                if let Some(r) = &reverts {
+                    f.insert("reverts".into(), json!(r));
+                }
+                Entry {
+                    event_id: event_id.clone(),
+                    kind: EntryKind::Received,
+                    method: item.mutation.kind.method().to_owned(),
+                    solution_id: item.mutation.solution_id,
+                    outcome: None,
+                    fields: f,
+                }
+            })
+            .collect();
+
+        if let Some(i) = refused {
+            // The whole call is refused: every command is recorded, none forwarded.
+            let mut entries = intents;
+            for ((item, p), event_id) in items.iter().zip(&planned).zip(&event_ids) {
+                let mut out = outcome_fields(None, None, p.before.as_ref());
+                if item.key.is_some() && item.key != items[i].key {
+                    out.insert(
+                        "reason".into(),
+                        json!(format!(
+                            "refused with its batch: command '{}' was refused",
+                            items[i].key.as_deref().unwrap_or("")
+                        )),
+                    );
+                }
+                entries.push(outcome_entry(
+                    event_id,
+                    &item.mutation,
+                    item.mutation.solution_id,
+                    Outcome::Denied,
+                    out,
+                ));
+            }
+            self.audit
+                .append(entries)
+                .await
+                .map_err(|e| self.audit_failed(e))?;
+            let d = &decisions[i];
+            let reason = d.reason.clone().unwrap_or_default();
+            return Err(ProxyError::PolicyViolation {
+                rule: d.rule.unwrap_or("policy").to_owned(),
+                reason: match &items[i].key {
+                    Some(k) => format!("batch command '{k}': {reason}"),
+                    None => reason,
+                },
+                event_id: event_ids[i].clone(),
+            });
+        }
+
+        // Phase 6: every intent is durable before anything is forwarded.
+        self.audit
+            .append(intents)
+            .await
+            .map_err(|e| self.audit_failed(e))?;
+
+        // Phase 7: forward the canonical re-encoding.
+        let forward = match &batch {
+            None => canonical(&Interpreted {
+                mutation: mutations[0].clone(),
+                credential: credential.clone(),
+                encoding,
+            }),
+            Some(call) => outbound("batch", &credential, call.canonical_params()),
+        };
+        let t = Instant::now();
+        let forwarded = self.upstream.call(&forward, headers).await;
+        ctx.upstream_seconds += t.elapsed().as_secs_f64();
+        self.metrics
+            .upstream(UpstreamPhase::Forward, t.elapsed().as_secs_f64());
+
+        // Phase 8: the outcome of each command.
+        let (results, answer) = self.outcomes(ctx, &items, batch.is_some(), forwarded);
+        let mut reread: BTreeSet<i64> = BTreeSet::new();
+        for ((item, p), r) in items.iter().zip(&planned).zip(&results) {
+            if r.reread {
+                if let Some(id) = item.mutation.solution_id {
+                    reread.insert(id);
+                }
+            }
+            reread.extend(p.side_effects.iter().map(|e| e.solution_id));
+        }
+        let fresh = if reread.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.read_many(ctx, &credential, &reread, headers, UpstreamPhase::Reread)
+                .await
+                .unwrap_or_default()
+        };
+        let mut done = Vec::with_capacity(items.len());
+        for (((item, p), r), event_id) in items.iter().zip(&planned).zip(results).zip(&event_ids) {
+            let after = match (r.after, r.reread, item.mutation.solution_id) {
+                (Some(a), _, _) => Some(a),
+                (None, true, Some(id)) => fresh.get(&id).cloned(),
+                (None, _, _) if r.outcome == Outcome::Failed => p.before.clone(),
+                _ => None,
+            };
+            let mut out = outcome_fields(r.status, r.error, after.as_ref());
+            if !p.side_effects.is_empty() {
+                let actual: Vec<Value> = p
+                    .side_effects
+                    .iter()
+                    .map(|e| json!({"solution_id": e.solution_id, "after": fresh.get(&e.solution_id)}))
+                    .collect();
+                out.insert("side_effects_after".into(), json!(actual));
+            }
+            let solution_id = item.mutation.solution_id.or(after.as_ref().map(|s| s.id));
+            done.push(outcome_entry(
+                event_id,
+                &item.mutation,
+                solution_id,
+                r.outcome,
+                out,
+            ));
+        }
+        if let Err(e) = self.audit.append(done).await {
+            // The intents are durable; start-up reconciliation marks them `unknown`.
+            tracing::error!(target: "audit", event_id = %event_ids.join(","), error = %e, "Outcome not recorded");
+        }
+
+        // Phase 9: the portal's own answer, plus the event ids.
+        let answer = answer.map_err(ProxyError::Upstream)?;
+        let mut resp = answer_response(answer, None);
+        if let Ok(v) = HeaderValue::from_str(&event_ids.join(",")) {
+            resp.headers_mut().insert(AUDIT_EVENT_HEADER, v);
+        }
+        if let Some(b) = batch_id
+            .as_deref()
+            .and_then(|b| HeaderValue::from_str(b).ok())
+        {
+            resp.headers_mut().insert(AUDIT_BATCH_HEADER, b);
+        }
+        Ok(resp)
+    }
+
+    /// Locks every workplace the change touches and reads them (phase 4).
+    async fn lock_and_read(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        items: &[Item],
+        headers: &HeaderMap,
+    ) -> Result<Result<(Known, Vec<SolutionGuard<'_>>), Stop>, ProxyError> {
+        let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
+        let targets: BTreeSet<i64> = mutations.iter().filter_map(|m| m.solution_id).collect();
+        let mut lock_set = targets.clone();
+        for _ in 0..MAX_LOCK_ROUNDS {
+            let guards = self.locks.lock_all(&lock_set).await;
+            let states = if targets.is_empty() {
+                BTreeMap::new()
+            } else {
+                match self
+                    .read_targets(ctx, credential, items, &targets, headers)
+                    .await?
+                {
+                    Ok(states) => states,
+                    Err(stop) => return Ok(Err(stop)),
+                }
+            };
+            let mut known = Known {
+                states,
+                complete: false,
+            };
+            if !plan::binds_new_types(&mutations, &known.states) {
+                return Ok(Ok((known, guards)));
+            }
+            let all = match self.list_all(ctx, credential, headers).await? {
+                Ok(all) => all,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            for s in all {
+                known.states.entry(s.id).or_insert(s);
+            }
+            known.complete = true;
+            let owners = plan::owners_of_bound(&mutations, &known, &targets);
+            if owners.is_subset(&lock_set) {
+                return Ok(Ok((known, guards)));
+            }
+            // An owner not locked yet: take the wider lock set (in order) and read again, so
+            // its state cannot change between the read and the forward.
+            drop(guards);
+            lock_set.extend(owners);
+        }
+        Err(ProxyError::uninterpretable(
+            "CONCURRENT_CHANGE",
+            "the smart-process bindings kept changing while the proxy read them; retry the call",
+        ))
+    }
+
+    /// The targets' states. A refusal by the portal stops the call: the portal's own answer
+    /// for a single call, its error for the command's key for a batch.
+    async fn read_targets(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        items: &[Item],
+        targets: &BTreeSet<i64>,
+        headers: &HeaderMap,
+    ) -> Result<Result<BTreeMap<i64, SolutionState>, Stop>, ProxyError> {
+        if let ([item], [id]) = (
+            items,
+            targets.iter().copied().collect::<Vec<_>>().as_slice(),
+        ) {
+            if item.key.is_none() {
+                return Ok(self
+                    .read_one(ctx, credential, *id, headers, UpstreamPhase::Snapshot)
+                    .await?
+                    .map(|s| BTreeMap::from([(*id, s)]))
+                    .map_err(Stop::Answer));
+            }
+        }
+        match self
+            .read_batch(ctx, credential, targets, headers, UpstreamPhase::Snapshot)
+            .await?
+        {
+            Ok(states) => Ok(Ok(states)),
+            Err(ReadRefusal::Whole(a)) => Ok(Err(Stop::Answer(a))),
+            Err(ReadRefusal::Id(id, error)) => {
+                let key = items
+                    .iter()
+                    .find(|i| i.mutation.solution_id == Some(id))
+                    .and_then(|i| i.key.clone())
+                    .unwrap_or_default();
+                let code = error
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ERROR");
+                let desc = error
+                    .get("error_description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let body = envelope::error_body(code, &format!("batch command '{key}': {desc}"));
+                Ok(Err(Stop::Envelope(StatusCode::BAD_REQUEST, body)))
+            }
+        }
+    }
+
+    /// Reads several workplaces: one `get`, or one `batch` of `get`s. Missing ones are left out.
+    pub(crate) async fn read_many(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        ids: &BTreeSet<i64>,
+        headers: &HeaderMap,
+        phase: UpstreamPhase,
+    ) -> Result<BTreeMap<i64, SolutionState>, ProxyError> {
+        if ids.len() == 1 {
+            let id = *ids.iter().next().unwrap_or(&0);
+            return Ok(
+                match self.read_one(ctx, credential, id, headers, phase).await? {
+                    Ok(s) => BTreeMap::from([(id, s)]),
+                    Err(_) => BTreeMap::new(),
+                },
+            );
+        }
+        match self
+            .read_batch(ctx, credential, ids, headers, phase)
+            .await?
+        {
+            Ok(states) => Ok(states),
+            Err(_) => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// One `crm.automatedsolution.get`. `Ok(Err(answer))` is the portal's own refusal.
+    pub(crate) async fn read_one(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        id: i64,
+        headers: &HeaderMap,
+        phase: UpstreamPhase,
+    ) -> Result<Result<SolutionState, Box<Answer>>, ProxyError> {
+        let get = outbound("crm.automatedsolution.get", credential, json!({ "id": id }));
+        let answer = self.exchange(ctx, &get, headers, phase).await?;
+        let json = answer.json();
+        if answer.status.is_success() {
+            if let Some(state) = json.as_ref().and_then(SolutionState::from_answer) {
+                return Ok(Ok(state));
+            }
+        }
+        if json.as_ref().is_some_and(|j| j.get("error").is_some()) {
+            ctx.upstream_status = Some(answer.status.as_u16());
+            return Ok(Err(Box::new(answer)));
+        }
+        self.metrics
+            .upstream_error(UpstreamFailure::Invalid.label());
+        Err(ProxyError::Upstream(UpstreamFailure::Invalid))
+    }
+
+    /// Several `get`s in one `batch` request (one request toward the portal's rate limit).
+    async fn read_batch(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        ids: &BTreeSet<i64>,
+        headers: &HeaderMap,
+        phase: UpstreamPhase,
+    ) -> Result<Result<BTreeMap<i64, SolutionState>, ReadRefusal>, ProxyError> {
+        let cmd: Map<String, Value> = ids
+            .iter()
+            .map(|id| {
+                (
+                    format!("s{id}"),
+                    json!(format!("crm.automatedsolution.get?id={id}")),
+                )
+            })
+            .collect();
+        let call = outbound("batch", credential, json!({"halt": false, "cmd": cmd}));
+        let answer = self.exchange(ctx, &call, headers, phase).await?;
+        let Some(json) = answer.json() else {
+            self.metrics
+                .upstream_error(UpstreamFailure::Invalid.label());
+            return Err(ProxyError::Upstream(UpstreamFailure::Invalid));
+        };
+        if !answer.status.is_success() || json.get("error").is_some() {
+            ctx.upstream_status = Some(answer.status.as_u16());
+            return Ok(Err(ReadRefusal::Whole(Box::new(answer))));
+        }
+        let mut states = BTreeMap::new();
+        for id in ids {
+            let key = format!("s{id}");
+            if let Some(e) = sub_answer(&json, "result_error", &key) {
+                return Ok(Err(ReadRefusal::Id(*id, e.clone())));
+            }
+            let state = sub_answer(&json, "result", &key)
+                .and_then(|r| r.get("automatedSolution"))
+                .and_then(|s| serde_json::from_value::<SolutionState>(s.clone()).ok());
+            match state {
+                Some(s) => {
+                    states.insert(*id, s);
+                }
+                None => {
+                    self.metrics
+                        .upstream_error(UpstreamFailure::Invalid.label());
+                    return Err(ProxyError::Upstream(UpstreamFailure::Invalid));
+                }
+            }
+        }
+        Ok(Ok(states))
+    }
+
+    /// Every workplace, page by page (`crm.automatedsolution.list`).
+    async fn list_all(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        headers: &HeaderMap,
+    ) -> Result<Result<Vec<SolutionState>, Stop>, ProxyError> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for _ in 0..MAX_LIST_PAGES {
+            let call = outbound(
+                "crm.automatedsolution.list",
+                credential,
+                json!({"order": {"id": "ASC"}, "start": start}),
+            );
+            let answer = self
+                .exchange(ctx, &call, headers, UpstreamPhase::Snapshot)
+                .await?;
+            let Some(json) = answer.json() else {
+                self.metrics
+                    .upstream_error(UpstreamFailure::Invalid.label());
+                return Err(ProxyError::Upstream(UpstreamFailure::Invalid));
+            };
+            if !answer.status.is_success() || json.get("error").is_some() {
+                return Ok(Err(Stop::Answer(Box::new(answer))));
+            }
+            let page: Vec<SolutionState> = json
+                .get("result")
+                .and_then(|r| r.get("automatedSolutions"))
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .ok_or(ProxyError::Upstream(UpstreamFailure::Invalid))?;
+            out.extend(page);
+            match json.get("next").and_then(Value::as_i64) {
+                Some(next) if next > start => start = next,
+                _ => return Ok(Ok(out)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// One buffered exchange with the portal, timed and counted.
+    async fn exchange(
+        &self,
+        ctx: &mut RequestCtx,
+        call: &crate::mutation::OutboundCall,
+        headers: &HeaderMap,
+        phase: UpstreamPhase,
+    ) -> Result<Answer, ProxyError> {
+        let t = Instant::now();
+        let result = self.upstream.call(call, headers).await;
+        ctx.upstream_seconds += t.elapsed().as_secs_f64();
+        self.metrics.upstream(phase, t.elapsed().as_secs_f64());
+        result.map_err(|k| self.upstream_failed(k))
+    }
+
+    /// Reads each command's outcome from the portal's answer to the forwarded call.
+    fn outcomes(
+        &self,
+        ctx: &mut RequestCtx,
+        items: &[Item],
+        is_batch: bool,
+        forwarded: Result<Answer, UpstreamFailure>,
+    ) -> (Vec<CommandResult>, Result<Answer, UpstreamFailure>) {
+        let answer = match forwarded {
+            Ok(a) => a,
+            Err(k) => {
+                self.metrics.upstream_error(k.label());
+                let outcome = if k == UpstreamFailure::Connect {
+                    Outcome::Failed
+                } else {
+                    Outcome::Unknown
+                };
+                let results = items
+                    .iter()
+                    .map(|_| CommandResult {
+                        outcome,
+                        after: None,
+                        reread: outcome == Outcome::Unknown,
+                        status: None,
+                        error: None,
+                    })
+                    .collect();
+                return (results, Err(k));
+            }
+        };
+        ctx.upstream_status = Some(answer.status.as_u16());
+        let status = Some(answer.status.as_u16());
+        let Some(json) = answer.json() else {
+            self.metrics
+                .upstream_error(UpstreamFailure::Invalid.label());
+            let results = items
+                .iter()
+                .map(|_| CommandResult {
+                    outcome: Outcome::Unknown,
+                    after: None,
+                    reread: true,
+                    status,
+                    error: None,
+                })
+                .collect();
+            return (results, Err(UpstreamFailure::Invalid));
+        };
+        let whole_error = (!answer.status.is_success() || json.get("error").is_some())
+            .then(|| json.get("error").cloned().unwrap_or(Value::Null));
+        if whole_error.is_some() {
+            self.metrics.upstream_error("status");
+        }
+        let results = items
+            .iter()
+            .map(|item| {
+                if let Some(e) = &whole_error {
+                    return CommandResult {
+                        outcome: Outcome::RejectedByPortal,
+                        after: None,
+                        reread: true,
+                        status,
+                        error: Some(e.clone()),
+                    };
+                }
+                let (result, error) = match (&item.key, is_batch) {
+                    (Some(k), true) => (
+                        sub_answer(&json, "result", k).cloned(),
+                        sub_answer(&json, "result_error", k)
+                            .and_then(|e| e.get("error"))
+                            .cloned(),
+                    ),
+                    _ => (json.get("result").cloned(), None),
+                };
+                match (result, error) {
+                    (_, Some(e)) => CommandResult {
+                        outcome: Outcome::RejectedByPortal,
+                        after: None,
+                        reread: true,
+                        status,
+                        error: Some(e),
+                    },
+                    (Some(r), None) => CommandResult {
+                        outcome: Outcome::Applied,
+                        after: match item.mutation.kind {
+                            MutationKind::Delete => None,
+                            _ => r
+                                .get("automatedSolution")
+                                .and_then(|s| serde_json::from_value(s.clone()).ok()),
+                        },
+                        reread: false,
+                        status,
+                        error: None,
+                    },
+                    // Not run (the batch halted before it): whether anything changed is read back.
+                    (None, None) => CommandResult {
+                        outcome: Outcome::Unknown,
+                        after: None,
+                        reread: true,
+                        status,
+                        error: None,
+                    },
+                }
+            })
+            .collect();
+        (results, Ok(answer))
+    }
+}
+
+/// How a batch-of-gets read was refused.
+enum ReadRefusal {
+    /// The whole call (bad credential, rate limit): the portal's answer as is.
+    Whole(Box<Answer>),
+    /// One workplace (unknown id, no right): its error object.
+    Id(i64, Value),
+}
+
+struct CommandResult {
+    outcome: Outcome,
+    /// From the answer itself (success).
+    after: Option<SolutionState>,
+    /// The answer does not show the state after: read it back.
+    reread: bool,
+    status: Option<u16>,
+    error: Option<Value>,
+}
+
+fn outcome_fields(
+    status: Option<u16>,
+    error: Option<Value>,
+    after: Option<&SolutionState>,
+) -> Map<String, Value> {
+    let mut f = Map::new();
+    f.insert("portal_status".into(), json!(status));
+    f.insert("portal_error".into(), error.unwrap_or(Value::Null));
+    f.insert("after".into(), json!(after));
+    f
+}
+
+fn outcome_entry(
+    event_id: &str,
+    m: &Mutation,
+    solution_id: Option<i64>,
+    outcome: Outcome,
+    fields: Map<String, Value>,
+) -> Entry {
+    Entry {
+        event_id: event_id.to_owned(),
+        kind: EntryKind::Completed,
+        method: m.kind.method().to_owned(),
+        solution_id,
+        outcome: Some(outcome),
+        fields,
+    }
+}
+
+fn envelope_response(status: StatusCode, body: bytes::Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::bytes(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
