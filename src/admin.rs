@@ -237,6 +237,11 @@ fn api(db: &std::path::Path, path: &str, query: &str) -> Result<(StatusCode, Val
                     "entries": entries,
                     "diff": {"type_ids_added": added, "type_ids_removed": removed},
                     "revert_command": format!("b24-audit-proxy revert {} --config FILE", event.id),
+                    // Whether `revert` would accept it, and why not.
+                    "revert": match crate::revert::plan(&event) {
+                        Ok(_) => json!({"possible": true}),
+                        Err(why) => json!({"possible": false, "reason": why}),
+                    },
                 }),
             ))
         }

@@ -357,6 +357,7 @@ async fn list_show_and_the_api_answer_who_changed_what() {
         .json();
     assert_eq!(one["diff"]["type_ids_removed"], json!([158]));
     assert_eq!(one["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(one["revert"]["possible"], true);
     let head = send(Method::GET, &api("/v1/chain/head"), &auth, "")
         .await
         .json();
