@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""Turns bench/run's raw results (wrk outputs, metrics scrapes, memory readings) into the
+Markdown report: printed, and written to BENCHMARKS.md.
+
+    report.py RESULTS_DIR OUT.md [PROFILE.md]
+"""
+
+import json
+import os
+import re
+import sys
+
+UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def seconds(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(path):
+    text = open(path).read()
+    out = {"errors": 0, "non2xx": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        out[f"p{pct}"] = seconds(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    if m:
+        out["requests"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non2xx"] = int(m.group(1))
+    return out
+
+
+def parse_metrics(path):
+    vals = {}
+    if not os.path.exists(path):
+        return vals
+    for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
+        key, _, value = line.rstrip().rpartition(" ")
+        try:
+            vals[key] = float(value)
+        except ValueError:
+            pass
+    return vals
+
+
+def delta(results, name):
+    a = parse_metrics(os.path.join(results, f"{name}.metrics.after"))
+    b = parse_metrics(os.path.join(results, f"{name}.metrics.before"))
+    return {k: v - b.get(k, 0.0) for k, v in a.items()}
+
+
+def fmt_rps(v):
+    return f"{v:,.0f}" if v is not None else "—"
+
+
+def fmt_t(s):
+    if s is None:
+        return "—"
+    neg = s < 0
+    s = abs(s)
+    if s < 1e-3:
+        txt = f"{s * 1e6:.0f} µs"
+    elif s < 1.0:
+        txt = f"{s * 1e3:.2f} ms"
+    else:
+        txt = f"{s:.2f} s"
+    return ("−" if neg else "") + txt
+
+
+def fmt_ratio(v):
+    return f"{v:.2f}×" if v is not None else "—"
+
+
+def fmt_mb(kb):
+    return f"{kb / 1024:.1f} MB"
+
+
+def main():
+    results, out_path = sys.argv[1], sys.argv[2]
+    profile = sys.argv[3] if len(sys.argv) > 3 else None
+    machine = {}
+    for line in open(os.path.join(results, "machine.tsv")):
+        k, _, v = line.rstrip("\n").partition("\t")
+        machine[k] = v
+    runs, order = {}, []
+    for line in open(os.path.join(results, "manifest.tsv")):
+        name, group, c, load = line.rstrip("\n").split("\t")
+        r = parse_wrk(os.path.join(results, f"{name}.wrk"))
+        r.update(name=name, group=group, c=int(c), load=float(load))
+        runs[name] = r
+        order.append(name)
+
+    def get(name, key):
+        r = runs.get(name)
+        return r.get(key) if r else None
+
+    # Pass-through: what the proxy itself adds, from its histograms.
+    def pt_internal(name):
+        d = delta(results, name)
+        n = d.get('b24proxy_request_duration_seconds_count{route="pass_through"}', 0)
+        if not n:
+            return None
+        total = d.get('b24proxy_request_duration_seconds_sum{route="pass_through"}', 0)
+        up = d.get('b24proxy_upstream_duration_seconds_sum{phase="pass_through"}', 0)
+        return {"total": total / n, "upstream": up / n, "own": (total - up) / n}
+
+    # Audited: time per phase, the audit writer's waits, group-commit sizes.
+    def audited_internal(name):
+        d = delta(results, name)
+        n = d.get('b24proxy_request_duration_seconds_count{route="watched"}', 0)
+        if not n:
+            return None
+        total = d.get('b24proxy_request_duration_seconds_sum{route="watched"}', 0)
+        phases = {}
+        calls = 0.0
+        for p in ("snapshot", "forward", "reread", "identity"):
+            phases[p] = d.get(f'b24proxy_upstream_duration_seconds_sum{{phase="{p}"}}', 0) / n
+            calls += d.get(f'b24proxy_upstream_duration_seconds_count{{phase="{p}"}}', 0)
+        up = sum(phases.values())
+        wn = d.get("b24proxy_audit_write_duration_seconds_count", 0)
+        ws = d.get("b24proxy_audit_write_duration_seconds_sum", 0)
+        cn = d.get("b24proxy_audit_commit_requests_count", 0)
+        cs = d.get("b24proxy_audit_commit_requests_sum", 0)
+        dn = d.get("b24proxy_audit_commit_duration_seconds_count", 0)
+        ds = d.get("b24proxy_audit_commit_duration_seconds_sum", 0)
+        return {
+            "n": n,
+            "total": total / n,
+            "upstream": up,
+            "calls_per_req": calls / n,
+            "phases": phases,
+            "own": total / n - up,
+            "appends_per_req": wn / n,
+            "write_mean": ws / wn if wn else None,
+            "audit_per_req": ws / n,
+            "own_minus_audit": total / n - up - ws / n,
+            "commit_size": cs / cn if cn else None,
+            "commits": cn,
+            "commit_mean": ds / dn if dn else None,
+        }
+
+    lines = []
+    w = lines.append
+    w("# Benchmarks")
+    w("")
+    w(f"Generated by `{machine.get('command')}` on {machine.get('date')} "
+      f"(commit {machine.get('commit')}; {machine.get('elapsed', '?')} s in all). "
+      "Re-run it to refresh this file; it overwrites it.")
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    w(f"| CPUs (`nproc`) | {machine.get('nproc')} |")
+    w(f"| CPU model | {machine.get('cpu')} |")
+    w(f"| memory | {machine.get('memory')} |")
+    w(f"| kernel | {machine.get('kernel')} |")
+    w(f"| nginx | {machine.get('nginx')} |")
+    w(f"| wrk | {machine.get('wrk')} |")
+    w(f"| rustc | {machine.get('rustc')} |")
+    w(f"| audit database | {machine.get('audit_fs')} (not tmpfs), WAL, `synchronous=FULL` (the store's fixed setting) |")
+    w(f"| background CPU use before / after the run | {machine.get('busy_before')} % / {machine.get('busy_after')} % "
+      f"(load average {machine.get('loadavg_before')} → {machine.get('loadavg_after')}) |")
+    w("")
+    w("## Results")
+    w("")
+    w(f"wrk, 1 thread pinned to CPU {machine.get('wrk_cpu')}, {machine.get('warmup')} s warm-up then "
+      f"{machine.get('duration')} s per row; latencies are wrk's (client-side, including loopback).")
+    w("")
+    w("| scenario | conc. | req/s | p50 | p99 | req/s ÷ direct | req/s ÷ nginx | p99 − direct p99 | errors | load avg |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    labels = {
+        "direct": "1 direct: wrk → static nginx",
+        "nginx": "2 nginx `proxy_pass` (keep-alive) → static nginx",
+        "proxy": "3 b24-audit-proxy pass-through → static nginx",
+        "proxy-accesslog": "3′ proxy pass-through, access log on (`log.level=info`)",
+        "sim-get": "simulator alone: `crm.automatedsolution.get`",
+        "sim-update": "simulator alone: `crm.automatedsolution.update`",
+        "audited": "4 audited `crm.automatedsolution.update` (rename) via proxy → simulator",
+        "audited-bind": "4′ audited update binding a new smart process (proxy lists all workplaces)",
+    }
+    for name in order:
+        r = runs[name]
+        c = r["c"]
+        d_rps, n_rps = get(f"direct-c{c}", "rps"), get(f"nginx-c{c}", "rps")
+        is_pt = r["group"] in ("direct", "nginx", "proxy", "proxy-accesslog")
+        vs_d = r["rps"] / d_rps if is_pt and d_rps else None
+        vs_n = r["rps"] / n_rps if is_pt and n_rps else None
+        dp99 = get(f"direct-c{c}", "p99")
+        added = r["p99"] - dp99 if is_pt and dp99 is not None and r["group"] != "direct" else None
+        errs = r["errors"] + r["non2xx"]
+        w(f"| {labels.get(r['group'], r['group'])} | {c} | {fmt_rps(r['rps'])} | {fmt_t(r['p50'])} | "
+          f"{fmt_t(r['p99'])} | {fmt_ratio(vs_d)} | {fmt_ratio(vs_n)} | {fmt_t(added)} | {errs} | {r['load']:.2f} |")
+    w("")
+
+    # Inside the proxy: pass-through.
+    w("### Inside the proxy (its own `/metrics`, scraped before and after each measurement)")
+    w("")
+    w("| run | requests | mean total in proxy | mean waiting for upstream | mean proxy-only |")
+    w("|---|---:|---:|---:|---:|")
+    for name in order:
+        if runs[name]["group"] in ("proxy", "proxy-accesslog"):
+            i = pt_internal(name)
+            if i:
+                w(f"| {name} (pass-through) | {runs[name].get('requests', 0):,} | {fmt_t(i['total'])} | "
+                  f"{fmt_t(i['upstream'])} | {fmt_t(i['own'])} |")
+    w("")
+    w("| run | mean total in proxy | portal calls/req | snapshot reads | forward | mean proxy-only | of which audit waits | proxy-only minus audit | appends/req | mean audit write (queue + commit) | group commits | mean commit size | mean commit (incl. fsync) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    aud = {}
+    for name in order:
+        if runs[name]["group"] in ("audited", "audited-bind"):
+            i = audited_internal(name)
+            aud[name] = i
+            if i:
+                w(f"| {name} | {fmt_t(i['total'])} | {i['calls_per_req']:.2f} | {fmt_t(i['phases']['snapshot'])} | {fmt_t(i['phases']['forward'])} | "
+                  f"{fmt_t(i['own'])} | {fmt_t(i['audit_per_req'])} | {fmt_t(i['own_minus_audit'])} | "
+                  f"{i['appends_per_req']:.2f} | {fmt_t(i['write_mean'])} | {i['commits']:,.0f} | "
+                  f"{i['commit_size']:.2f} | {fmt_t(i['commit_mean'])} |")
+    w("")
+
+    # Own time at c=1, by subtraction.
+    own50 = own99 = None
+    if all(n in runs for n in ("audited-c1", "sim-get-c1", "sim-update-c1")):
+        a, g, u = runs["audited-c1"], runs["sim-get-c1"], runs["sim-update-c1"]
+        own = {p: a[p] - g[p] - u[p] for p in ("p50", "p90", "p99")}
+        own50, own99 = own["p50"], own["p99"]
+
+        def est(v):
+            return f"**{fmt_t(v)}**" if v >= 0 else "n/a (noise: the parts' tail exceeds the total's)"
+        w("### The proxy's own time for an audited update at concurrency 1 (estimate by subtraction)")
+        w("")
+        w("| | p50 | p90 | p99 |")
+        w("|---|---:|---:|---:|")
+        w(f"| audited update through the proxy (total, wrk) | {fmt_t(a['p50'])} | {fmt_t(a['p90'])} | {fmt_t(a['p99'])} |")
+        w(f"| simulator alone: get | {fmt_t(g['p50'])} | {fmt_t(g['p90'])} | {fmt_t(g['p99'])} |")
+        w(f"| simulator alone: update | {fmt_t(u['p50'])} | {fmt_t(u['p90'])} | {fmt_t(u['p99'])} |")
+        w(f"| **proxy's own time ≈ total − (get + update)** | {est(own['p50'])} | {est(own['p90'])} | {est(own['p99'])} |")
+        w("")
+        w("An estimate from separate measurements: percentiles do not subtract exactly, and wrk's own "
+          "client overhead is counted twice in the subtrahend and once in the total. The metrics "
+          "table above is the direct measurement (means only).")
+        w("")
+
+    # Memory.
+    mem = {}
+    for who in ("proxy", "nginx"):
+        p = os.path.join(results, f"memory-{who}.json")
+        if os.path.exists(p):
+            mem[who] = json.load(open(p))
+    if mem:
+        w("### Memory (VmRSS)")
+        w("")
+        w("| process | idle (after the runs above) | holding idle keep-alive connections | after closing them | connections held / still open | server's own count |")
+        w("|---|---:|---:|---:|---:|---:|")
+        for who, m in mem.items():
+            label = "b24-audit-proxy (pass-through instance)" if who == "proxy" else "nginx proxy (master + workers, summed)"
+            gauge = m.get("open_connections_gauge")
+            w(f"| {label} | {fmt_mb(m['rss_before_kb'])} | {fmt_mb(m['rss_held_kb'])} | {fmt_mb(m['rss_after_close_kb'])} | "
+              f"{m.get('held')} / {m.get('still_open')} | {'' if gauge is None else f'{gauge:.0f}'} |")
+        ap = os.path.join(results, "audited-rss.txt")
+        if os.path.exists(ap):
+            w(f"| b24-audit-proxy (audited instance, after its runs) | {fmt_mb(float(open(ap).read()))} | | | | |")
+        w("")
+
+    # Targets.
+    w("## Targets (issue 7), each a ratio or figure from this one run")
+    w("")
+    w("| target | measured | met? |")
+    w("|---|---|---|")
+
+    def row(name, measured, ok):
+        w(f"| {name} | {measured} | {'met' if ok else '**not met**'} |")
+
+    p64, n64, d64 = get("proxy-c64", "rps"), get("nginx-c64", "rps"), get("direct-c64", "rps")
+    if p64 and n64:
+        row("pass-through req/s ≥ 1.0× nginx (c=64)", f"{p64 / n64:.2f}× ({fmt_rps(p64)} vs {fmt_rps(n64)})", p64 >= n64)
+    if p64 and d64:
+        row("pass-through req/s ≥ 0.9× direct (c=64)", f"{p64 / d64:.2f}× ({fmt_rps(p64)} vs {fmt_rps(d64)})", p64 >= 0.9 * d64)
+    p16, d16, n16 = get("proxy-c16", "p99"), get("direct-c16", "p99"), get("nginx-c16", "p99")
+    if p16 is not None and d16 is not None:
+        extra = f" (nginx adds {fmt_t(n16 - d16)})" if n16 is not None else ""
+        row("pass-through p99 added over direct ≤ 100 µs (c=16)", f"{fmt_t(p16 - d16)}{extra}", p16 - d16 <= 100e-6)
+    if own99 is not None:
+        i = aud.get("audited-c1")
+        extra = f"; metrics: mean proxy-only {fmt_t(i['own'])}, of which audit waits {fmt_t(i['audit_per_req'])}" if i else ""
+        if own99 < 0 and own["p90"] > 1e-3:
+            w(f"| audited update: proxy's own time p99 ≤ 1 ms (c=1) | p99 not measurable by subtraction in this run (noise), but already ≈ {fmt_t(own['p90'])} at p90, ≈ {fmt_t(own50)} at p50{extra} | **not met** |")
+        elif own99 < 0:
+            w(f"| audited update: proxy's own time p99 ≤ 1 ms (c=1) | p99 not measurable by subtraction in this run (noise); ≈ {fmt_t(own['p90'])} p90, ≈ {fmt_t(own50)} p50{extra} | inconclusive |")
+        else:
+            row("audited update: proxy's own time p99 ≤ 1 ms (c=1)", f"≈ {fmt_t(own99)} p99, ≈ {fmt_t(own50)} p50 (subtraction){extra}", own99 <= 1e-3)
+    a64 = runs.get("audited-c64")
+    if a64:
+        ok = a64["rps"] >= 3000 and a64["non2xx"] == 0 and a64["errors"] == 0
+        i = aud.get("audited-c64")
+        extra = f", mean group commit {i['commit_size']:.1f} requests" if i and i["commit_size"] else ""
+        row("≥ 3,000 durable audited updates/s (c=64)", f"{fmt_rps(a64['rps'])}/s, {a64['non2xx'] + a64['errors']} errors{extra}", ok)
+    if "proxy" in mem:
+        kb = mem["proxy"]["rss_held_kb"]
+        row(f"RSS ≤ 30 MB with {mem['proxy'].get('held')} idle connections", fmt_mb(kb), kb <= 30 * 1024)
+    w("")
+
+    verify = os.path.join(results, "verify.txt")
+    w("## Notes")
+    w("")
+    busy = float(machine.get("busy_before") or 0)
+    if busy >= 10:
+        w(f"- **Busy machine**: {busy:.0f} % of the CPUs were in use by other work (compilers, tests) "
+          "in the 2 s before the run started, and the load average column shows it during the run. "
+          "Absolute numbers are noisy; the ratios between rows of the same run are what count.")
+    else:
+        w(f"- The machine was quiet before the run ({busy:.0f} % CPU in use by others); see the load "
+          "average column for the run itself.")
+    w(f"- Everything shares {machine.get('nproc')} CPUs: wrk, the upstream (nginx or the simulator), "
+      "and the proxy under test. wrk is pinned (`taskset`) to one CPU so it does not migrate; the "
+      "servers are not pinned. On a machine this small a proxy in the path competes with wrk and the "
+      "upstream for the same cores, so the ratios to direct are pessimistic compared with a proxy on "
+      "its own cores.")
+    w(f"- nginx: `worker_processes {machine.get('nproc')}` (= the proxy's tokio worker threads, "
+      "tokio's default of one per CPU), `access_log off`, upstream `keepalive 64`, "
+      "`proxy_http_version 1.1`. The static body is the simulator's own `crm.deal.list` answer "
+      "(50 deals, 10.6 KB), frozen into a file that nginx serves with `sendfile` and "
+      "`open_file_cache`, no ETag.")
+    w("- The proxy runs with `log.level=warn` (no access line per request) like nginx's "
+      "`access_log off`; row 3′ is the same proxy with the default `log.level=info`.")
+    w(f"- Audited runs: {machine.get('workplaces')} workplaces created first with "
+      "`crm.automatedsolution.add` (distinct titles and typeIds; the simulator has no way over REST "
+      "to create smart-process types, so it skips those ids silently, as the portal does, and the "
+      "workplaces hold none). The wrk script cycles over them with JSON renames "
+      "`{\"id\":N,\"fields\":{\"title\":…}}`: a snapshot `get`, then the forwarded `update`. Row 4′ "
+      "sends `typeIds` the workplace does not hold, which makes the proxy list every workplace "
+      "(`crm.automatedsolution.list`, 50 per page) to find the type's owner. Each audited run and "
+      "each simulator-alone run gets a fresh simulator (it keeps every call in memory).")
+    w("- Each audited update is: read body → interpret → per-workplace lock → snapshot "
+      "`crm.automatedsolution.get` → policy → intent committed (fsync) → canonical update "
+      "forwarded → outcome committed (fsync) → answer. So two durable commits per call; "
+      "\"appends/req\" above shows it.")
+    if os.path.exists(verify):
+        w(f"- After the audited runs, `audit verify` on their trail: `{open(verify).read().strip()}`.")
+    w("- Mean proxy-only time is the proxy's request histogram minus its upstream histograms "
+      "(snapshot + forward + reread + identity), per request: it includes the waits for the two "
+      "durable audit commits, shown separately.")
+    w("")
+    if profile and os.path.exists(profile):
+        w(open(profile).read().rstrip())
+        w("")
+    text = "\n".join(lines) + "\n"
+    with open(out_path, "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
