@@ -93,6 +93,7 @@ struct FileAudit {
     queue_capacity: Option<usize>,
     max_batch: Option<usize>,
     head_log_interval: Option<String>,
+    fsync_outcomes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +283,8 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// How often the chain head is written to the log, for external copies.
     pub head_log_interval: Duration,
+    /// fsync outcome-only commits too (intents always are).
+    pub fsync_outcomes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -463,6 +466,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             raw.audit.head_log_interval.as_deref(),
             defaults::HEAD_LOG_INTERVAL,
         )?,
+        fsync_outcomes: raw.audit.fsync_outcomes.unwrap_or(false),
     };
     let d = PolicyConfig::default();
     let policy = PolicyConfig {

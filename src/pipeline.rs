@@ -152,7 +152,9 @@ impl Pipeline {
             None => self.pass_through(ctx, req).await,
             Some(w) => {
                 ctx.watched = Some(w.method());
-                self.watched(ctx, req, route, w).await
+                // Boxed: the audited path's future is large, and unboxed it would size the
+                // per-connection state of every pass-through connection too.
+                Box::pin(self.watched(ctx, req, route, w)).await
             }
         }
     }

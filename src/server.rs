@@ -95,6 +95,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         OpenOptions {
             queue_capacity: config.audit.queue_capacity,
             max_batch: config.audit.max_batch,
+            fsync_outcomes: config.audit.fsync_outcomes,
         },
         metrics.clone(),
     )
