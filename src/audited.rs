@@ -319,6 +319,33 @@ impl Pipeline {
         Ok(resp)
     }
 
+    /// `crm.type.delete` of a smart process bound to a workplace would unbind it there without
+    /// an audited change: refused, naming the workplace (unbind it with an audited
+    /// `crm.automatedsolution.update` first). `Ok(None)`: not bound anywhere, forward as is.
+    pub(crate) async fn guard_type_delete(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        type_id: i64,
+        headers: &HeaderMap,
+    ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        let all = match self.list_all(ctx, credential, headers).await? {
+            Ok(all) => all,
+            Err(Stop::Answer(a)) => return Ok(Some(answer_response(*a, None))),
+            Err(Stop::Envelope(status, body)) => return Ok(Some(envelope_response(status, body))),
+        };
+        match all.iter().find(|w| w.type_ids.contains(&type_id)) {
+            None => Ok(None),
+            Some(w) => Err(ProxyError::uninterpretable(
+                "BINDING_CHANGE_NOT_AUDITED",
+                format!(
+                    "smart process {type_id} is bound to digital workplace {}; deleting it would unbind it there unaudited: unbind it with crm.automatedsolution.update first",
+                    w.id
+                ),
+            )),
+        }
+    }
+
     /// Locks every workplace the change touches and reads them (phase 4).
     async fn lock_and_read(
         &self,

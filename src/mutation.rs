@@ -276,7 +276,7 @@ pub fn param_error(e: ParamError) -> ProxyError {
 /// `id`: a JSON integer or a string of ASCII digits, positive (protocol §7.14). PHP would also
 /// coerce `" 5"`, `"5.9"` and `"1e1"`; those are refused so the snapshot is surely of the id the
 /// portal uses.
-fn read_id(v: Option<&Value>) -> Result<i64, ProxyError> {
+pub fn read_id(v: Option<&Value>) -> Result<i64, ProxyError> {
     let bad = |why: &str| ProxyError::uninterpretable("INVALID_PARAMETER", format!("'id' {why}"));
     let n = match v {
         None => return Err(bad("is required")),

@@ -245,6 +245,24 @@ impl Pipeline {
                     self.forward_buffered(ctx, parts, body).await
                 }
             }
+            (ApiVersion::V1, Watched::TypeDelete) => {
+                let ct = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes());
+                let decoded = params::request_params(&parts.method, ct, &query, &body)
+                    .map_err(mutation::param_error)?;
+                let type_id = mutation::read_id(decoded.params.get_str("id"))?;
+                let credential =
+                    mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
+                match self
+                    .guard_type_delete(ctx, &credential, type_id, &parts.headers)
+                    .await?
+                {
+                    Some(stopped) => Ok(stopped),
+                    None => self.forward_buffered(ctx, parts, body).await,
+                }
+            }
             (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate) => {
                 ensure_no_binding_change(&parts, &query, &body)?;
                 self.forward_buffered(ctx, parts, body).await

@@ -10,6 +10,8 @@ pub enum Watched {
     /// `crm.type.add` / `crm.type.update`: watched when they touch workplace bindings.
     TypeAdd,
     TypeUpdate,
+    /// `crm.type.delete`: deleting a smart process unbinds it from its workplace.
+    TypeDelete,
     /// `batch`: watched whenever any command in it is.
     Batch,
 }
@@ -23,6 +25,7 @@ impl Watched {
             "crm.automatedsolution.delete" => Watched::SolutionDelete,
             "crm.type.add" => Watched::TypeAdd,
             "crm.type.update" => Watched::TypeUpdate,
+            "crm.type.delete" => Watched::TypeDelete,
             "batch" => Watched::Batch,
             _ => return None,
         })
@@ -36,17 +39,19 @@ impl Watched {
             Watched::SolutionDelete => "crm.automatedsolution.delete",
             Watched::TypeAdd => "crm.type.add",
             Watched::TypeUpdate => "crm.type.update",
+            Watched::TypeDelete => "crm.type.delete",
             Watched::Batch => "batch",
         }
     }
 
     /// Every watched method, for metric pre-registration.
-    pub const ALL: [Watched; 6] = [
+    pub const ALL: [Watched; 7] = [
         Watched::SolutionUpdate,
         Watched::SolutionAdd,
         Watched::SolutionDelete,
         Watched::TypeAdd,
         Watched::TypeUpdate,
+        Watched::TypeDelete,
         Watched::Batch,
     ];
 }

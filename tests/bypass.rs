@@ -518,6 +518,22 @@ async fn row17_semantic_side_doors() {
         .await;
         assert_eq!(r.json()["error"], "BINDING_CHANGE_NOT_AUDITED", "{m}");
     }
+    // Deleting a smart process bound to a workplace would unbind it there unaudited.
+    let bound = post_json(&proxy.hook_url("crm.type.delete"), r#"{"id":14}"#).await;
+    assert_eq!(bound.json()["error"], "BINDING_CHANGE_NOT_AUDITED");
+    assert!(bound.json()["error_description"]
+        .as_str()
+        .is_some_and(|d| d.contains("workplace 238")));
+    let in_batch = post_json(
+        &proxy.hook_url("batch"),
+        r#"{"cmd":{"d":"crm.type.delete?id=190"}}"#,
+    )
+    .await;
+    assert_eq!(in_batch.json()["error"], "BINDING_CHANGE_NOT_AUDITED");
+    // An unbound one passes through (the simulator has no crm.type.*: its 404 shows it got there).
+    let unbound = post_json(&proxy.hook_url("crm.type.delete"), r#"{"id":190}"#).await;
+    assert_eq!(unbound.status, StatusCode::NOT_FOUND);
+    assert_eq!(unbound.json()["error"], "ERROR_METHOD_NOT_FOUND");
     let ok = post_json(
         &proxy.hook_url("crm.automatedsolution.add"),
         r#"{"fields":{"title":"New","typeIds":[158]}}"#,

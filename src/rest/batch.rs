@@ -141,6 +141,12 @@ pub fn parse(params: &Array) -> Result<BatchCall, ProxyError> {
                     ),
                 ))
             }
+            Some(Watched::TypeDelete) => {
+                return Err(bad(
+                    "BINDING_CHANGE_NOT_AUDITED",
+                    "crm.type.delete inside a batch is refused (the smart process may be bound to a workplace); send it as a single call".into(),
+                ))
+            }
             Some(Watched::TypeAdd | Watched::TypeUpdate) => {
                 let parsed = parse_str(query.as_bytes())
                     .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
