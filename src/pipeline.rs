@@ -166,8 +166,20 @@ impl Pipeline {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
+        self.forward_as_is(ctx, parts, ProxyBody::Stream(body))
+            .await
+    }
+
+    /// Forwards a request unchanged (streamed, or the bytes already read) and streams the
+    /// portal's answer back.
+    async fn forward_as_is(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: http::request::Parts,
+        body: ProxyBody,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let t = Instant::now();
-        let result = self.upstream.forward(parts, ProxyBody::Stream(body)).await;
+        let result = self.upstream.forward(parts, body).await;
         ctx.upstream_seconds = t.elapsed().as_secs_f64();
         self.metrics
             .upstream(UpstreamPhase::PassThrough, ctx.upstream_seconds);
@@ -306,14 +318,7 @@ impl Pipeline {
         parts: http::request::Parts,
         body: Bytes,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let t = Instant::now();
-        let result = self.upstream.forward(parts, ProxyBody::bytes(body)).await;
-        ctx.upstream_seconds = t.elapsed().as_secs_f64();
-        self.metrics
-            .upstream(UpstreamPhase::PassThrough, ctx.upstream_seconds);
-        let resp = result.map_err(|k| self.upstream_failed(k))?;
-        ctx.upstream_status = Some(resp.status().as_u16());
-        Ok(resp.map(ProxyBody::Stream))
+        self.forward_as_is(ctx, parts, ProxyBody::bytes(body)).await
     }
 
     /// The caller's user id: from the webhook, or for OAuth from `user.current` (cached by

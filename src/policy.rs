@@ -89,15 +89,20 @@ impl Policy {
     ) -> Decision {
         match self.first_refusal(m, before, caller) {
             None => Decision::allow(),
-            Some((rule, reason)) => Decision {
-                verdict: if self.cfg.shadow {
-                    Verdict::WouldDeny
-                } else {
-                    Verdict::Deny
-                },
-                rule: Some(rule),
-                reason: Some(reason),
+            Some((rule, reason)) => self.refusal(rule, reason),
+        }
+    }
+
+    /// A refusal by `rule`: enforced, or only recorded in shadow mode.
+    fn refusal(&self, rule: &'static str, reason: String) -> Decision {
+        Decision {
+            verdict: if self.cfg.shadow {
+                Verdict::WouldDeny
+            } else {
+                Verdict::Deny
             },
+            rule: Some(rule),
+            reason: Some(reason),
         }
     }
 
@@ -116,15 +121,7 @@ impl Policy {
         }
         match self.side_effect_refusal(planned) {
             None => own,
-            Some((rule, reason)) => Decision {
-                verdict: if self.cfg.shadow {
-                    Verdict::WouldDeny
-                } else {
-                    Verdict::Deny
-                },
-                rule: Some(rule),
-                reason: Some(reason),
-            },
+            Some((rule, reason)) => self.refusal(rule, reason),
         }
     }
 

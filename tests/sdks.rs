@@ -135,86 +135,13 @@ struct Pki {
     key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn make_pki() -> Pki {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sdk test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(dir.path(), &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-    ]);
-    openssl(dir.path(), &csr);
-    std::fs::write(
-        dir.path().join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n\
-         extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
-    )
-    .expect("ext");
-    openssl(
-        dir.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "leaf.pem",
-        ],
-    );
+    let p = support::make_pki(dir.path(), "sdk");
     Pki {
-        ca: dir.path().join("ca.pem"),
-        cert: dir.path().join("leaf.pem"),
-        key: dir.path().join("leaf.key"),
+        ca: p.ca,
+        cert: p.cert,
+        key: p.key,
         _dir: dir,
     }
 }

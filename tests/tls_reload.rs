@@ -12,105 +12,9 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use support::*;
-
-/// A CA and a leaf certificate for 127.0.0.1 signed by it (`CA:FALSE`: rustls refuses a CA
-/// certificate used as a leaf).
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_pki(dir: &Path, name: &str) -> Pki {
-    let p = |f: &str| format!("{name}-{f}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &p("leaf.key"),
-            "-out",
-            &p("leaf.csr"),
-        ],
-    );
-    std::fs::write(
-        dir.join(p("ext.cnf")),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
-    )
-    .expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &p("leaf.csr"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &p("ext.cnf"),
-            "-out",
-            &p("leaf.pem"),
-        ],
-    );
-    Pki {
-        ca: dir.join(p("ca.pem")),
-        cert: dir.join(p("leaf.pem")),
-        key: dir.join(p("leaf.key")),
-    }
-}
 
 /// An HTTPS client that trusts only `ca`.
 fn https_client(ca: &Path) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody> {
@@ -149,7 +53,7 @@ async fn https_get(
     Ok((status, body))
 }
 
-fn tls_extra(pki: &Pki) -> String {
+fn tls_extra(pki: &TestPki) -> String {
     format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
         pki.cert.display(),
@@ -176,7 +80,7 @@ async fn the_listener_serves_https_and_a_reload_swaps_the_certificate_for_new_co
     let live_key = dir.path().join("live.key");
     std::fs::copy(&first.cert, &live_cert).expect("copy");
     std::fs::copy(&first.key, &live_key).expect("copy");
-    let live = Pki {
+    let live = TestPki {
         ca: first.ca.clone(),
         cert: live_cert.clone(),
         key: live_key.clone(),

@@ -12,7 +12,6 @@
 //! Executing a command is the caller's business (`dispatch.rs` passes a closure), so that the
 //! state lock is taken per command, as the portal commits per command: there is no transaction.
 
-use super::bind::php_bool;
 use super::methods::{MethodError, Outcome};
 use crate::rest::envelope::time_object;
 use crate::rest::params::parse_str_lossy;
@@ -67,7 +66,7 @@ pub fn run(
             )
         })
         .collect();
-    let halt = upper.get_str("HALT").is_some_and(php_bool);
+    let halt = upper.get_str("HALT").is_some_and(Value::php_bool);
     let mut out = Outputs::default();
     if let Some(Value::Array(cmd)) = upper.get_str("CMD") {
         for (i, (key, entry)) in cmd.iter().enumerate() {

@@ -103,19 +103,6 @@ fn php_float_string(f: f64) -> String {
     format!("{f}")
 }
 
-/// PHP `(bool)`: `""`, `"0"`, `0`, `0.0`, `null` and `[]` are false; everything else (including
-/// the string `"false"`) is true.
-pub fn php_bool(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Int(n) => *n != 0,
-        Value::Float(f) => *f != 0.0,
-        Value::Str(s) => !(s.is_empty() || s == "0"),
-        Value::Array(a) => !a.is_empty(),
-    }
-}
-
 fn missing(name: &str) -> MethodError {
     MethodError::binder(format!("Could not find value for parameter {{{name}}}"))
 }
@@ -181,11 +168,11 @@ mod tests {
 
     #[test]
     fn casts_follow_php() {
-        assert!(php_bool(&Value::Str("false".into())));
-        assert!(php_bool(&Value::Str("N".into())));
-        assert!(!php_bool(&Value::Str("0".into())));
-        assert!(!php_bool(&Value::Str(String::new())));
-        assert!(!php_bool(&Value::Int(0)));
+        assert!(Value::Str("false".into()).php_bool());
+        assert!(Value::Str("N".into()).php_bool());
+        assert!(!Value::Str("0".into()).php_bool());
+        assert!(!Value::Str(String::new()).php_bool());
+        assert!(!Value::Int(0).php_bool());
         assert_eq!(php_string(&Value::Float(1.0)), "1");
         assert_eq!(php_string(&Value::Float(1.5)), "1.5");
         assert_eq!(php_string(&Value::Bool(true)), "1");

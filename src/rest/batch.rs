@@ -79,23 +79,11 @@ fn one_spelling<'a>(params: &'a Array, name: &str) -> Result<Option<&'a Value>, 
     Ok(found)
 }
 
-/// PHP's `(bool)` cast.
-fn php_bool(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Int(n) => *n != 0,
-        Value::Float(f) => *f != 0.0,
-        Value::Str(s) => !(s.is_empty() || s == "0"),
-        Value::Array(a) => !a.is_empty(),
-    }
-}
-
 const CREDENTIAL_KEYS: [&str; 5] = ["auth", "access_token", "aplogin", "ap", "sessid"];
 
 /// Reads a v1 `batch` call from its decoded parameters.
 pub fn parse(params: &Array) -> Result<BatchCall, ProxyError> {
-    let halt = one_spelling(params, "halt")?.is_some_and(php_bool);
+    let halt = one_spelling(params, "halt")?.is_some_and(Value::php_bool);
     let entries = match one_spelling(params, "cmd")? {
         Some(Value::Array(entries)) => entries,
         // No command list (or not a list): the portal runs nothing.

@@ -130,15 +130,7 @@ pub fn parse_str(input: &[u8]) -> Result<Parsed, ParamError> {
         if vars > PHP_MAX_INPUT_VARS {
             continue;
         }
-        let (name, value) = match piece.iter().position(|b| *b == b'=') {
-            Some(eq) => (&piece[..eq], url_decode(&piece[eq + 1..])),
-            None => (piece, Vec::new()),
-        };
-        let mut name = url_decode(name);
-        // The variable name is a C string in PHP: a decoded NUL ends it.
-        if let Some(nul) = name.iter().position(|b| *b == 0) {
-            name.truncate(nul);
-        }
+        let (name, value) = decode_pair(piece);
         let name = String::from_utf8(name).map_err(|_| ParamError::InvalidUtf8)?;
         let value = String::from_utf8(value).map_err(|_| ParamError::InvalidUtf8)?;
         too_deep |= !register_variable(&mut params, &name, Value::Str(value));
@@ -148,6 +140,20 @@ pub fn parse_str(input: &[u8]) -> Result<Parsed, ParamError> {
         vars,
         too_deep,
     })
+}
+
+/// One `name=value` piece, both percent-decoded; no `=` means an empty value. The name is a C
+/// string in PHP: a decoded NUL ends it.
+fn decode_pair(piece: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (name, value) = match piece.iter().position(|b| *b == b'=') {
+        Some(eq) => (&piece[..eq], url_decode(&piece[eq + 1..])),
+        None => (piece, Vec::new()),
+    };
+    let mut name = url_decode(name);
+    if let Some(nul) = name.iter().position(|b| *b == 0) {
+        name.truncate(nul);
+    }
+    (name, value)
 }
 
 /// `php_register_variable_ex`: splits `a[b][]` into its path and stores the value there.
@@ -512,14 +518,7 @@ pub fn parse_str_lossy(input: &[u8]) -> Array {
         .filter(|p| !p.is_empty())
         .take(PHP_MAX_INPUT_VARS)
     {
-        let (name, value) = match piece.iter().position(|b| *b == b'=') {
-            Some(eq) => (&piece[..eq], url_decode(&piece[eq + 1..])),
-            None => (piece, Vec::new()),
-        };
-        let mut name = url_decode(name);
-        if let Some(nul) = name.iter().position(|b| *b == 0) {
-            name.truncate(nul);
-        }
+        let (name, value) = decode_pair(piece);
         let _ = register_variable(
             &mut params,
             &String::from_utf8_lossy(&name),

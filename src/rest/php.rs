@@ -240,6 +240,19 @@ impl Value {
         }
     }
 
+    /// PHP's `(bool)` cast: `""`, `"0"`, `0`, `0.0`, `null` and `[]` are false; everything else
+    /// (including the string `"false"`) is true.
+    pub fn php_bool(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Int(n) => *n != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !(s.is_empty() || s == "0"),
+            Value::Array(a) => !a.is_empty(),
+        }
+    }
+
     /// Converts to JSON the way PHP's `json_encode` prints it (lists for 0..n-1 keys).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
