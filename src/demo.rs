@@ -32,7 +32,7 @@ pub async fn run() -> anyhow::Result<()> {
     } else {
         (0, 0)
     };
-    let config = Config::parse(&format!(
+    let config_text = format!(
         "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n\
          [upstream]\nurl = \"http://{}\"\n\
          [audit]\ndatabase = \"{}\"\n\
@@ -42,8 +42,11 @@ pub async fn run() -> anyhow::Result<()> {
             .display()
             .to_string()
             .replace('\\', "/"),
-    ))
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    );
+    let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&dir)?;
+    let config_path = dir.join("demo.toml");
+    std::fs::write(&config_path, &config_text)?;
     let running = server::start(&config).await?;
     let base = format!("http://{}/rest/{}/{}", running.proxy_addr, hook.0, hook.1);
 
@@ -51,6 +54,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  portal simulator  http://{}", sim.addr);
     println!("  proxy             http://{}", running.proxy_addr);
     println!("  admin (metrics)   http://{}/metrics", running.admin_addr);
+    println!("  audit timeline    http://{}/ui/", running.admin_addr);
     println!("  audit database    {}", config.audit.database.display());
     println!();
 
@@ -121,8 +125,8 @@ pub async fn run() -> anyhow::Result<()> {
         running.admin_addr
     );
     println!(
-        "  cargo run --release -- audit export --config <file>   (or sqlite3 {} 'SELECT payload FROM audit_entries')",
-        config.audit.database.display()
+        "  cargo run --release -- audit list --config {}    (also: audit show ID, audit verify, revert ID)",
+        config_path.display()
     );
     println!("\nRunning until Ctrl-C.");
     server::shutdown_signal().await;
