@@ -645,13 +645,7 @@ impl Pipeline {
                 .upstream_error(UpstreamFailure::Invalid.label());
             let results = items
                 .iter()
-                .map(|_| CommandResult {
-                    outcome: Outcome::Unknown,
-                    after: None,
-                    reread: true,
-                    status,
-                    error: None,
-                })
+                .map(|_| CommandResult::read_back(Outcome::Unknown, status, None))
                 .collect();
             return (results, Err(UpstreamFailure::Invalid));
         };
@@ -664,13 +658,11 @@ impl Pipeline {
             .iter()
             .map(|item| {
                 if let Some(e) = &whole_error {
-                    return CommandResult {
-                        outcome: Outcome::RejectedByPortal,
-                        after: None,
-                        reread: true,
+                    return CommandResult::read_back(
+                        Outcome::RejectedByPortal,
                         status,
-                        error: Some(e.clone()),
-                    };
+                        Some(e.clone()),
+                    );
                 }
                 let (result, error) = match (&item.key, is_batch) {
                     (Some(k), true) => (
@@ -682,13 +674,9 @@ impl Pipeline {
                     _ => (json.get("result").cloned(), None),
                 };
                 match (result, error) {
-                    (_, Some(e)) => CommandResult {
-                        outcome: Outcome::RejectedByPortal,
-                        after: None,
-                        reread: true,
-                        status,
-                        error: Some(e),
-                    },
+                    (_, Some(e)) => {
+                        CommandResult::read_back(Outcome::RejectedByPortal, status, Some(e))
+                    }
                     (Some(r), None) => CommandResult {
                         outcome: Outcome::Applied,
                         after: match item.mutation.kind {
@@ -702,13 +690,7 @@ impl Pipeline {
                         error: None,
                     },
                     // Not run (the batch halted before it): whether anything changed is read back.
-                    (None, None) => CommandResult {
-                        outcome: Outcome::Unknown,
-                        after: None,
-                        reread: true,
-                        status,
-                        error: None,
-                    },
+                    (None, None) => CommandResult::read_back(Outcome::Unknown, status, None),
                 }
             })
             .collect();
@@ -722,6 +704,19 @@ enum ReadRefusal {
     Whole(Box<Answer>),
     /// One workplace (unknown id, no right): its error object.
     Id(i64, Value),
+}
+
+impl CommandResult {
+    /// An outcome whose after-state the answer does not show: it is read back.
+    fn read_back(outcome: Outcome, status: Option<u16>, error: Option<Value>) -> CommandResult {
+        CommandResult {
+            outcome,
+            after: None,
+            reread: true,
+            status,
+            error,
+        }
+    }
 }
 
 struct CommandResult {

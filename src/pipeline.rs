@@ -225,12 +225,7 @@ impl Pipeline {
                 ),
             )),
             (ApiVersion::V1, Watched::Batch) => {
-                let ct = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .map(|v| v.as_bytes());
-                let decoded = params::request_params(&parts.method, ct, &query, &body)
-                    .map_err(mutation::param_error)?;
+                let decoded = decode_params(&parts, &query, &body)?;
                 let call = batch::parse(&decoded.params)?;
                 if call.is_watched() {
                     if route.transport == Some("xml") {
@@ -258,12 +253,7 @@ impl Pipeline {
                 }
             }
             (ApiVersion::V1, Watched::TypeDelete) => {
-                let ct = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .map(|v| v.as_bytes());
-                let decoded = params::request_params(&parts.method, ct, &query, &body)
-                    .map_err(mutation::param_error)?;
+                let decoded = decode_params(&parts, &query, &body)?;
                 let type_id = mutation::read_id(decoded.params.get_str("id"))?;
                 let credential =
                     mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
@@ -459,30 +449,24 @@ fn ensure_no_binding_change(
     query: &[u8],
     body: &[u8],
 ) -> Result<(), ProxyError> {
-    let ct = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes());
-    let decoded = params::request_params(&parts.method, ct, query, body).map_err(|e| {
-        ProxyError::uninterpretable("INVALID_REQUEST_BODY", format!("crm.type call: {e}"))
-    })?;
-    let touches = |fields: &crate::rest::php::Array| {
-        fields.iter().any(|(k, _)| {
-            let k = k.as_text().to_ascii_lowercase().replace('_', "");
-            matches!(
-                k.as_str(),
-                "customsectionid" | "customsections" | "isexternal"
-            )
-        })
-    };
-    let fields_touch = decoded.params.iter().any(|(k, v)| {
-        k.as_text().eq_ignore_ascii_case("fields") && v.as_array().is_some_and(touches)
-    });
-    if fields_touch {
+    if batch::touches_bindings(&decode_params(parts, query, body)?.params) {
         return Err(ProxyError::uninterpretable(
             "BINDING_CHANGE_NOT_AUDITED",
             "crm.type calls that change digital-workplace bindings (customSectionId, customSections, isExternal) are refused; bind smart processes with crm.automatedsolution.update",
         ));
     }
     Ok(())
+}
+
+/// A watched call's parameters, read the portal's way (strictly: see `rest::params`).
+fn decode_params(
+    parts: &http::request::Parts,
+    query: &[u8],
+    body: &[u8],
+) -> Result<params::RequestParams, ProxyError> {
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    params::request_params(&parts.method, ct, query, body).map_err(mutation::param_error)
 }
