@@ -378,7 +378,9 @@ def main():
       "store and SQLite's cache.")
     w("")
     if profile and os.path.exists(profile):
-        w(open(profile).read().rstrip())
+        # Symbol locations name build paths on this machine; the function names are enough.
+        text = re.sub(r" \(in /[^)|←`]*\)?", "", open(profile).read().rstrip())
+        w(re.sub(r"(\S)←", r"\1 ←", text))
         w("")
     text = "\n".join(lines) + "\n"
     with open(out_path, "w") as f:

@@ -2,7 +2,8 @@
 //! proxy's tests, demo and benchmarks run against instead of a real portal.
 //!
 //! It behaves like the *portal*, not like the proxy: it is lenient and PHP-like, and executes every
-//! spelling of a call that the real portal would execute (`../shared/bitrix24-rest-protocol.md`).
+//! spelling of a call that the real portal would execute (the REST wire protocol: URL forms, PHP
+//! parameter rules, batch, errors).
 //! The proxy's tests send tricky spellings through the proxy and then check here that nothing
 //! changed, so a simulator stricter than the portal would hide bypasses.
 //!
