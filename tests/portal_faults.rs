@@ -136,7 +136,7 @@ async fn connection_refused_gives_502_and_forwards_nothing() {
 /// and then stops listening, so the forward that follows is refused at connect: nothing reached
 /// the portal. Other requests before it (the proxy's own reachability probe) get a plain answer.
 async fn portal_that_dies_after_the_snapshot() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -146,26 +146,7 @@ async fn portal_that_dies_after_the_snapshot() -> std::net::SocketAddr {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let head = loop {
-                let n = match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => n,
-                };
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = find(&buf, b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break Some(head);
-                    }
-                }
-            };
+            let head = read_request(&mut s).await.map(|(_, head)| head);
             let Some(head) = head else { continue };
             let snapshot = head.contains("crm.automatedsolution.get");
             let body = if snapshot {

@@ -497,27 +497,9 @@ impl FixedUpstream {
             while let Ok((mut s, _)) = listener.accept().await {
                 let rec = rec.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    // Read one request: headers, then Content-Length bytes.
-                    loop {
-                        let n = match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = find(&buf, b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                break;
-                            }
-                        }
-                    }
+                    let Some((buf, _)) = read_request(&mut s).await else {
+                        return;
+                    };
                     rec.lock().expect("lock").push(buf);
                     let _ = s.write_all(response).await;
                     let _ = s.shutdown().await;
@@ -525,6 +507,31 @@ impl FixedUpstream {
             }
         });
         FixedUpstream { addr, received }
+    }
+}
+
+/// Reads one HTTP/1 request (head, then `Content-Length` body bytes) from a raw stream: the
+/// bytes as received and the head lower-cased. `None` when the peer closes first.
+pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Some((buf, head));
+            }
+        }
     }
 }
 
