@@ -247,7 +247,7 @@ impl Pipeline {
                 credential: credential.clone(),
                 encoding,
             }),
-            Some(call) => outbound("batch", &credential, call.canonical_params()),
+            Some(call) => outbound("batch", &credential, call.forward_params()),
         };
         let t = Instant::now();
         let forwarded = self.upstream.call(&forward, headers).await;

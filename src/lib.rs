@@ -39,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod identity;
+pub mod inspected;
 pub mod locks;
 pub mod metrics;
 pub mod mutation;

@@ -8,7 +8,8 @@
 //! field names — all refused with a 400 that says which parameter.
 
 use crate::error::ProxyError;
-use crate::rest::params::{parse_str, request_params, BodyEncoding, ParamError};
+use crate::rest::credentials as cred;
+use crate::rest::params::{parse_str, request_params_of, BodyEncoding, ParamError};
 use crate::rest::php::{Array, Value};
 use crate::rest::route::{PathWebhook, Route};
 use http::{HeaderMap, Method};
@@ -171,10 +172,7 @@ pub fn interpret(
             "audited methods are accepted with the JSON transport only (drop the .xml suffix)",
         ));
     }
-    let content_type = headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes());
-    let decoded = request_params(method, content_type, query, body).map_err(param_error)?;
+    let decoded = request_params_of(method, headers, query, body).map_err(param_error)?;
     let params = decoded.params;
     let credential = credential(route, headers, query, &params)?;
 
@@ -261,9 +259,11 @@ pub fn param_error(e: ParamError) -> ProxyError {
     let code = match e {
         ParamError::DuplicateKey(_) => "AMBIGUOUS_PARAMETER",
         ParamError::TooManyVars(_) => "TOO_MANY_PARAMETERS",
-        ParamError::Multipart | ParamError::AmbiguousContentType | ParamError::JsonAsForm => {
-            "UNSUPPORTED_ENCODING"
-        }
+        ParamError::Multipart
+        | ParamError::AmbiguousContentType
+        | ParamError::DuplicateContentType
+        | ParamError::JsonAsForm
+        | ParamError::RawNul => "UNSUPPORTED_ENCODING",
         ParamError::BodyIgnored => "UNSUPPORTED_ENCODING",
         ParamError::InvalidUtf8
         | ParamError::InvalidJson(_)
@@ -372,7 +372,7 @@ pub fn credential(
     query: &[u8],
     params: &Array,
 ) -> Result<Credential, ProxyError> {
-    if params.get_str("sessid").is_some() || headers.contains_key("x-bitrix-csrf-token") {
+    if params.get_str(cred::SESSID).is_some() || headers.contains_key("x-bitrix-csrf-token") {
         return Err(ProxyError::uninterpretable(
             "UNSUPPORTED_AUTH",
             "browser-session authentication is not accepted for audited calls; use a webhook or an OAuth token",
@@ -408,22 +408,18 @@ pub fn credential(
             found.push(Credential::Bearer(h.to_owned()));
         }
     }
-    for name in ["auth", "access_token"] {
+    for name in [cred::AUTH, cred::ACCESS_TOKEN] {
         if let Some(token) = text(name)? {
             found.push(Credential::TokenParam {
-                name: if name == "auth" {
-                    "auth"
-                } else {
-                    "access_token"
-                },
+                name,
                 token,
                 place: place(name),
             });
         }
     }
-    match (text("aplogin")?, text("ap")?) {
+    match (text(cred::APLOGIN)?, text(cred::AP)?) {
         (Some(user), Some(secret)) => {
-            if place("aplogin") != place("ap") {
+            if place(cred::APLOGIN) != place(cred::AP) {
                 return Err(ProxyError::uninterpretable(
                     "AMBIGUOUS_CREDENTIALS",
                     "'aplogin' and 'ap' must be sent in the same place",
@@ -432,7 +428,7 @@ pub fn credential(
             found.push(Credential::WebhookParams {
                 user,
                 secret,
-                place: place("ap"),
+                place: place(cred::AP),
             })
         }
         (None, None) => {}
@@ -461,6 +457,11 @@ const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
     .remove(b'_')
     .remove(b'~');
 
+/// A path segment or query value, percent-encoded the way every call the proxy builds writes it.
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string()
+}
+
 /// A request to send to the portal: path and query, extra headers, JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundCall {
@@ -472,8 +473,7 @@ pub struct OutboundCall {
 
 /// Builds a call of `method` with `params`, carrying `credential` where the caller put it.
 pub fn outbound(method: &str, credential: &Credential, params: serde_json::Value) -> OutboundCall {
-    use percent_encoding::utf8_percent_encode;
-    let enc = |s: &str| utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
+    let enc = path_segment;
     let mut body = match params {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
@@ -490,10 +490,16 @@ pub fn outbound(method: &str, credential: &Credential, params: serde_json::Value
             secret,
             place,
         } => match place {
-            Place::Query => query.push(format!("aplogin={}&ap={}", enc(user), enc(secret))),
+            Place::Query => query.push(format!(
+                "{}={}&{}={}",
+                cred::APLOGIN,
+                enc(user),
+                cred::AP,
+                enc(secret)
+            )),
             Place::Body => {
-                body.insert("aplogin".into(), json!(user));
-                body.insert("ap".into(), json!(secret));
+                body.insert(cred::APLOGIN.into(), json!(user));
+                body.insert(cred::AP.into(), json!(secret));
             }
         },
         Credential::TokenParam { name, token, place } => match place {

@@ -20,6 +20,7 @@ use crate::body::{read_capped, ProxyBody, ReadError};
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::identity::{self, Identities};
+use crate::inspected;
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
 use crate::mutation::{self, outbound, Credential, MutationKind};
@@ -29,7 +30,6 @@ use crate::rest::{batch, envelope, params};
 use crate::secrets::{redact_target, FingerprintKey};
 use crate::upstream::{Answer, Upstream};
 use crate::watched::Watched;
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -215,7 +215,8 @@ impl Pipeline {
                         format!("REST 3.0 batch calls {m}; watched methods are not accepted inside batch"),
                     )));
                 }
-                self.forward_buffered(ctx, parts, body).await
+                let call = inspected::rebuilt_v3_batch(&route, &parts.headers, &query, &body)?;
+                self.forward_inspected(ctx, &call, &parts.headers).await
             }
             (ApiVersion::V3, _) => Err(ProxyError::uninterpretable(
                 "UNSUPPORTED_API_VERSION",
@@ -227,6 +228,8 @@ impl Pipeline {
             (ApiVersion::V1, Watched::Batch) => {
                 let decoded = decode_params(&parts, &query, &body)?;
                 let call = batch::parse(&decoded.params)?;
+                let credential =
+                    mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
                 if call.is_watched() {
                     if route.transport == Some("xml") {
                         return Err(self.refused(ProxyError::uninterpretable(
@@ -234,8 +237,6 @@ impl Pipeline {
                             "audited calls are accepted with the JSON transport only (drop the .xml suffix)",
                         )));
                     }
-                    let credential =
-                        mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
                     // Each command is a query string inside the batch's own transport.
                     let encoding = match mutation::encoding_name(decoded.body) {
                         "json" => "batch/json",
@@ -249,7 +250,9 @@ impl Pipeline {
                     };
                     self.audited(ctx, &parts, shape).await
                 } else {
-                    self.forward_buffered(ctx, parts, body).await
+                    let out =
+                        inspected::rebuilt(&route, "batch", &credential, call.forward_params());
+                    self.forward_inspected(ctx, &out, &parts.headers).await
                 }
             }
             (ApiVersion::V1, Watched::TypeDelete) => {
@@ -262,12 +265,29 @@ impl Pipeline {
                     .await?
                 {
                     Some(stopped) => Ok(stopped),
-                    None => self.forward_buffered(ctx, parts, body).await,
+                    None => {
+                        let out = inspected::rebuilt(
+                            &route,
+                            w.method(),
+                            &credential,
+                            inspected::params_without_credentials(&decoded.params),
+                        );
+                        self.forward_inspected(ctx, &out, &parts.headers).await
+                    }
                 }
             }
             (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate) => {
-                ensure_no_binding_change(&parts, &query, &body)?;
-                self.forward_buffered(ctx, parts, body).await
+                let decoded = decode_params(&parts, &query, &body)?;
+                ensure_no_binding_change(&decoded.params)?;
+                let credential =
+                    mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
+                let out = inspected::rebuilt(
+                    &route,
+                    w.method(),
+                    &credential,
+                    inspected::params_without_credentials(&decoded.params),
+                );
+                self.forward_inspected(ctx, &out, &parts.headers).await
             }
             (
                 ApiVersion::V1,
@@ -299,16 +319,6 @@ impl Pipeline {
     fn refused(&self, e: ProxyError) -> ProxyError {
         self.metrics.decision(Some(rules::UNINTERPRETABLE), "deny");
         e
-    }
-
-    /// Forwards an inspected call that changes nothing watched, with the bytes it came with.
-    async fn forward_buffered(
-        &self,
-        ctx: &mut RequestCtx,
-        parts: http::request::Parts,
-        body: Bytes,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        self.forward_as_is(ctx, parts, ProxyBody::bytes(body)).await
     }
 
     /// The caller's user id: from the webhook, or for OAuth from `user.current` (cached by
@@ -442,14 +452,10 @@ pub(crate) fn answer_response(a: Answer, event_id: Option<&str>) -> Response<Pro
     resp
 }
 
-/// `crm.type.add` / `crm.type.update` pass unchanged unless they touch workplace bindings,
+/// `crm.type.add` / `crm.type.update` are forwarded unless they touch workplace bindings,
 /// which are not audited yet: those are refused rather than forwarded unaudited.
-fn ensure_no_binding_change(
-    parts: &http::request::Parts,
-    query: &[u8],
-    body: &[u8],
-) -> Result<(), ProxyError> {
-    if batch::touches_bindings(&decode_params(parts, query, body)?.params) {
+fn ensure_no_binding_change(params: &crate::rest::php::Array) -> Result<(), ProxyError> {
+    if batch::touches_bindings(params) {
         return Err(ProxyError::uninterpretable(
             "BINDING_CHANGE_NOT_AUDITED",
             "crm.type calls that change digital-workplace bindings (customSectionId, customSections, isExternal) are refused; bind smart processes with crm.automatedsolution.update",
@@ -464,9 +470,6 @@ fn decode_params(
     query: &[u8],
     body: &[u8],
 ) -> Result<params::RequestParams, ProxyError> {
-    let ct = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes());
-    params::request_params(&parts.method, ct, query, body).map_err(mutation::param_error)
+    params::request_params_of(&parts.method, &parts.headers, query, body)
+        .map_err(mutation::param_error)
 }

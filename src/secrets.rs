@@ -6,6 +6,7 @@
 //! created at first start with mode 0600, so fingerprints from one installation cannot be
 //! brute-forced offline from the audit database alone.
 
+use crate::rest::credentials::is_secret_param;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -95,11 +96,12 @@ impl FingerprintKey {
     }
 }
 
-/// Query keys whose values are credentials.
-const SECRET_QUERY_KEYS: [&str; 5] = ["auth", "access_token", "ap", "sessid", "refresh_token"];
-
 /// A path and query fit for a log line: the webhook secret segment and credential parameter
 /// values replaced by `***`.
+///
+/// Only a path the classifier accepts is shown with its segments: for any other (the proxy
+/// refuses it, or it is not under `/rest/`) the proxy cannot know which segment would have
+/// been the secret (`/rest/1%2Fs3cr3t%2Fm` hides it in one), so everything past the prefix goes.
 pub fn redact_target(path: &str, query: Option<&str>) -> String {
     let mut out = redact_path(path);
     if let Some(q) = query {
@@ -109,10 +111,7 @@ pub fn redact_target(path: &str, query: Option<&str>) -> String {
                 out.push('&');
             }
             let (k, _) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = percent_encoding::percent_decode_str(k)
-                .decode_utf8_lossy()
-                .to_ascii_lowercase();
-            if SECRET_QUERY_KEYS.contains(&decoded.as_str()) {
+            if is_secret_param(&php_base_name(k)) {
                 out.push_str(k);
                 out.push_str("=***");
             } else {
@@ -123,25 +122,41 @@ pub fn redact_target(path: &str, query: Option<&str>) -> String {
     out
 }
 
-/// `/rest/{uid}/{secret}/{method}` → `/rest/{uid}/***/{method}`; other shapes are cut to their
-/// prefix so a mis-typed secret in an odd path does not leak either.
-pub fn redact_path(path: &str) -> String {
-    let Some(rest) = path.strip_prefix("/rest/") else {
-        return path.split('/').take(2).collect::<Vec<_>>().join("/") + "/***";
+/// The top-level name PHP registers for a raw query key: percent-decoded, cut at a NUL,
+/// leading spaces dropped, cut at the first `[`, `.` and ` ` turned into `_` — so `%61uth`,
+/// `auth[]` and ` auth` are all recognised as `auth`.
+fn php_base_name(raw: &str) -> String {
+    let decoded = crate::rest::params::url_decode(raw.as_bytes());
+    let name = decoded.split(|b| *b == 0).next().unwrap_or_default();
+    let text = String::from_utf8_lossy(name);
+    let text = text.trim_start_matches(' ');
+    let base = text.split('[').next().unwrap_or_default();
+    base.replace(['.', ' '], "_")
+}
+
+fn redact_path(path: &str) -> String {
+    let Ok(route) = crate::rest::route::classify(path) else {
+        return match path.strip_prefix("/rest/") {
+            Some(_) => "/rest/***".to_owned(),
+            None => path.split('/').take(2).collect::<Vec<_>>().join("/") + "/***",
+        };
     };
-    let segs: Vec<&str> = rest.split('/').collect();
-    let (prefix, segs) = match segs.first() {
-        Some(&"api") => ("/rest/api/", &segs[1..]),
-        _ => ("/rest/", &segs[..]),
+    let Some(webhook) = &route.webhook else {
+        return path.to_owned();
     };
-    match segs.len() {
-        0 | 1 => path.to_owned(),
-        2 if segs[1].is_empty() => path.to_owned(),
-        3 | 4 if segs.len() == 3 || segs[3].is_empty() => {
-            format!("{prefix}{}/***/{}", segs[0], segs[2..].join("/"))
-        }
-        _ => format!("{prefix}***"),
-    }
+    let prefix = match route.version {
+        crate::rest::route::ApiVersion::V3 => "/rest/api/",
+        crate::rest::route::ApiVersion::V1 => "/rest/",
+    };
+    // The classifier accepted it, so it is `{prefix}{user}/{secret}/{method}[/]`.
+    let tail = path
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.splitn(3, '/').nth(2))
+        .unwrap_or_default();
+    format!(
+        "{prefix}{}/***/{tail}",
+        crate::mutation::path_segment(&webhook.user)
+    )
 }
 
 #[cfg(test)]
@@ -190,5 +205,22 @@ mod tests {
         assert_eq!(redact_target("/rest/1/s3/x/", None), "/rest/1/***/x/");
         assert!(!redact_target("/rest/a/b/s3/x/y", None).contains("s3"));
         assert!(!redact_target("/other/s3", None).contains("s3"));
+        for refused in [
+            "/rest/1%2Fs3%2Fcrm.deal.list",
+            "/rest//1/s3/crm.deal.list",
+            "/rest/1/s3/./crm.deal.list",
+            "/rest/1/s3/crm.deal.list/index.php",
+            "/rest/1/s3%00/crm.deal.list",
+        ] {
+            let r = redact_target(refused, None);
+            assert!(!r.contains("s3"), "{refused} -> {r}");
+        }
+        assert_eq!(
+            redact_target(
+                "/rest/x",
+                Some("%61uth=s3&auth[]=s3&+ap=s3&a.p=1&sessid=s3")
+            ),
+            "/rest/x?%61uth=***&auth[]=***&+ap=***&a.p=1&sessid=***"
+        );
     }
 }

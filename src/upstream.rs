@@ -213,45 +213,16 @@ impl Upstream {
         Ok(resp)
     }
 
-    /// Sends a JSON call built by the proxy and buffers the answer. `client_headers` are the
-    /// caller's request headers: end-to-end ones (User-Agent, request ids) go along, the body
-    /// description and encoding negotiation do not (the proxy must read the answer).
+    /// Sends a JSON call built by the proxy and buffers the answer (for the audited path, which
+    /// reads it).
     pub async fn call(
         &self,
         call: &OutboundCall,
         client_headers: &HeaderMap,
     ) -> Result<Answer, UpstreamFailure> {
-        let mut headers = client_headers.clone();
-        strip_hop_by_hop(&mut headers);
-        for h in [
-            header::CONTENT_LENGTH,
-            header::CONTENT_TYPE,
-            header::CONTENT_ENCODING,
-            header::ACCEPT_ENCODING,
-            header::AUTHORIZATION,
-            header::COOKIE,
-            header::EXPECT,
-            header::RANGE,
-        ] {
-            headers.remove(h);
-        }
-        headers.insert(header::HOST, self.host.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(auth) = &call.authorization {
-            let v = HeaderValue::from_str(auth).map_err(|_| UpstreamFailure::Invalid)?;
-            headers.insert(header::AUTHORIZATION, v);
-        }
-        let mut req = Request::post(self.uri(&call.path_and_query)?)
-            .body(ProxyBody::bytes(call.body.clone()))
-            .map_err(|_| UpstreamFailure::Invalid)?;
-        *req.headers_mut() = headers;
         let fut = async {
-            let resp = self.send(req).await?;
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            let resp = self.send_call(call, client_headers).await?;
+            let (parts, body) = resp.into_parts();
             let body = crate::body::read_capped(body, MAX_ANSWER_BYTES)
                 .await
                 .map_err(|e| match e {
@@ -268,6 +239,71 @@ impl Upstream {
             .await
             .unwrap_or(Err(UpstreamFailure::Timeout))
     }
+
+    /// Sends a call built by the proxy — its own method, path, `Content-Type`, length and body,
+    /// and of the caller's headers only [`FORWARDED_HEADERS`] — and streams the answer back.
+    /// Every inspected call leaves this way, so nothing the client sent beyond what the proxy
+    /// read (a second `Content-Type`, a header named in `Connection`, a transfer coding) can
+    /// change how the portal reads it.
+    pub async fn send_call(
+        &self,
+        call: &OutboundCall,
+        client_headers: &HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let mut headers = forwarded_headers(client_headers);
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(auth) = &call.authorization {
+            let v = HeaderValue::from_str(auth).map_err(|_| UpstreamFailure::Invalid)?;
+            headers.insert(header::AUTHORIZATION, v);
+        }
+        let mut req = Request::post(self.uri(&call.path_and_query)?)
+            .body(ProxyBody::bytes(call.body.clone()))
+            .map_err(|_| UpstreamFailure::Invalid)?;
+        *req.headers_mut() = headers;
+        let mut resp = self.send(req).await?;
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
+    }
+}
+
+/// The caller's headers a call built by the proxy carries: end-to-end headers that describe the
+/// client, never the body (its type, length, coding) nor a credential (the proxy places the one
+/// it read) nor anything that negotiates the answer's encoding (the proxy may have to read it).
+pub const FORWARDED_HEADERS: [HeaderName; 8] = [
+    header::USER_AGENT,
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::ACCEPT_CHARSET,
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("x-bitrix24-python-sdk-version"),
+    HeaderName::from_static("x-bitrix24-python-sdk-python-version"),
+];
+
+/// The allow-listed subset of `client`, each header with every value it had. A header the
+/// client named in `Connection` is hop-by-hop for it, and is dropped even when allow-listed.
+pub fn forwarded_headers(client: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(FORWARDED_HEADERS.len() + 3);
+    for name in &FORWARDED_HEADERS {
+        if named.iter().any(|n| n == name.as_str()) {
+            continue;
+        }
+        for v in client.get_all(name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -292,5 +328,26 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::USER_AGENT));
+    }
+
+    #[test]
+    fn proxy_built_calls_carry_only_allow_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::USER_AGENT, HeaderValue::from_static("sdk"));
+        h.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.append(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::COOKIE, HeaderValue::from_static("PHPSESSID=1"));
+        h.insert("x-bitrix-csrf-token", HeaderValue::from_static("t"));
+        h.insert("x-request-id", HeaderValue::from_static("r1"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Accept"));
+        let out = forwarded_headers(&h);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[header::USER_AGENT], "sdk");
+        assert_eq!(out["x-request-id"], "r1");
     }
 }

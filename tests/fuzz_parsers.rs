@@ -166,8 +166,10 @@ fn fuzz(
     n
 }
 
+/// PHP's `parse_str` reads a C string: pieces after a raw NUL are never seen.
 fn non_empty_pieces(input: &[u8]) -> usize {
-    input
+    let end = input.iter().position(|b| *b == 0).unwrap_or(input.len());
+    input[..end]
         .split(|b| *b == b'&')
         .filter(|p| !p.is_empty())
         .count()

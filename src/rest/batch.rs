@@ -1,13 +1,18 @@
 //! `batch`: the commands a batch will run, read the way the portal reads them (protocol §4):
-//! `cmd` and `halt` looked up case-insensitively, `halt` cast like PHP, each command cut at `#`,
-//! split at the first `?`, its query parsed with `parse_str`, its method lower-cased.
+//! `cmd` and `halt` looked up case-insensitively, `halt` cast like PHP, each command split with
+//! PHP `parse_url` (`command`), its query parsed with `parse_str`, its method lower-cased.
 //!
 //! Watched commands become [`Mutation`]s, audited one by one; everything that would make their
 //! effect uncertain is refused for the whole batch: more than 50 commands (the portal silently
 //! skips the rest), a nested batch, a `$result[...]`-style reference (known only at run time),
-//! a credential inside a command, a suffixed or padded method name. Unwatched commands are
-//! forwarded exactly as they came.
+//! a credential inside a command, a suffixed method name. Every command, watched or not, is
+//! forwarded in the proxy's own encoding of what was read ([`BatchCall::forward_params`]), so the
+//! portal runs exactly the commands the proxy inspected; a command that has no such encoding, or
+//! that `parse_url` would read as a URL, is refused.
 
+use super::command;
+use super::credentials::is_credential_param;
+use super::encode::form_query;
 use super::params::parse_str;
 use super::php::{Array, Value};
 use super::route::normalise_method;
@@ -20,22 +25,41 @@ use serde_json::json;
 pub const MAX_COMMANDS: usize = 50;
 
 /// One command of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     /// The `cmd` key (`"u1"`, or the list index as text).
     pub key: String,
-    /// The command string as the portal receives it (outer encoding decoded).
-    pub raw: String,
+    /// The method as the client spelled it (the portal lower-cases it to look it up).
+    pub method: String,
+    /// Its parameters as the portal reads them.
+    pub params: Array,
     /// The change it makes, when it calls a watched method.
     pub mutation: Option<Mutation>,
 }
 
+impl Command {
+    /// The command string the proxy forwards: the watched change in canonical form, or the
+    /// method with the proxy's encoding of the parameters read.
+    pub fn text(&self) -> String {
+        if let Some(m) = &self.mutation {
+            return canonical_command(m);
+        }
+        match form_query(&self.params) {
+            Some(q) if !q.is_empty() => format!("{}?{q}", self.method),
+            // `parse` checked that every unwatched command has an encoding.
+            _ => self.method.clone(),
+        }
+    }
+}
+
 /// A v1 `batch` call, read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchCall {
     /// `halt`, after PHP's bool cast (`"false"` and `"N"` are true).
     pub halt: bool,
     pub commands: Vec<Command>,
+    /// The other top-level parameters (not `cmd`, `halt` or a credential), passed along as read.
+    pub extra: Array,
 }
 
 impl BatchCall {
@@ -43,21 +67,18 @@ impl BatchCall {
         self.commands.iter().any(|c| c.mutation.is_some())
     }
 
-    /// The batch to forward: watched commands in canonical form, the others as they came,
-    /// keys and order kept.
-    pub fn canonical_params(&self) -> serde_json::Value {
+    /// The batch's parameters as the proxy forwards them (a JSON body, the credential added by
+    /// the caller): every command rebuilt from what was read, keys and order kept.
+    pub fn forward_params(&self) -> serde_json::Value {
         let cmd: serde_json::Map<String, serde_json::Value> = self
             .commands
             .iter()
-            .map(|c| {
-                let text = match &c.mutation {
-                    Some(m) => canonical_command(m),
-                    None => c.raw.clone(),
-                };
-                (c.key.clone(), json!(text))
-            })
+            .map(|c| (c.key.clone(), json!(c.text())))
             .collect();
-        json!({ "halt": self.halt, "cmd": cmd })
+        let mut out = self.extra.to_json_object();
+        out.insert("halt".into(), json!(self.halt));
+        out.insert("cmd".into(), serde_json::Value::Object(cmd));
+        serde_json::Value::Object(out)
     }
 }
 
@@ -79,11 +100,19 @@ fn one_spelling<'a>(params: &'a Array, name: &str) -> Result<Option<&'a Value>, 
     Ok(found)
 }
 
-const CREDENTIAL_KEYS: [&str; 5] = ["auth", "access_token", "aplogin", "ap", "sessid"];
-
 /// Reads a v1 `batch` call from its decoded parameters.
 pub fn parse(params: &Array) -> Result<BatchCall, ProxyError> {
     let halt = one_spelling(params, "halt")?.is_some_and(Value::php_bool);
+    let extra: Array = params
+        .iter()
+        .filter(|(k, _)| {
+            let t = k.as_text();
+            !t.eq_ignore_ascii_case("cmd")
+                && !t.eq_ignore_ascii_case("halt")
+                && !is_credential_param(&t)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let entries = match one_spelling(params, "cmd")? {
         Some(Value::Array(entries)) => entries,
         // No command list (or not a list): the portal runs nothing.
@@ -91,6 +120,7 @@ pub fn parse(params: &Array) -> Result<BatchCall, ProxyError> {
             return Ok(BatchCall {
                 halt,
                 commands: Vec::new(),
+                extra,
             })
         }
     };
@@ -103,94 +133,138 @@ pub fn parse(params: &Array) -> Result<BatchCall, ProxyError> {
             ),
         ));
     }
-    let mut commands = Vec::with_capacity(entries.len());
-    for (k, v) in entries.iter() {
-        let key = k.as_text();
-        // The portal skips non-string entries.
-        let Value::Str(raw) = v else { continue };
-        let text = raw.split('#').next().unwrap_or("");
-        let (method_part, query) = text.split_once('?').unwrap_or((text, ""));
-        let (method, suffix) = normalise_method(method_part.trim());
-        let watched = Watched::of(&method);
-        let bad = |code: &'static str, why: String| {
-            ProxyError::uninterpretable(code, format!("batch command '{key}': {why}"))
-        };
-        let mutation = match watched {
-            None => None,
-            Some(Watched::Batch) => {
-                return Err(bad("BATCH_NESTED", "a nested batch is refused".into()))
-            }
-            Some(w) if suffix.is_some() || method_part.trim() != method_part => {
+    let commands = entries
+        .iter()
+        .map(|(k, v)| read_command(k.as_text(), v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BatchCall {
+        halt,
+        commands,
+        extra,
+    })
+}
+
+/// Reads one `cmd` entry.
+fn read_command(key: String, entry: &Value) -> Result<Command, ProxyError> {
+    let bad = |code: &'static str, why: String| {
+        ProxyError::uninterpretable(code, format!("batch command '{key}': {why}"))
+    };
+    let Value::Str(raw) = entry else {
+        return Err(bad(
+            "INVALID_BATCH_COMMAND",
+            "a command must be a string \"method?query\"".into(),
+        ));
+    };
+    let parts = command::split(raw).map_err(|e| bad("INVALID_BATCH_COMMAND", e.to_string()))?;
+    let parsed = parse_str(parts.query.as_deref().unwrap_or("").as_bytes())
+        .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
+    let (method, suffix) = normalise_method(parts.method);
+    let watched = Watched::of(&method);
+    let vars_cap = if watched.is_some() {
+        super::params::MAX_WATCHED_VARS
+    } else {
+        super::params::PHP_MAX_INPUT_VARS
+    };
+    if parsed.too_deep || parsed.vars > vars_cap {
+        return Err(bad(
+            "INVALID_PARAMETER",
+            "too many or too deeply nested parameters".into(),
+        ));
+    }
+    let mutation = match watched {
+        None => {
+            if form_query(&parsed.params).is_none() {
                 return Err(bad(
-                    "INVALID_PARAMETER",
-                    format!(
-                        "'{method_part}' is not how the portal names {} inside a batch",
-                        w.method()
-                    ),
-                ))
+                    "UNSUPPORTED_ENCODING",
+                    "its parameters have no spelling the portal would read back the same (an empty array, or a key with brackets inside)".into(),
+                ));
             }
-            Some(Watched::TypeDelete) => {
+            None
+        }
+        Some(Watched::Batch) => return Err(bad("BATCH_NESTED", "a nested batch is refused".into())),
+        Some(w) if suffix.is_some() => {
+            return Err(bad(
+                "INVALID_PARAMETER",
+                format!(
+                    "'{}' is not how the portal names {} inside a batch",
+                    parts.method,
+                    w.method()
+                ),
+            ))
+        }
+        Some(Watched::TypeDelete) => {
+            return Err(bad(
+                "BINDING_CHANGE_NOT_AUDITED",
+                "crm.type.delete inside a batch is refused (the smart process may be bound to a workplace); send it as a single call".into(),
+            ))
+        }
+        Some(Watched::TypeAdd | Watched::TypeUpdate) => {
+            if touches_bindings(&parsed.params) {
                 return Err(bad(
                     "BINDING_CHANGE_NOT_AUDITED",
-                    "crm.type.delete inside a batch is refused (the smart process may be bound to a workplace); send it as a single call".into(),
-                ))
+                    "crm.type calls that change digital-workplace bindings are refused; use crm.automatedsolution.update".into(),
+                ));
             }
-            Some(Watched::TypeAdd | Watched::TypeUpdate) => {
-                let parsed = parse_str(query.as_bytes())
-                    .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
-                if touches_bindings(&parsed.params) {
-                    return Err(bad(
-                        "BINDING_CHANGE_NOT_AUDITED",
-                        "crm.type calls that change digital-workplace bindings are refused; use crm.automatedsolution.update".into(),
-                    ));
-                }
-                None
+            if form_query(&parsed.params).is_none() {
+                return Err(bad(
+                    "UNSUPPORTED_ENCODING",
+                    "its parameters have no spelling the portal would read back the same".into(),
+                ));
             }
-            Some(w) => {
-                if text.contains('$') {
-                    return Err(bad(
-                        "BATCH_REFERENCE",
-                        "a $result/$error/... reference is resolved only while the batch runs, so the change cannot be checked first".into(),
-                    ));
-                }
-                let parsed = parse_str(query.as_bytes())
-                    .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
-                if parsed.too_deep || parsed.vars > super::params::MAX_WATCHED_VARS {
-                    return Err(bad(
-                        "INVALID_PARAMETER",
-                        "too many or too deeply nested parameters".into(),
-                    ));
-                }
-                if let Some(k) = parsed
-                    .params
-                    .iter()
-                    .map(|(k, _)| k.as_text())
-                    .find(|k| CREDENTIAL_KEYS.contains(&k.as_str()))
-                {
-                    return Err(bad(
-                        "AMBIGUOUS_CREDENTIALS",
-                        format!("'{k}' inside a batch command is overridden by the batch's own credential"),
-                    ));
-                }
-                let kind = match w {
-                    Watched::SolutionUpdate => MutationKind::Update,
-                    Watched::SolutionAdd => MutationKind::Add,
-                    _ => MutationKind::Delete,
-                };
-                let m = read_mutation(kind, &parsed.params).map_err(|e| match e {
-                    ProxyError::Uninterpretable { code, reason } => bad(code, reason),
-                    other => other,
-                })?;
-                Some(m)
-            }
-        };
-        commands.push(Command {
-            key,
-            raw: raw.clone(),
-            mutation,
-        });
+            None
+        }
+        Some(w) => Some(read_watched(w, raw, &parsed.params).map_err(|e| match e {
+            ProxyError::Uninterpretable { code, reason } => bad(code, reason),
+            other => other,
+        })?),
+    };
+    Ok(Command {
+        key,
+        method: parts.method.to_owned(),
+        params: parsed.params,
+        mutation,
+    })
+}
+
+/// A watched `crm.automatedsolution.*` command → its mutation, refusing what cannot be known
+/// before the batch runs.
+fn read_watched(w: Watched, raw: &str, params: &Array) -> Result<Mutation, ProxyError> {
+    // The portal substitutes references in the *decoded* keys and values, so `%24result[x]`
+    // is one too.
+    if raw.contains('$') || mentions_dollar(params) {
+        return Err(ProxyError::uninterpretable(
+            "BATCH_REFERENCE",
+            "a $result/$error/... reference is resolved only while the batch runs, so the change cannot be checked first",
+        ));
     }
-    Ok(BatchCall { halt, commands })
+    if let Some(k) = params
+        .iter()
+        .map(|(k, _)| k.as_text())
+        .find(|k| is_credential_param(k))
+    {
+        return Err(ProxyError::uninterpretable(
+            "AMBIGUOUS_CREDENTIALS",
+            format!("'{k}' inside a batch command is overridden by the batch's own credential"),
+        ));
+    }
+    let kind = match w {
+        Watched::SolutionUpdate => MutationKind::Update,
+        Watched::SolutionAdd => MutationKind::Add,
+        _ => MutationKind::Delete,
+    };
+    read_mutation(kind, params)
+}
+
+/// Is there a `$` in any key or value, at any depth?
+fn mentions_dollar(params: &Array) -> bool {
+    params.iter().any(|(k, v)| {
+        k.as_text().contains('$')
+            || match v {
+                Value::Str(s) => s.contains('$'),
+                Value::Array(a) => mentions_dollar(a),
+                _ => false,
+            }
+    })
 }
 
 /// Does a `crm.type.add`/`update` parameter set touch workplace bindings?
@@ -267,7 +341,7 @@ mod tests {
         let c = call("CMD[a]=crm.deal.list%3Fstart%3D0&HaLt=0").expect("batch");
         assert!(!c.halt);
         assert_eq!(c.commands.len(), 1);
-        assert_eq!(c.commands[0].raw, "crm.deal.list?start=0");
+        assert_eq!(c.commands[0].text(), "crm.deal.list?start=0");
         assert!(!c.is_watched());
         let list = call("cmd[]=crm.deal.list&cmd[]=CRM.AutomatedSolution.Update%3Fid%3D5%26fields%5Btitle%5D%3Dx").expect("batch");
         assert_eq!(list.commands[1].key, "1");
@@ -314,7 +388,12 @@ mod tests {
             ("cmd[a]=batch%3Fcmd[x]=crm.deal.list", "BATCH_NESTED"),
             ("cmd[a]=crm.automatedsolution.update%3Fid%3D5%26fields%5BtypeIds%5D%3D%24result%5Bx%5D", "BATCH_REFERENCE"),
             ("cmd[a]=crm.automatedsolution.update.json%3Fid%3D5", "INVALID_PARAMETER"),
-            ("cmd[a]=%20crm.automatedsolution.delete%3Fid%3D5", "INVALID_PARAMETER"),
+            ("cmd[a]=%20crm.automatedsolution.delete%3Fid%3D5", "INVALID_BATCH_COMMAND"),
+            ("cmd[a]=crm.automatedsolution.update%3Fid%3D5%26fields%5Btitle%5D%3D%2524result%5Bx%5D", "BATCH_REFERENCE"),
+            ("cmd[a]=crm.deal.list:80%3Fx%3D1", "INVALID_BATCH_COMMAND"),
+            ("cmd[a]=//portal.example/crm.automatedsolution.update%3Fid%3D5", "INVALID_BATCH_COMMAND"),
+            ("cmd[a]=http:crm.automatedsolution.update%3Fid%3D5", "INVALID_BATCH_COMMAND"),
+            ("cmd[a][x]=crm.deal.list", "INVALID_BATCH_COMMAND"),
             ("cmd[a]=crm.automatedsolution.update%3Fid%3D5%26auth%3Dx", "AMBIGUOUS_CREDENTIALS"),
             ("cmd[a]=crm.automatedsolution.update%3Fid%3D1e1", "INVALID_PARAMETER"),
             ("cmd[a]=crm.type.update%3Fid%3D5%26fields%5BcustomSectionId%5D%3D3", "BINDING_CHANGE_NOT_AUDITED"),
@@ -332,11 +411,11 @@ mod tests {
     #[test]
     fn canonical_form_keeps_order_and_rewrites_only_watched_commands() {
         let c = call("halt=1&cmd[r]=crm.deal.list%3Ffilter%5B%3EID%5D%3D1&cmd[u]=crm.automatedsolution.update%3Fid%3D5%26fields%5BtypeIds%5D%5B%5D%3D2%26fields%5BtypeIds%5D%5B%5D%3D1%26bx24%3D1").expect("batch");
-        let body = c.canonical_params();
+        let body = c.forward_params();
         assert_eq!(body["halt"], true);
         let keys: Vec<&String> = body["cmd"].as_object().expect("map").keys().collect();
         assert_eq!(keys, ["r", "u"]);
-        assert_eq!(body["cmd"]["r"], "crm.deal.list?filter[>ID]=1");
+        assert_eq!(body["cmd"]["r"], "crm.deal.list?filter[%3EID]=1");
         assert_eq!(
             body["cmd"]["u"],
             "crm.automatedsolution.update?id=5&fields[typeIds][0]=1&fields[typeIds][1]=2"

@@ -46,6 +46,11 @@ pub enum ParamError {
     BodyIgnored,
     /// A `Content-Type` the portal and the proxy might classify differently.
     AmbiguousContentType,
+    /// More than one `Content-Type` header.
+    DuplicateContentType,
+    /// A raw NUL byte in an urlencoded body: PHP's form reader keeps reading past it, its
+    /// `parse_str` stops there.
+    RawNul,
 }
 
 impl fmt::Display for ParamError {
@@ -67,6 +72,12 @@ impl fmt::Display for ParamError {
             ParamError::AmbiguousContentType => {
                 f.write_str("the Content-Type is ambiguous; use application/json or application/x-www-form-urlencoded")
             }
+            ParamError::DuplicateContentType => f.write_str(
+                "the request has more than one Content-Type header; servers in front of the portal join or choose them differently",
+            ),
+            ParamError::RawNul => f.write_str(
+                "the urlencoded body holds a raw NUL byte, which PHP's form reader and parse_str read differently; percent-encode it (%00)",
+            ),
         }
     }
 }
@@ -125,7 +136,10 @@ pub fn parse_str(input: &[u8]) -> Result<Parsed, ParamError> {
     let mut params = Array::new();
     let mut vars = 0;
     let mut too_deep = false;
-    for piece in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+    for piece in c_string(input)
+        .split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+    {
         vars += 1;
         if vars > PHP_MAX_INPUT_VARS {
             continue;
@@ -140,6 +154,32 @@ pub fn parse_str(input: &[u8]) -> Result<Parsed, ParamError> {
         vars,
         too_deep,
     })
+}
+
+/// PHP's `parse_str` (and the query-string reader) work on a C string: a raw NUL byte ends the
+/// input, and everything after it is never read.
+fn c_string(input: &[u8]) -> &[u8] {
+    input
+        .iter()
+        .position(|b| *b == 0)
+        .map_or(input, |nul| &input[..nul])
+}
+
+/// PHP's own reader of an `application/x-www-form-urlencoded` POST body (`add_post_vars` in
+/// `main/php_variables.c`), which is not `parse_str`: it is binary-safe (a raw NUL inside a
+/// value is kept, where `parse_str` stops reading), and it counts every `&`-separated piece,
+/// empty ones included, toward `max_input_vars`, stopping after the one that passes it.
+fn post_form_lossy(body: &[u8]) -> Array {
+    let mut params = Array::new();
+    for piece in body.split(|b| *b == b'&').take(PHP_MAX_INPUT_VARS + 1) {
+        let (name, value) = decode_pair(piece);
+        let _ = register_variable(
+            &mut params,
+            &String::from_utf8_lossy(&name),
+            Value::Str(String::from_utf8_lossy(&value).into_owned()),
+        );
+    }
+    params
 }
 
 /// One `name=value` piece, both percent-decoded; no `=` means an empty value. The name is a C
@@ -410,14 +450,25 @@ pub fn request_params(
         let ct = content_type.unwrap_or_default();
         match php_content_type(ct).as_str() {
             "application/x-www-form-urlencoded" => {
+                // PHP's form reader and `parse_str` disagree only about raw NUL bytes and
+                // about counting empty pieces: the first is refused, the second counted the
+                // form reader's way. Without a NUL both register the same variables.
+                if body.contains(&0) {
+                    return Err(ParamError::RawNul);
+                }
                 let form = parse_str(body)?;
                 if form.too_deep {
                     return Err(ParamError::TooDeep);
                 }
-                vars += form.vars;
+                vars += body.split(|b| *b == b'&').count();
                 if !form.params.is_empty() {
                     params.replace_with(form.params);
                     encoding = BodyEncoding::Form;
+                } else if let Some(raw) = raw_form(body)? {
+                    // The portal reads the raw body when PHP registered no form field (§2.1).
+                    vars += raw.vars;
+                    params.replace_with(raw.params);
+                    encoding = BodyEncoding::RawForm;
                 }
             }
             "multipart/form-data" => return Err(ParamError::Multipart),
@@ -442,11 +493,7 @@ pub fn request_params(
                         return Err(ParamError::AmbiguousContentType);
                     } else if matches!(raw.first(), Some(b'{' | b'[')) {
                         return Err(ParamError::JsonAsForm);
-                    } else {
-                        let form = parse_str(raw)?;
-                        if form.too_deep {
-                            return Err(ParamError::TooDeep);
-                        }
+                    } else if let Some(form) = raw_form(body)? {
                         vars += form.vars;
                         params.replace_with(form.params);
                         encoding = BodyEncoding::RawForm;
@@ -462,6 +509,39 @@ pub fn request_params(
         params,
         body: encoding,
     })
+}
+
+/// The raw-body reading of §2.1: the trimmed body through `parse_str`. A raw NUL is refused: PHP
+/// would silently stop reading there.
+fn raw_form(body: &[u8]) -> Result<Option<Parsed>, ParamError> {
+    let raw = trim_php(body);
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.contains(&0) {
+        return Err(ParamError::RawNul);
+    }
+    let form = parse_str(raw)?;
+    if form.too_deep {
+        return Err(ParamError::TooDeep);
+    }
+    Ok(Some(form))
+}
+
+/// [`request_params`] for a request's headers: the one `Content-Type` it carries (two are
+/// refused, since servers in front of PHP join or pick them differently).
+pub fn request_params_of(
+    method: &Method,
+    headers: &http::HeaderMap,
+    query: &[u8],
+    body: &[u8],
+) -> Result<RequestParams, ParamError> {
+    let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let content_type = types.next().map(|v| v.as_bytes());
+    if types.next().is_some() {
+        return Err(ParamError::DuplicateContentType);
+    }
+    request_params(method, content_type, query, body)
 }
 
 /// What the portal itself does with a request, with none of the proxy's refusals: duplicate JSON
@@ -480,7 +560,7 @@ pub fn portal_request_params(
     }
     let ct = content_type.unwrap_or_default();
     if php_content_type(ct) == "application/x-www-form-urlencoded" {
-        let form = parse_str_lossy(body);
+        let form = post_form_lossy(body);
         if !form.is_empty() {
             params.replace_with(form);
             return params;
@@ -513,7 +593,7 @@ pub fn portal_request_params(
 /// `parse_str` that, like PHP, accepts any bytes (invalid UTF-8 is replaced with U+FFFD).
 pub fn parse_str_lossy(input: &[u8]) -> Array {
     let mut params = Array::new();
-    for piece in input
+    for piece in c_string(input)
         .split(|b| *b == b'&')
         .filter(|p| !p.is_empty())
         .take(PHP_MAX_INPUT_VARS)

@@ -151,6 +151,33 @@ impl Array {
             .all(|(i, (k, _))| *k == Key::Int(i as i64))
     }
 
+    /// The same keys and values in the same order, at every level. Unlike `==` this ignores
+    /// where the next `[]` would append, which no reader of a finished array can observe.
+    pub fn same_entries(&self, other: &Array) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((ka, va), (kb, vb))| {
+                    ka == kb
+                        && match (va, vb) {
+                            (Value::Array(a), Value::Array(b)) => a.same_entries(b),
+                            (a, b) => a == b,
+                        }
+                })
+    }
+
+    /// The array as a JSON object, whatever its keys: the top level of a JSON request body the
+    /// proxy builds. `json_decode` gives back the same keys (a canonical integer key text
+    /// becomes an integer key again) in the same order.
+    pub fn to_json_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_text(), v.to_json()))
+            .collect()
+    }
+
     /// The number of leaf values, for the `max_input_vars`-style caps.
     pub fn leaf_count(&self) -> usize {
         self.entries
