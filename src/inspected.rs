@@ -8,19 +8,36 @@
 //! the call is rebuilt from the parameters read: a JSON body, the proxy's own `Content-Type` and
 //! length, the caller's credential where the caller put it, and only allow-listed headers
 //! (`upstream::FORWARDED_HEADERS`). The answer streams back unchanged.
+//!
+//! Also the dispatch of those calls (`batch`, which is audited when a command is watched, and
+//! `crm.type.*`): the interpret phase for inspected methods.
 
+use crate::audited::Shape;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::metrics::UpstreamPhase;
-use crate::mutation::{outbound, Credential, OutboundCall};
+use crate::mutation::{self, outbound, Credential, OutboundCall};
 use crate::pipeline::{Pipeline, RequestCtx};
+use crate::rest::batch;
 use crate::rest::credentials::is_credential_param;
 use crate::rest::encode::form_query;
 use crate::rest::params::{self, parse_str};
 use crate::rest::php::Array;
 use crate::rest::route::Route;
+use crate::watched::Watched;
+use http::request::Parts;
 use http::Response;
 use std::time::Instant;
+
+/// A watched call's parameters, read the portal's way (strictly: see `rest::params`).
+fn decode_params(
+    parts: &Parts,
+    query: &[u8],
+    body: &[u8],
+) -> Result<params::RequestParams, ProxyError> {
+    params::request_params_of(&parts.method, &parts.headers, query, body)
+        .map_err(mutation::param_error)
+}
 
 /// The JSON parameters of an inspected single call: everything read but the credential
 /// parameters, which `outbound` puts back where the caller had its one credential.
@@ -61,7 +78,7 @@ pub(crate) fn rebuilt_v3_batch(
         |why: &str| ProxyError::uninterpretable("UNSUPPORTED_ENCODING", why.to_owned());
     let json: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| unreadable("the REST 3.0 batch body is not JSON"))?;
-    let parsed = parse_str(query).map_err(crate::mutation::param_error)?;
+    let parsed = parse_str(query).map_err(mutation::param_error)?;
     if parsed.too_deep || parsed.vars > params::MAX_WATCHED_VARS {
         return Err(unreadable("too many or too deeply nested query parameters"));
     }
@@ -70,9 +87,9 @@ pub(crate) fn rebuilt_v3_batch(
     })?;
     let mut path = String::from("/rest/api/");
     if let Some(w) = &route.webhook {
-        path.push_str(&crate::mutation::path_segment(&w.user));
+        path.push_str(&mutation::path_segment(&w.user));
         path.push('/');
-        path.push_str(&crate::mutation::path_segment(&w.secret));
+        path.push_str(&mutation::path_segment(&w.secret));
         path.push('/');
     }
     path.push_str("batch");
@@ -96,6 +113,101 @@ pub(crate) fn rebuilt_v3_batch(
 }
 
 impl Pipeline {
+    /// A REST 3.0 batch: refused if it names a watched method, else forwarded rebuilt.
+    pub(crate) async fn v3_batch(
+        &self,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        parts: &Parts,
+        query: &[u8],
+        body: &[u8],
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let methods = batch::v3_methods(body)?;
+        if let Some(m) = methods.iter().find(|m| Watched::of(m).is_some()) {
+            return Err(self.refused(ProxyError::uninterpretable(
+                "BATCH_NOT_AUDITED",
+                format!("REST 3.0 batch calls {m}; watched methods are not accepted inside batch"),
+            )));
+        }
+        let call = rebuilt_v3_batch(route, &parts.headers, query, body)?;
+        self.forward_inspected(ctx, &call, &parts.headers).await
+    }
+
+    /// A v1 `batch`: audited when a command is watched, else forwarded rebuilt.
+    pub(crate) async fn v1_batch(
+        &self,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        parts: &Parts,
+        query: &[u8],
+        body: &[u8],
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let decoded = decode_params(parts, query, body)?;
+        let call = batch::parse(&decoded.params)?;
+        let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
+        if !call.is_watched() {
+            let out = rebuilt(route, "batch", &credential, call.forward_params());
+            return self.forward_inspected(ctx, &out, &parts.headers).await;
+        }
+        if route.transport == Some("xml") {
+            return Err(self.refused(ProxyError::uninterpretable(
+                "UNSUPPORTED_TRANSPORT",
+                "audited calls are accepted with the JSON transport only (drop the .xml suffix)",
+            )));
+        }
+        // Each command is a query string inside the batch's own transport.
+        let encoding = match mutation::encoding_name(decoded.body) {
+            "json" => "batch/json",
+            "form" => "batch/form",
+            _ => "batch/query",
+        };
+        let shape = Shape::Batch {
+            call,
+            credential,
+            encoding,
+        };
+        self.audited(ctx, parts, shape).await
+    }
+
+    /// `crm.type.add`/`update` (refused when they touch workplace bindings) and `crm.type.delete`
+    /// (refused while the smart process is bound), else forwarded rebuilt.
+    pub(crate) async fn type_call(
+        &self,
+        ctx: &mut RequestCtx,
+        w: Watched,
+        route: &Route,
+        parts: &Parts,
+        query: &[u8],
+        body: &[u8],
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let decoded = decode_params(parts, query, body)?;
+        let type_id = match w {
+            Watched::TypeDelete => Some(mutation::read_id(decoded.params.get_str("id"))?),
+            _ => None,
+        };
+        let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
+        if let Some(type_id) = type_id {
+            if let Some(stopped) = self
+                .guard_type_delete(ctx, &credential, type_id, &parts.headers)
+                .await?
+            {
+                return Ok(stopped);
+            }
+        } else if batch::touches_bindings(&decoded.params) {
+            return Err(ProxyError::uninterpretable(
+                "BINDING_CHANGE_NOT_AUDITED",
+                "crm.type calls that change digital-workplace bindings (customSectionId, customSections, isExternal) are refused; bind smart processes with crm.automatedsolution.update",
+            ));
+        }
+        let out = rebuilt(
+            route,
+            w.method(),
+            &credential,
+            params_without_credentials(&decoded.params),
+        );
+        self.forward_inspected(ctx, &out, &parts.headers).await
+    }
+
     /// Forwards an inspected call in the proxy's encoding and streams the portal's answer back.
     pub(crate) async fn forward_inspected(
         &self,

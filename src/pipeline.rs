@@ -20,13 +20,12 @@ use crate::body::{read_capped, ProxyBody, ReadError};
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::identity::{self, Identities};
-use crate::inspected;
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
 use crate::mutation::{self, outbound, Credential, MutationKind};
 use crate::policy::{rules, Policy};
+use crate::rest::envelope;
 use crate::rest::route::{classify, ApiVersion, Route};
-use crate::rest::{batch, envelope, params};
 use crate::secrets::{redact_target, FingerprintKey};
 use crate::upstream::{Answer, Upstream};
 use crate::watched::Watched;
@@ -208,15 +207,7 @@ impl Pipeline {
         let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
         let result = match (route.version, w) {
             (ApiVersion::V3, Watched::Batch) => {
-                let methods = batch::v3_methods(&body)?;
-                if let Some(m) = methods.iter().find(|m| Watched::of(m).is_some()) {
-                    return Err(self.refused(ProxyError::uninterpretable(
-                        "BATCH_NOT_AUDITED",
-                        format!("REST 3.0 batch calls {m}; watched methods are not accepted inside batch"),
-                    )));
-                }
-                let call = inspected::rebuilt_v3_batch(&route, &parts.headers, &query, &body)?;
-                self.forward_inspected(ctx, &call, &parts.headers).await
+                self.v3_batch(ctx, &route, &parts, &query, &body).await
             }
             (ApiVersion::V3, _) => Err(ProxyError::uninterpretable(
                 "UNSUPPORTED_API_VERSION",
@@ -226,68 +217,10 @@ impl Pipeline {
                 ),
             )),
             (ApiVersion::V1, Watched::Batch) => {
-                let decoded = decode_params(&parts, &query, &body)?;
-                let call = batch::parse(&decoded.params)?;
-                let credential =
-                    mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
-                if call.is_watched() {
-                    if route.transport == Some("xml") {
-                        return Err(self.refused(ProxyError::uninterpretable(
-                            "UNSUPPORTED_TRANSPORT",
-                            "audited calls are accepted with the JSON transport only (drop the .xml suffix)",
-                        )));
-                    }
-                    // Each command is a query string inside the batch's own transport.
-                    let encoding = match mutation::encoding_name(decoded.body) {
-                        "json" => "batch/json",
-                        "form" => "batch/form",
-                        _ => "batch/query",
-                    };
-                    let shape = Shape::Batch {
-                        call,
-                        credential,
-                        encoding,
-                    };
-                    self.audited(ctx, &parts, shape).await
-                } else {
-                    let out =
-                        inspected::rebuilt(&route, "batch", &credential, call.forward_params());
-                    self.forward_inspected(ctx, &out, &parts.headers).await
-                }
+                self.v1_batch(ctx, &route, &parts, &query, &body).await
             }
-            (ApiVersion::V1, Watched::TypeDelete) => {
-                let decoded = decode_params(&parts, &query, &body)?;
-                let type_id = mutation::read_id(decoded.params.get_str("id"))?;
-                let credential =
-                    mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
-                match self
-                    .guard_type_delete(ctx, &credential, type_id, &parts.headers)
-                    .await?
-                {
-                    Some(stopped) => Ok(stopped),
-                    None => {
-                        let out = inspected::rebuilt(
-                            &route,
-                            w.method(),
-                            &credential,
-                            inspected::params_without_credentials(&decoded.params),
-                        );
-                        self.forward_inspected(ctx, &out, &parts.headers).await
-                    }
-                }
-            }
-            (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate) => {
-                let decoded = decode_params(&parts, &query, &body)?;
-                ensure_no_binding_change(&decoded.params)?;
-                let credential =
-                    mutation::credential(&route, &parts.headers, &query, &decoded.params)?;
-                let out = inspected::rebuilt(
-                    &route,
-                    w.method(),
-                    &credential,
-                    inspected::params_without_credentials(&decoded.params),
-                );
-                self.forward_inspected(ctx, &out, &parts.headers).await
+            (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate | Watched::TypeDelete) => {
+                self.type_call(ctx, w, &route, &parts, &query, &body).await
             }
             (
                 ApiVersion::V1,
@@ -316,7 +249,7 @@ impl Pipeline {
     }
 
     /// Counts a refusal of an unreadable watched call.
-    fn refused(&self, e: ProxyError) -> ProxyError {
+    pub(crate) fn refused(&self, e: ProxyError) -> ProxyError {
         self.metrics.decision(Some(rules::UNINTERPRETABLE), "deny");
         e
     }
@@ -450,26 +383,4 @@ pub(crate) fn answer_response(a: Answer, event_id: Option<&str>) -> Response<Pro
         resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
     }
     resp
-}
-
-/// `crm.type.add` / `crm.type.update` are forwarded unless they touch workplace bindings,
-/// which are not audited yet: those are refused rather than forwarded unaudited.
-fn ensure_no_binding_change(params: &crate::rest::php::Array) -> Result<(), ProxyError> {
-    if batch::touches_bindings(params) {
-        return Err(ProxyError::uninterpretable(
-            "BINDING_CHANGE_NOT_AUDITED",
-            "crm.type calls that change digital-workplace bindings (customSectionId, customSections, isExternal) are refused; bind smart processes with crm.automatedsolution.update",
-        ));
-    }
-    Ok(())
-}
-
-/// A watched call's parameters, read the portal's way (strictly: see `rest::params`).
-fn decode_params(
-    parts: &http::request::Parts,
-    query: &[u8],
-    body: &[u8],
-) -> Result<params::RequestParams, ProxyError> {
-    params::request_params_of(&parts.method, &parts.headers, query, body)
-        .map_err(mutation::param_error)
 }

@@ -14,7 +14,7 @@
 use b24_audit_proxy::mutation::{canonical, interpret, Interpreted, MutationKind};
 use b24_audit_proxy::rest::params::{json_decode, parse_str, parse_str_lossy, request_params};
 use b24_audit_proxy::rest::route::classify;
-use b24_audit_proxy::rest::{batch, php};
+use b24_audit_proxy::rest::{batch, command, encode, php};
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -234,6 +234,31 @@ fn check_request_params(input: &[u8]) {
     }
 }
 
+/// A batch command either is refused or splits into a method and a query, and the proxy's
+/// re-encoding of what `parse_str` read of that query reads back the same.
+fn check_command(input: &[u8]) {
+    let text = String::from_utf8_lossy(input);
+    let Ok(parts) = command::split(&text) else {
+        return;
+    };
+    assert!(!parts.method.is_empty());
+    assert!(parts
+        .method
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
+    let query = parts.query.as_deref().unwrap_or("");
+    assert!(!query.bytes().any(|b| b < 0x20 || b == 0x7f), "control characters remain");
+    if let Ok(parsed) = parse_str(query.as_bytes()) {
+        if let Some(enc) = encode::form_query(&parsed.params) {
+            let again = parse_str(enc.as_bytes()).expect("the encoding parses");
+            assert!(again.params.same_entries(&parsed.params), "{enc}");
+            let rebuilt = format!("{}?{enc}", parts.method);
+            let split = command::split(&rebuilt).expect("a rebuilt command splits");
+            assert_eq!(split.query.as_deref(), Some(enc.as_str()));
+        }
+    }
+}
+
 fn check_classify(input: &[u8]) {
     let path = format!("/rest/{}", String::from_utf8_lossy(input));
     let a = classify(&path);
@@ -327,7 +352,7 @@ fn fuzz_parsers_for_a_bounded_time() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
-    let per = Duration::from_secs_f64(seconds / 6.0);
+    let per = Duration::from_secs_f64(seconds / 7.0);
     let form: &[&[u8]] = &[
         b"id=238&fields[title]=HR&fields[typeIds][]=14&fields[typeIds][]=190",
         b"a[b][c]=1&a[]=2&a[x=3&%5B=4&+x+=5",
@@ -372,6 +397,16 @@ fn fuzz_parsers_for_a_bounded_time() {
     runs.push((
         "classify",
         fuzz("classify", seed, per, paths, check_classify),
+    ));
+    let commands: &[&[u8]] = &[
+        b"crm.deal.list?filter[>ID]=1&select[]=ID#x",
+        b"crm.automatedsolution.update?id=5&fields[typeIds][]=14&fields[title]=a%26b",
+        b"a:crm.automatedsolution.update?id=5",
+        b"user.current",
+    ];
+    runs.push((
+        "batch command+re-encoding",
+        fuzz("command", seed, per, commands, check_command),
     ));
     runs.push((
         "interpret+round trip",

@@ -122,7 +122,9 @@ mod tests {
         /// Whatever `parse_str` reads, the encoding either reads back the same or is refused.
         #[test]
         fn never_encodes_another_meaning(q in "([a-c\\[\\]%2B5D0 .=&_-]|%5B|%5D|%00){0,40}") {
-            let params = read(&q);
+            // Some inputs decode to invalid UTF-8, which the strict reader refuses.
+            let Ok(parsed) = parse_str(q.as_bytes()) else { return Ok(()) };
+            let params = parsed.params;
             if let Some(enc) = form_query(&params) {
                 prop_assert!(read(&enc).same_entries(&params));
             }

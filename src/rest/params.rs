@@ -170,8 +170,14 @@ fn c_string(input: &[u8]) -> &[u8] {
 /// value is kept, where `parse_str` stops reading), and it counts every `&`-separated piece,
 /// empty ones included, toward `max_input_vars`, stopping after the one that passes it.
 fn post_form_lossy(body: &[u8]) -> Array {
+    register_lossy(body.split(|b| *b == b'&').take(PHP_MAX_INPUT_VARS + 1))
+}
+
+/// Registers each `name=value` piece as PHP does, accepting any bytes (invalid UTF-8 is
+/// replaced with U+FFFD).
+fn register_lossy<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Array {
     let mut params = Array::new();
-    for piece in body.split(|b| *b == b'&').take(PHP_MAX_INPUT_VARS + 1) {
+    for piece in pieces {
         let (name, value) = decode_pair(piece);
         let _ = register_variable(
             &mut params,
@@ -592,20 +598,12 @@ pub fn portal_request_params(
 
 /// `parse_str` that, like PHP, accepts any bytes (invalid UTF-8 is replaced with U+FFFD).
 pub fn parse_str_lossy(input: &[u8]) -> Array {
-    let mut params = Array::new();
-    for piece in c_string(input)
-        .split(|b| *b == b'&')
-        .filter(|p| !p.is_empty())
-        .take(PHP_MAX_INPUT_VARS)
-    {
-        let (name, value) = decode_pair(piece);
-        let _ = register_variable(
-            &mut params,
-            &String::from_utf8_lossy(&name),
-            Value::Str(String::from_utf8_lossy(&value).into_owned()),
-        );
-    }
-    params
+    register_lossy(
+        c_string(input)
+            .split(|b| *b == b'&')
+            .filter(|p| !p.is_empty())
+            .take(PHP_MAX_INPUT_VARS),
+    )
 }
 
 /// How PHP's SAPI classifies a POST content type: lower-cased, cut at the first `;`, `,` or space.
