@@ -247,7 +247,10 @@ fn check_command(input: &[u8]) {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
     let query = parts.query.as_deref().unwrap_or("");
-    assert!(!query.bytes().any(|b| b < 0x20 || b == 0x7f), "control characters remain");
+    assert!(
+        !query.bytes().any(|b| b < 0x20 || b == 0x7f),
+        "control characters remain"
+    );
     if let Ok(parsed) = parse_str(query.as_bytes()) {
         if let Some(enc) = encode::form_query(&parsed.params) {
             let again = parse_str(enc.as_bytes()).expect("the encoding parses");

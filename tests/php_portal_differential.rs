@@ -804,6 +804,59 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Counterexamples the fuzzer found, each kept as a named case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regressions_found_by_the_fuzzer() {
+    let mut portal = PhpPortal::start();
+    let proxy = TestProxy::start(portal.addr, "");
+    let json = |body: &str| Case {
+        verb: "POST",
+        path: format!("/rest/1/{SECRET}/batch"),
+        query: String::new(),
+        headers: vec![("Content-Type".into(), b"application/json".to_vec())],
+        body: body.as_bytes().to_vec(),
+    };
+    let cases = [
+        // Against the previous main: parse_url reads scheme `http` and path
+        // `crm.automatedsolution.update`, so the portal ran an update the proxy forwarded as an
+        // unwatched command (a change with no audit event).
+        (
+            "a command with a scheme",
+            false,
+            json(
+                r#"{"cmd":["crm.deal.list?start=0","http:crm.automatedsolution.update?id=5&fields[typeIds][0]=05"]}"#,
+            ),
+        ),
+        // Against the previous main: top-level batch parameters were dropped from the rebuilt
+        // batch.
+        (
+            "top-level parameters of a batch",
+            true,
+            json(r#"{"cmd":{"a":"crm.deal.list?start=0"},"start":-1,"select":[""]}"#),
+        ),
+        // `if ($query)` in the portal's batch: "0" is false to PHP, so `m?0` has no parameters.
+        (
+            "a command query of 0",
+            true,
+            json(r#"{"cmd":{"a":"crm.deal.list?start=0","b":"crm.type.update?0"}}"#),
+        ),
+    ];
+    let mut cursor = 0;
+    let mut tally = Tally {
+        refusals: Default::default(),
+        tried: 0,
+        forwarded: 0,
+        changes: 0,
+    };
+    for (name, forwarded, case) in cases {
+        let before = tally.forwarded;
+        if let Err(e) = check_case(&mut portal, &proxy, &mut cursor, &case, &mut tally).await {
+            panic!("{name}: {e}");
+        }
+        assert_eq!(tally.forwarded > before, forwarded, "{name}: forwarded?");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_reads_exactly_what_the_proxy_read_and_recorded() {
     let mut portal = PhpPortal::start();

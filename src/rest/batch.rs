@@ -156,8 +156,14 @@ fn read_command(key: String, entry: &Value) -> Result<Command, ProxyError> {
         ));
     };
     let parts = command::split(raw).map_err(|e| bad("INVALID_BATCH_COMMAND", e.to_string()))?;
-    let parsed = parse_str(parts.query.as_deref().unwrap_or("").as_bytes())
-        .map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
+    // The portal parses the query only `if ($query)`: PHP finds "0" false, so `m?0` runs with
+    // no parameters at all (found by the PHP differential test).
+    let query = match parts.query.as_deref() {
+        Some("0") | None => "",
+        Some(q) => q,
+    };
+    let parsed =
+        parse_str(query.as_bytes()).map_err(|e| bad("INVALID_PARAMETER", e.to_string()))?;
     let (method, suffix) = normalise_method(parts.method);
     let watched = Watched::of(&method);
     let vars_cap = if watched.is_some() {
@@ -369,6 +375,14 @@ mod tests {
                 "halt={v}"
             );
         }
+    }
+
+    #[test]
+    fn a_query_of_0_is_no_query_to_the_portal() {
+        let c = call("cmd[a]=crm.type.update%3F0&cmd[b]=crm.deal.list%3F00").expect("batch");
+        assert!(c.commands[0].params.is_empty());
+        assert_eq!(c.commands[0].text(), "crm.type.update");
+        assert_eq!(c.commands[1].text(), "crm.deal.list?00=");
     }
 
     #[test]
