@@ -35,20 +35,15 @@ pub struct Command {
     pub params: Array,
     /// The change it makes, when it calls a watched method.
     pub mutation: Option<Mutation>,
+    /// The command string the proxy forwards: the watched change in canonical form, or the
+    /// method with the proxy's encoding of the parameters read.
+    text: String,
 }
 
 impl Command {
-    /// The command string the proxy forwards: the watched change in canonical form, or the
-    /// method with the proxy's encoding of the parameters read.
-    pub fn text(&self) -> String {
-        if let Some(m) = &self.mutation {
-            return canonical_command(m);
-        }
-        match form_query(&self.params) {
-            Some(q) if !q.is_empty() => format!("{}?{q}", self.method),
-            // `parse` checked that every unwatched command has an encoding.
-            _ => self.method.clone(),
-        }
+    /// The command string the proxy forwards in place of the client's.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 }
 
@@ -178,15 +173,7 @@ fn read_command(key: String, entry: &Value) -> Result<Command, ProxyError> {
         ));
     }
     let mutation = match watched {
-        None => {
-            if form_query(&parsed.params).is_none() {
-                return Err(bad(
-                    "UNSUPPORTED_ENCODING",
-                    "its parameters have no spelling the portal would read back the same (an empty array, or a key with brackets inside)".into(),
-                ));
-            }
-            None
-        }
+        None => None,
         Some(Watched::Batch) => return Err(bad("BATCH_NESTED", "a nested batch is refused".into())),
         Some(w) if suffix.is_some() => {
             return Err(bad(
@@ -211,12 +198,6 @@ fn read_command(key: String, entry: &Value) -> Result<Command, ProxyError> {
                     "crm.type calls that change digital-workplace bindings are refused; use crm.automatedsolution.update".into(),
                 ));
             }
-            if form_query(&parsed.params).is_none() {
-                return Err(bad(
-                    "UNSUPPORTED_ENCODING",
-                    "its parameters have no spelling the portal would read back the same".into(),
-                ));
-            }
             None
         }
         Some(w) => Some(read_watched(w, raw, &parsed.params).map_err(|e| match e {
@@ -224,11 +205,25 @@ fn read_command(key: String, entry: &Value) -> Result<Command, ProxyError> {
             other => other,
         })?),
     };
+    let text = match &mutation {
+        Some(m) => canonical_command(m),
+        None => match form_query(&parsed.params) {
+            Some(q) if q.is_empty() => parts.method.to_owned(),
+            Some(q) => format!("{}?{q}", parts.method),
+            None => {
+                return Err(bad(
+                    "UNSUPPORTED_ENCODING",
+                    "its parameters have no spelling the portal would read back the same".into(),
+                ))
+            }
+        },
+    };
     Ok(Command {
         key,
         method: parts.method.to_owned(),
         params: parsed.params,
         mutation,
+        text,
     })
 }
 
