@@ -3,9 +3,10 @@
 //!
 //! 4. **lock and snapshot**: every workplace the change touches is locked (ascending ids, so two
 //!    requests can never wait on each other), then read with the caller's credential — one
-//!    `get`, or one `batch` of `get`s. When the change binds a smart process the target does not
-//!    hold, all workplaces are listed to find the one it is taken from; that owner is locked
-//!    too (and everything re-read under the wider lock set).
+//!    `get`, or one `batch`. When the change binds a smart process the target does not hold,
+//!    the workplace last seen holding it (`owners`) is locked and read in the same request;
+//!    when none is known, or it no longer holds it, every workplace is listed (in that request
+//!    too, when possible) and an owner not locked yet is locked and everything re-read.
 //! 5. **plan and decide**: `plan::simulate` predicts each command's before/after and side
 //!    effects in order; `policy` decides each. One refusal refuses the whole batch.
 //! 6. **record intent**: all intents in one durable append, before anything is forwarded.
@@ -29,7 +30,7 @@ use crate::pipeline::{
     answer_response, request_id, reverts_event, Pipeline, RequestCtx, AUDIT_EVENT_HEADER,
 };
 use crate::plan::{self, Known};
-use crate::rest::batch::{sub_answer, BatchCall};
+use crate::rest::batch::{self, sub_answer, BatchCall};
 use crate::rest::envelope;
 use crate::upstream::Answer;
 use http::header::{HeaderName, HeaderValue};
@@ -329,7 +330,10 @@ impl Pipeline {
         type_id: i64,
         headers: &HeaderMap,
     ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-        let all = match self.list_all(ctx, credential, headers).await? {
+        let all = match self
+            .list_all(ctx, credential, headers, 0, Vec::new())
+            .await?
+        {
             Ok(all) => all,
             Err(Stop::Answer(a)) => return Ok(Some(answer_response(*a, None))),
             Err(Stop::Envelope(status, body)) => return Ok(Some(envelope_response(status, body))),
@@ -346,7 +350,11 @@ impl Pipeline {
         }
     }
 
-    /// Locks every workplace the change touches and reads them (phase 4).
+    /// Locks every workplace the change touches and reads them (phase 4), in one request
+    /// whenever the owners of the smart processes it binds are known (`owners`): the targets
+    /// and the workplaces last seen holding those smart processes are locked and read together,
+    /// and when a smart process has no such owner the listing of every workplace goes in the
+    /// same request. Only a guess that turns out wrong costs another round.
     async fn lock_and_read(
         &self,
         ctx: &mut RequestCtx,
@@ -356,34 +364,56 @@ impl Pipeline {
     ) -> Result<Result<(Known, Vec<SolutionGuard<'_>>), Stop>, ProxyError> {
         let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
         let targets: BTreeSet<i64> = mutations.iter().filter_map(|m| m.solution_id).collect();
-        let mut lock_set = targets.clone();
+        let bound = plan::bound_types(&mutations);
+        let mut found = BTreeSet::new();
         for _ in 0..MAX_LOCK_ROUNDS {
+            let (guess, every_one) = self.owners.guess(&bound);
+            let lock_set: BTreeSet<i64> = targets
+                .iter()
+                .chain(&guess)
+                .chain(&found)
+                .copied()
+                .collect();
             let guards = self.locks.lock_all(&lock_set).await;
-            let states = if targets.is_empty() {
-                BTreeMap::new()
+            let pages = if bound.is_empty() || every_one {
+                0
             } else {
-                match self
-                    .read_targets(ctx, credential, items, &targets, headers)
-                    .await?
-                {
-                    Ok(states) => states,
-                    Err(stop) => return Ok(Err(stop)),
-                }
+                self.owners.pages()
             };
-            let mut known = Known {
-                states,
-                complete: false,
-            };
-            if !plan::binds_new_types(&mutations, &known.states) {
-                return Ok(Ok((known, guards)));
-            }
-            let all = match self.list_all(ctx, credential, headers).await? {
-                Ok(all) => all,
+            let read = match self
+                .read_targets(ctx, credential, items, &targets, &lock_set, pages, headers)
+                .await?
+            {
+                Ok(read) => read,
                 Err(stop) => return Ok(Err(stop)),
             };
-            for s in all {
-                known.states.entry(s.id).or_insert(s);
+            let mut known = Known {
+                states: read.states,
+                complete: false,
+            };
+            self.owners.learn(known.states.values());
+            let mut listing = read.listing;
+            if listing.is_none()
+                && plan::binds_new_types(&mutations, &known.states)
+                && !plan::holders_read(&bound, &known.states)
+            {
+                // A guessed owner no longer holds it, or it was never seen: list them all.
+                listing = match self
+                    .list_all(ctx, credential, headers, 0, Vec::new())
+                    .await?
+                {
+                    Ok(all) => Some(all),
+                    Err(stop) => return Ok(Err(stop)),
+                };
             }
+            if let Some(all) = listing {
+                self.owners.learn_all(&all);
+                for s in all {
+                    known.states.entry(s.id).or_insert(s);
+                }
+            }
+            // Every workplace holding a smart process being bound is in `states`: listed, or
+            // read fresh under its lock (a smart process belongs to one workplace at most).
             known.complete = true;
             let owners = plan::owners_of_bound(&mutations, &known, &targets);
             if owners.is_subset(&lock_set) {
@@ -392,7 +422,7 @@ impl Pipeline {
             // An owner not locked yet: take the wider lock set (in order) and read again, so
             // its state cannot change between the read and the forward.
             drop(guards);
-            lock_set.extend(owners);
+            found.extend(owners);
         }
         Err(ProxyError::uninterpretable(
             "CONCURRENT_CHANGE",
@@ -400,52 +430,189 @@ impl Pipeline {
         ))
     }
 
-    /// The targets' states. A refusal by the portal stops the call: the portal's own answer
-    /// for a single call, its error for the command's key for a batch.
+    /// The states of `reads` (the targets and guessed owners) and, with `pages` > 0, the
+    /// listing of every workplace, in one request. A refusal by the portal of a target stops
+    /// the call: the portal's own answer for a single call, its error for the command's key for
+    /// a batch; a guessed owner that cannot be read is left out.
+    #[allow(clippy::too_many_arguments)]
     async fn read_targets(
         &self,
         ctx: &mut RequestCtx,
         credential: &Credential,
         items: &[Item],
         targets: &BTreeSet<i64>,
+        reads: &BTreeSet<i64>,
+        pages: usize,
         headers: &HeaderMap,
-    ) -> Result<Result<BTreeMap<i64, SolutionState>, Stop>, ProxyError> {
-        if let ([item], [id]) = (
-            items,
-            targets.iter().copied().collect::<Vec<_>>().as_slice(),
+    ) -> Result<Result<Read, Stop>, ProxyError> {
+        let single = matches!(items, [item] if item.key.is_none());
+        if let (true, 0, [id]) = (
+            single,
+            pages,
+            reads.iter().copied().collect::<Vec<_>>().as_slice(),
         ) {
-            if item.key.is_none() {
+            return Ok(self
+                .read_one(ctx, credential, *id, headers, UpstreamPhase::Snapshot)
+                .await?
+                .map(|s| Read {
+                    states: BTreeMap::from([(*id, s)]),
+                    listing: None,
+                })
+                .map_err(Stop::Answer));
+        }
+        if reads.is_empty() && pages == 0 {
+            return Ok(Ok(Read {
+                states: BTreeMap::new(),
+                listing: None,
+            }));
+        }
+        let pages = pages.min(batch::MAX_COMMANDS.saturating_sub(reads.len()));
+        let bundle = match self
+            .read_bundle(
+                ctx,
+                credential,
+                reads,
+                0..pages,
+                headers,
+                UpstreamPhase::Snapshot,
+            )
+            .await?
+        {
+            Ok(b) => b,
+            Err(a) => return Ok(Err(Stop::Answer(a))),
+        };
+        if let Some((id, error)) = bundle.refused.iter().find(|(id, _)| targets.contains(id)) {
+            if single {
+                // The portal's own answer to reading this workplace, as a single call gets it.
                 return Ok(self
                     .read_one(ctx, credential, *id, headers, UpstreamPhase::Snapshot)
                     .await?
-                    .map(|s| BTreeMap::from([(*id, s)]))
+                    .map(|s| Read {
+                        states: BTreeMap::from([(*id, s)]),
+                        listing: None,
+                    })
                     .map_err(Stop::Answer));
             }
+            let key = items
+                .iter()
+                .find(|i| i.mutation.solution_id == Some(*id))
+                .and_then(|i| i.key.clone())
+                .unwrap_or_default();
+            let code = error
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("ERROR");
+            let desc = error
+                .get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let body = envelope::error_body(code, &format!("batch command '{key}': {desc}"));
+            return Ok(Err(Stop::Envelope(StatusCode::BAD_REQUEST, body)));
         }
-        match self
-            .read_batch(ctx, credential, targets, headers, UpstreamPhase::Snapshot)
-            .await?
-        {
-            Ok(states) => Ok(Ok(states)),
-            Err(ReadRefusal::Whole(a)) => Ok(Err(Stop::Answer(a))),
-            Err(ReadRefusal::Id(id, error)) => {
-                let key = items
-                    .iter()
-                    .find(|i| i.mutation.solution_id == Some(id))
-                    .and_then(|i| i.key.clone())
-                    .unwrap_or_default();
-                let code = error
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("ERROR");
-                let desc = error
-                    .get("error_description")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let body = envelope::error_body(code, &format!("batch command '{key}': {desc}"));
-                Ok(Err(Stop::Envelope(StatusCode::BAD_REQUEST, body)))
+        let listing = match bundle.listing {
+            Some((page, None)) => Some(page),
+            // More workplaces than the pages sent: the rest in one more request when the
+            // portal said how many there are, else page by page.
+            Some((mut rows, Some(next))) => {
+                let rest = self
+                    .list_rest(ctx, credential, headers, next, bundle.total)
+                    .await?;
+                match rest {
+                    Ok(more) => {
+                        rows.extend(more);
+                        Some(rows)
+                    }
+                    Err(stop) => return Ok(Err(stop)),
+                }
+            }
+            None => None,
+        };
+        Ok(Ok(Read {
+            states: bundle.states,
+            listing,
+        }))
+    }
+
+    /// One `batch` (one request toward the portal's rate limit): a `get` of each of `ids` and
+    /// `pages` pages of the listing.
+    async fn read_bundle(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        ids: &BTreeSet<i64>,
+        pages: std::ops::Range<usize>,
+        headers: &HeaderMap,
+        phase: UpstreamPhase,
+    ) -> Result<Result<Bundle, Box<Answer>>, ProxyError> {
+        let mut cmd: Map<String, Value> = ids
+            .iter()
+            .map(|id| {
+                (
+                    format!("s{id}"),
+                    json!(format!("crm.automatedsolution.get?id={id}")),
+                )
+            })
+            .collect();
+        for page in pages.clone() {
+            cmd.insert(
+                format!("l{page}"),
+                json!(format!(
+                    "crm.automatedsolution.list?order[id]=ASC&start={}",
+                    page * crate::owners::LIST_PAGE
+                )),
+            );
+        }
+        let call = outbound("batch", credential, json!({"halt": false, "cmd": cmd}));
+        let answer = self.exchange(ctx, &call, headers, phase).await?;
+        let invalid = || {
+            self.metrics
+                .upstream_error(UpstreamFailure::Invalid.label());
+            ProxyError::Upstream(UpstreamFailure::Invalid)
+        };
+        let Some(json) = answer.json() else {
+            return Err(invalid());
+        };
+        if !answer.status.is_success() || json.get("error").is_some() {
+            ctx.upstream_status = Some(answer.status.as_u16());
+            return Ok(Err(Box::new(answer)));
+        }
+        let mut bundle = Bundle::default();
+        for id in ids {
+            let key = format!("s{id}");
+            if let Some(e) = sub_answer(&json, "result_error", &key) {
+                bundle.refused.push((*id, e.clone()));
+                continue;
+            }
+            let state = sub_answer(&json, "result", &key)
+                .and_then(|r| r.get("automatedSolution"))
+                .and_then(|s| serde_json::from_value::<SolutionState>(s.clone()).ok())
+                .ok_or_else(invalid)?;
+            bundle.states.insert(*id, state);
+        }
+        let mut listing: Vec<SolutionState> = Vec::new();
+        for page in pages.clone() {
+            let key = format!("l{page}");
+            let Some(rows) = sub_answer(&json, "result", &key)
+                .and_then(|r| r.get("automatedSolutions"))
+                .and_then(|l| serde_json::from_value::<Vec<SolutionState>>(l.clone()).ok())
+            else {
+                // A page the portal would not give: the listing is read on its own, if needed.
+                return Ok(Ok(Bundle {
+                    listing: None,
+                    ..bundle
+                }));
+            };
+            listing.extend(rows);
+            bundle.total = bundle
+                .total
+                .or_else(|| sub_answer(&json, "result_total", &key).and_then(Value::as_i64));
+            let next = sub_answer(&json, "result_next", &key).and_then(Value::as_i64);
+            if next.is_none() || page + 1 == pages.end {
+                bundle.listing = Some((listing, next));
+                break;
             }
         }
+        Ok(Ok(bundle))
     }
 
     /// Reads several workplaces: one `get`, or one `batch` of `get`s. Missing ones are left out.
@@ -466,13 +633,15 @@ impl Pipeline {
                 },
             );
         }
-        match self
-            .read_batch(ctx, credential, ids, headers, phase)
-            .await?
-        {
-            Ok(states) => Ok(states),
-            Err(_) => Ok(BTreeMap::new()),
-        }
+        Ok(
+            match self
+                .read_bundle(ctx, credential, ids, 0..0, headers, phase)
+                .await?
+            {
+                Ok(bundle) => bundle.states,
+                Err(_) => BTreeMap::new(),
+            },
+        )
     }
 
     /// One `crm.automatedsolution.get`. `Ok(Err(answer))` is the portal's own refusal.
@@ -501,67 +670,56 @@ impl Pipeline {
         Err(ProxyError::Upstream(UpstreamFailure::Invalid))
     }
 
-    /// Several `get`s in one `batch` request (one request toward the portal's rate limit).
-    async fn read_batch(
+    /// The listing from offset `next` on: every remaining page in one `batch` when `total`
+    /// says how many (and they fit one), else page by page.
+    async fn list_rest(
         &self,
         ctx: &mut RequestCtx,
         credential: &Credential,
-        ids: &BTreeSet<i64>,
         headers: &HeaderMap,
-        phase: UpstreamPhase,
-    ) -> Result<Result<BTreeMap<i64, SolutionState>, ReadRefusal>, ProxyError> {
-        let cmd: Map<String, Value> = ids
-            .iter()
-            .map(|id| {
-                (
-                    format!("s{id}"),
-                    json!(format!("crm.automatedsolution.get?id={id}")),
+        next: i64,
+        total: Option<i64>,
+    ) -> Result<Result<Vec<SolutionState>, Stop>, ProxyError> {
+        let page = crate::owners::LIST_PAGE as i64;
+        let fits = total.filter(|t| *t > next && (t - next) / page < batch::MAX_COMMANDS as i64);
+        if let (Some(total), 0) = (fits, next % page) {
+            let first = (next / page) as usize;
+            let last = ((total + page - 1) / page) as usize;
+            let none = BTreeSet::new();
+            let bundle = self
+                .read_bundle(
+                    ctx,
+                    credential,
+                    &none,
+                    first..last,
+                    headers,
+                    UpstreamPhase::Snapshot,
                 )
-            })
-            .collect();
-        let call = outbound("batch", credential, json!({"halt": false, "cmd": cmd}));
-        let answer = self.exchange(ctx, &call, headers, phase).await?;
-        let Some(json) = answer.json() else {
-            self.metrics
-                .upstream_error(UpstreamFailure::Invalid.label());
-            return Err(ProxyError::Upstream(UpstreamFailure::Invalid));
-        };
-        if !answer.status.is_success() || json.get("error").is_some() {
-            ctx.upstream_status = Some(answer.status.as_u16());
-            return Ok(Err(ReadRefusal::Whole(Box::new(answer))));
-        }
-        let mut states = BTreeMap::new();
-        for id in ids {
-            let key = format!("s{id}");
-            if let Some(e) = sub_answer(&json, "result_error", &key) {
-                return Ok(Err(ReadRefusal::Id(*id, e.clone())));
-            }
-            let state = sub_answer(&json, "result", &key)
-                .and_then(|r| r.get("automatedSolution"))
-                .and_then(|s| serde_json::from_value::<SolutionState>(s.clone()).ok());
-            match state {
-                Some(s) => {
-                    states.insert(*id, s);
-                }
-                None => {
-                    self.metrics
-                        .upstream_error(UpstreamFailure::Invalid.label());
-                    return Err(ProxyError::Upstream(UpstreamFailure::Invalid));
-                }
+                .await?;
+            match bundle {
+                Ok(Bundle {
+                    listing: Some((rows, None)),
+                    ..
+                }) => return Ok(Ok(rows)),
+                Err(a) => return Ok(Err(Stop::Answer(a))),
+                // The portal grew meanwhile, or a page failed: page by page from here.
+                Ok(_) => {}
             }
         }
-        Ok(Ok(states))
+        self.list_all(ctx, credential, headers, next, Vec::new())
+            .await
     }
 
-    /// Every workplace, page by page (`crm.automatedsolution.list`).
+    /// Every workplace, page by page (`crm.automatedsolution.list`), from offset `start` on,
+    /// after the `out` already read.
     async fn list_all(
         &self,
         ctx: &mut RequestCtx,
         credential: &Credential,
         headers: &HeaderMap,
+        mut start: i64,
+        mut out: Vec<SolutionState>,
     ) -> Result<Result<Vec<SolutionState>, Stop>, ProxyError> {
-        let mut out = Vec::new();
-        let mut start = 0;
         for _ in 0..MAX_LIST_PAGES {
             let call = outbound(
                 "crm.automatedsolution.list",
@@ -698,12 +856,21 @@ impl Pipeline {
     }
 }
 
-/// How a batch-of-gets read was refused.
-enum ReadRefusal {
-    /// The whole call (bad credential, rate limit): the portal's answer as is.
-    Whole(Box<Answer>),
-    /// One workplace (unknown id, no right): its error object.
-    Id(i64, Value),
+/// What the snapshot read: the targets and guessed owners, and every workplace when listed.
+struct Read {
+    states: BTreeMap<i64, SolutionState>,
+    listing: Option<Vec<SolutionState>>,
+}
+
+/// One bundled read: the states read, the ids the portal refused, and the listing's pages with
+/// the offset of the next page when there are more.
+#[derive(Default)]
+struct Bundle {
+    states: BTreeMap<i64, SolutionState>,
+    refused: Vec<(i64, Value)>,
+    listing: Option<(Vec<SolutionState>, Option<i64>)>,
+    /// How many workplaces the portal has, when a listing page said.
+    total: Option<i64>,
 }
 
 impl CommandResult {

@@ -43,6 +43,7 @@ pub mod inspected;
 pub mod locks;
 pub mod metrics;
 pub mod mutation;
+pub mod owners;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

@@ -23,6 +23,7 @@ use crate::identity::{self, Identities};
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
 use crate::mutation::{self, outbound, Credential, MutationKind};
+use crate::owners::Owners;
 use crate::policy::{rules, Policy};
 use crate::rest::envelope;
 use crate::rest::route::{classify, ApiVersion, Route};
@@ -50,6 +51,9 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub(crate) locks: SolutionLocks,
+    /// Who was last seen holding which smart process: lets a snapshot read an owner together
+    /// with its target.
+    pub(crate) owners: Owners,
     identities: Identities,
     resolve_oauth_users: bool,
     pub(crate) trusted_proxies: Vec<Cidr>,
@@ -86,6 +90,7 @@ impl Pipeline {
             metrics,
             max_body_bytes: config.server.max_body_bytes,
             locks: SolutionLocks::new(),
+            owners: Owners::new(),
             identities: Identities::new(config.identity.cache_ttl, config.identity.cache_entries),
             resolve_oauth_users: config.identity.resolve_oauth_users,
             trusted_proxies: config.server.trusted_proxies.clone(),

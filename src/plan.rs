@@ -32,7 +32,8 @@ pub struct Planned {
 #[derive(Debug, Clone, Default)]
 pub struct Known {
     pub states: BTreeMap<i64, SolutionState>,
-    /// True when `states` holds every workplace (read with `crm.automatedsolution.list`).
+    /// True when `states` holds every workplace that holds a smart process being bound: all
+    /// workplaces were listed, or each such smart process was seen in a fresh read of one.
     pub complete: bool,
 }
 
@@ -54,18 +55,31 @@ pub fn binds_new_types(mutations: &[Mutation], targets: &BTreeMap<i64, SolutionS
 }
 
 /// The workplaces (other than `targets`) holding a smart process that `mutations` bind.
-pub fn owners_of_bound(
-    mutations: &[Mutation],
-    known: &Known,
-    targets: &BTreeSet<i64>,
-) -> BTreeSet<i64> {
-    let bound: BTreeSet<i64> = mutations
+/// Every smart process a change binds (updates and adds with `typeIds`).
+pub fn bound_types(mutations: &[Mutation]) -> BTreeSet<i64> {
+    mutations
         .iter()
         .filter(|m| m.kind != MutationKind::Delete)
         .filter_map(|m| m.type_ids.as_ref())
         .flatten()
         .copied()
-        .collect();
+        .collect()
+}
+
+/// Is every smart process in `bound` held by one of `states`? Then, since a smart process
+/// belongs to one workplace at most, `states` holds every owner that matters.
+pub fn holders_read(bound: &BTreeSet<i64>, states: &BTreeMap<i64, SolutionState>) -> bool {
+    bound
+        .iter()
+        .all(|t| states.values().any(|s| s.type_ids.contains(t)))
+}
+
+pub fn owners_of_bound(
+    mutations: &[Mutation],
+    known: &Known,
+    targets: &BTreeSet<i64>,
+) -> BTreeSet<i64> {
+    let bound = bound_types(mutations);
     known
         .states
         .values()

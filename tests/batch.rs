@@ -305,3 +305,69 @@ async fn concurrent_changes_to_one_workplace_go_one_at_a_time_and_others_in_para
         }
     }
 }
+
+/// Portal requests per audited change do not grow with the portal: at 122 workplaces, binding a
+/// smart process held by another workplace reads target and owner in one request once the
+/// proxy has seen who holds it, and a first, cold change lists every workplace inside that same
+/// request. (Counts, not timings: the portal's rate limit is per request.)
+#[tokio::test]
+async fn portal_requests_per_change_do_not_grow_with_the_workplaces() {
+    let sim = sim().await;
+    let mut owners = Vec::new();
+    let existing = sim.sim.solutions().len();
+    for i in 0..(122 - existing) {
+        let s = sim
+            .sim
+            .insert_solution(&format!("W{i}"), &[1000 + i as i64, 2000 + i as i64]);
+        owners.push(s.id);
+    }
+    assert_eq!(sim.sim.solutions().len(), 122);
+    let proxy = TestProxy::start(sim.addr, "");
+    let requests = |sim: &b24_audit_proxy::portal_sim::SimHandle| sim.sim.calls().len();
+
+    // Cold: nobody is known to hold 1000 yet; the listing goes in the snapshot's request.
+    let before = requests(&sim);
+    let r = post_json(
+        &proxy.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"typeIds":[14,158,1000]}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let cold = requests(&sim) - before;
+
+    // Warm: 1001's owner was seen in that listing, so it is read with the target.
+    let before = requests(&sim);
+    let r = post_json(
+        &proxy.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"typeIds":[14,158,1000,1001]}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let warm = requests(&sim) - before;
+    println!("portal requests per change at 122 workplaces: cold {cold}, warm {warm}");
+    assert!(
+        warm <= 3,
+        "warm: {warm} requests (snapshot, forward, side-effect re-read)"
+    );
+    assert!(
+        cold <= 5,
+        "cold: {cold} requests (listing in two, owner locked in a second round)"
+    );
+
+    // The side effect on the owner is recorded as before.
+    let events = proxy.export();
+    let last = events.last().expect("event");
+    assert_eq!(last["side_effects"][0]["solution_id"], owners[1]);
+    assert_eq!(
+        last["side_effects"][0]["after"]["typeIds"],
+        json!([2001]),
+        "{last:#}"
+    );
+    assert_eq!(
+        last["side_effects"][0]["after_seen"]["typeIds"],
+        json!([2001])
+    );
+    let held = |id: i64| sim.sim.solution(id).expect("owner").type_ids;
+    assert_eq!(held(owners[0]), vec![2000]);
+    assert_eq!(held(owners[1]), vec![2001]);
+}
