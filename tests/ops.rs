@@ -251,8 +251,9 @@ fn closed_port() -> SocketAddr {
 /// The proxy in front of the simulator after it has served an allowed update, a refused
 /// (`typeIds: []`) update, an update the portal rejects, pass-through calls (one answered, one
 /// cut off by the portal), and a non-canonical path; plus a second proxy whose portal is a
-/// closed port. Returns both scrapes; everything started is stopped before returning.
-async fn exercised_scrapes() -> (String, String) {
+/// closed port; plus a third whose proxy listener serves TLS (the certificate expiry series
+/// exist only then). Returns the three scrapes; everything started is stopped before returning.
+async fn exercised_scrapes() -> (String, String, String) {
     let sim = sim().await;
     let proxy = TestProxy::start(sim.addr, "");
 
@@ -356,10 +357,29 @@ async fn exercised_scrapes() -> (String, String) {
     })
     .await;
 
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(tmp.path(), "ops");
+    let tls = TestProxy::start(
+        sim.addr,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    );
+    let tls_text = scrape(tls.admin);
+
+    drop(tls);
     drop(orphan);
     drop(proxy);
     sim.shutdown().await;
-    (text, orphan_text)
+    (text, orphan_text, tls_text)
+}
+
+/// The scrapes of [`exercised_scrapes`] as one: every family any of them exports.
+async fn exercised_scrape() -> Scrape {
+    let (text, orphan_text, tls_text) = exercised_scrapes().await;
+    Scrape::parse(&format!("{text}{orphan_text}{tls_text}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -750,8 +770,12 @@ fn promql_scanner_tells_metrics_from_functions_labels_and_variables() {
 
 #[tokio::test]
 async fn live_scrape_passes_promtool_check_metrics() {
-    let (text, orphan_text) = exercised_scrapes().await;
-    for (which, body) in [("proxy", &text), ("proxy without portal", &orphan_text)] {
+    let (text, orphan_text, tls_text) = exercised_scrapes().await;
+    for (which, body) in [
+        ("proxy", &text),
+        ("proxy without portal", &orphan_text),
+        ("proxy with TLS", &tls_text),
+    ] {
         let out = run_promtool(&["check", "metrics"], Some(body), &repo("."));
         let complaints: Vec<&str> = out
             .stdout
@@ -768,7 +792,10 @@ async fn live_scrape_passes_promtool_check_metrics() {
     // Bounded labels: no value anywhere looks like a path, a secret or an id.
     let s = Scrape::parse(&text);
     for (family, f) in &s.families {
-        assert!(family.starts_with("b24proxy_"), "{family}");
+        assert!(
+            family.starts_with("b24proxy_") || family.starts_with("process_"),
+            "{family}"
+        );
         for (_, labels, _) in &f.series {
             for v in labels.values() {
                 assert!(
@@ -841,8 +868,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
 
 #[tokio::test]
 async fn dashboard_and_alerts_use_only_exported_metrics_and_labels() {
-    let (text, _) = exercised_scrapes().await;
-    let scrape = Scrape::parse(&text);
+    let scrape = exercised_scrape().await;
 
     // The dashboard.
     let dash: Value = serde_json::from_str(&read("deploy/grafana/b24-audit-proxy.json"))
@@ -907,8 +933,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics_and_labels() {
 
 #[tokio::test]
 async fn metrics_catalog_lists_exactly_the_exported_families() {
-    let (text, _) = exercised_scrapes().await;
-    let scrape = Scrape::parse(&text);
+    let scrape = exercised_scrape().await;
     let doc = read("docs/metrics.md");
 
     // Sections: "### `b24proxy_name`" up to the next heading.
@@ -1023,6 +1048,12 @@ fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
     out
 }
 
+fn pod_labels_of(sts: &serde_yaml::Value) -> &serde_yaml::Mapping {
+    sts["spec"]["template"]["metadata"]["labels"]
+        .as_mapping()
+        .expect("pod labels")
+}
+
 fn one_of<'a>(objects: &'a [(String, serde_yaml::Value)], kind: &str) -> &'a serde_yaml::Value {
     let found: Vec<_> = objects.iter().filter(|(_, v)| v["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");
@@ -1053,9 +1084,21 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
     let config = cm["data"]["config.toml"]
         .as_str()
         .expect("ConfigMap data config.toml");
+    let toml: toml::Value = config.parse().expect("TOML");
+    // The admin listener is beyond loopback, so a token is configured (the binary refuses to
+    // start otherwise); check-config reads it, so the copy points at a stand-in file.
+    let token_file = toml["admin"]["token_file"]
+        .as_str()
+        .expect("[admin] token_file: the admin listener is not on loopback");
     let tmp = tempfile::tempdir().expect("tempdir");
+    let stand_in = tmp.path().join("admin.token");
+    std::fs::write(&stand_in, "stand-in-token\n").expect("token");
     let path = tmp.path().join("config.toml");
-    std::fs::write(&path, config).expect("write config");
+    std::fs::write(
+        &path,
+        config.replace(token_file, &stand_in.display().to_string()),
+    )
+    .expect("write config");
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(&path)
@@ -1066,7 +1109,6 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
         "the ConfigMap's config.toml is refused: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let toml: toml::Value = config.parse().expect("TOML");
     let port_of = |key: &str| -> u64 {
         toml[key]["listen"]
             .as_str()
@@ -1120,6 +1162,79 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
         Some(true),
         "runAsNonRoot"
     );
+
+    // The token file is on a volume from the Secret the kustomization generates.
+    let generated: Vec<&str> = kustomization["secretGenerator"]
+        .as_sequence()
+        .expect("secretGenerator")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    let token_mount = mounts
+        .iter()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|p| Path::new(token_file).starts_with(p))
+        })
+        .expect("the token file is on a mounted volume");
+    let token_volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == token_mount["name"])
+        .expect("the token volume");
+    let secret = token_volume["secret"]["secretName"]
+        .as_str()
+        .expect("the token volume is a Secret");
+    assert!(
+        generated.contains(&secret),
+        "Secret {secret} is generated by the kustomization"
+    );
+    let file_in_secret = Path::new(token_file)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("token file name");
+    assert!(
+        kustomization["secretGenerator"][0]["files"]
+            .as_sequence()
+            .expect("files")
+            .iter()
+            .any(|f| f.as_str() == Some(file_in_secret)),
+        "the Secret has the key {file_in_secret}"
+    );
+
+    // A NetworkPolicy selects the pod and admits the admin port only from a selected source.
+    let policy = one_of(&objects, "NetworkPolicy");
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_mapping()
+        .expect("podSelector")
+    {
+        assert_eq!(
+            pod_labels_of(sts).get(k),
+            Some(v),
+            "NetworkPolicy selects the pod"
+        );
+    }
+    let rules = policy["spec"]["ingress"].as_sequence().expect("ingress");
+    let admits_admin = |r: &serde_yaml::Value| {
+        r["ports"].as_sequence().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["port"].as_str() == Some(admin_name.as_str())
+                    || p["port"].as_u64() == Some(admin_port)
+            })
+        })
+    };
+    assert!(
+        rules.iter().any(admits_admin),
+        "the admin port is admitted from somewhere"
+    );
+    for r in rules.iter().filter(|r| admits_admin(r)) {
+        assert!(
+            r["from"].as_sequence().is_some_and(|f| !f.is_empty()),
+            "the admin port is admitted only from selected peers, not from everyone"
+        );
+    }
 
     // Services select the pod and expose the named ports; the ServiceMonitor scrapes /metrics
     // on the admin port under the job name the alert rules expect.
@@ -1293,4 +1408,46 @@ fn healthcheck_command_of_the_dockerfile_works_against_a_real_admin_listener() {
         "healthcheck passed on a closed port"
     );
     drop(proxy);
+}
+
+/// The anchor GitHub gives a Markdown heading: lower-cased, punctuation dropped, spaces to `-`.
+fn heading_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_a_runbook_section_that_exists() {
+    let mut anchors: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, _, rule) in alert_rules() {
+        if rule["alert"].is_null() {
+            continue;
+        }
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("alert {name} has no runbook_url annotation"));
+        let (file, anchor) = url
+            .split_once('#')
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url} has no #anchor"));
+        assert!(
+            file.starts_with("docs/"),
+            "{name}: runbook_url {url} is not under docs/"
+        );
+        let known = anchors.entry(file.to_owned()).or_insert_with(|| {
+            read(file)
+                .lines()
+                .filter_map(|l| l.strip_prefix('#'))
+                .map(|h| heading_anchor(h.trim_start_matches('#')))
+                .collect()
+        });
+        assert!(
+            known.contains(anchor),
+            "{name}: {file} has no section #{anchor}"
+        );
+    }
 }
