@@ -687,11 +687,11 @@ fn dashboard_queries(dash: &Value) -> (Vec<Target>, Vec<Variable>) {
     (targets, templating)
 }
 
-fn yaml_file(path: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+fn yaml_file(path: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
 }
 
-fn alert_rules() -> Vec<(String, String, serde_yaml::Value)> {
+fn alert_rules() -> Vec<(String, String, serde_yaml_ng::Value)> {
     let doc = yaml_file("deploy/prometheus/alerts.yml");
     let mut out = Vec::new();
     for g in doc["groups"].as_sequence().expect("groups") {
@@ -1014,7 +1014,7 @@ async fn metrics_catalog_lists_exactly_the_exported_families() {
 }
 
 /// The multi-document YAML files under `deploy/kubernetes`, parsed.
-fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
+fn kubernetes_objects() -> Vec<(String, serde_yaml_ng::Value)> {
     let dir = repo("deploy/kubernetes");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("deploy/kubernetes")
@@ -1027,8 +1027,8 @@ fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("manifest");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_yaml::Value::deserialize(doc)
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v = serde_yaml_ng::Value::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", f.display()));
             if v.is_null() {
                 continue;
@@ -1048,13 +1048,16 @@ fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
     out
 }
 
-fn pod_labels_of(sts: &serde_yaml::Value) -> &serde_yaml::Mapping {
+fn pod_labels_of(sts: &serde_yaml_ng::Value) -> &serde_yaml_ng::Mapping {
     sts["spec"]["template"]["metadata"]["labels"]
         .as_mapping()
         .expect("pod labels")
 }
 
-fn one_of<'a>(objects: &'a [(String, serde_yaml::Value)], kind: &str) -> &'a serde_yaml::Value {
+fn one_of<'a>(
+    objects: &'a [(String, serde_yaml_ng::Value)],
+    kind: &str,
+) -> &'a serde_yaml_ng::Value {
     let found: Vec<_> = objects.iter().filter(|(_, v)| v["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");
     &found[0].1
@@ -1217,7 +1220,7 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
         );
     }
     let rules = policy["spec"]["ingress"].as_sequence().expect("ingress");
-    let admits_admin = |r: &serde_yaml::Value| {
+    let admits_admin = |r: &serde_yaml_ng::Value| {
         r["ports"].as_sequence().is_some_and(|ps| {
             ps.iter().any(|p| {
                 p["port"].as_str() == Some(admin_name.as_str())
@@ -1241,7 +1244,7 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
     let pod_labels = sts["spec"]["template"]["metadata"]["labels"]
         .as_mapping()
         .expect("pod labels");
-    let services: Vec<&serde_yaml::Value> = objects
+    let services: Vec<&serde_yaml_ng::Value> = objects
         .iter()
         .filter(|(_, v)| v["kind"] == "Service")
         .map(|(_, v)| v)
@@ -1313,9 +1316,19 @@ fn systemd_unit_and_dockerfile_match_the_binary() {
         "RestrictAddressFamilies=",
         "SystemCallFilter=",
         "KillSignal=SIGTERM",
+        "LoadCredential=admin.token:",
+        "/run/credentials/b24-audit-proxy.service/admin.token",
     ] {
         assert!(unit.contains(needle), "the systemd unit lacks {needle:?}");
     }
+    let no_restart = format!(
+        "RestartPreventExitStatus={}",
+        b24_audit_proxy::config::EXIT_CONFIG
+    );
+    assert!(
+        unit.contains(&no_restart),
+        "a bad config (check-config's exit code) is not restarted: {no_restart}"
+    );
     if let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
         .iter()
         .find(|p| Path::new(p).exists())
@@ -1347,10 +1360,48 @@ fn systemd_unit_and_dockerfile_match_the_binary() {
         "USER ",
         "VOLUME [\"/var/lib/b24-audit-proxy\"]",
         "HEALTHCHECK",
-        "/healthz",
+        "\"healthcheck\"",
         "\"serve\", \"--config\"",
+        "ENV B24PROXY_CONFIG=",
     ] {
         assert!(docker.contains(needle), "the Dockerfile lacks {needle:?}");
+    }
+    // OCI annotations agree with Cargo.toml.
+    let cargo_toml: toml::Value = read("Cargo.toml").parse().expect("Cargo.toml");
+    let package = &cargo_toml["package"];
+    let label = |key: &str| -> String {
+        let needle = format!("org.opencontainers.image.{key}=\"");
+        let start = docker
+            .find(&needle)
+            .unwrap_or_else(|| panic!("the Dockerfile has no OCI label {key}"))
+            + needle.len();
+        docker[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        label("licenses"),
+        package["license"].as_str().expect("license")
+    );
+    assert_eq!(label("title"), package["name"].as_str().expect("name"));
+    let version_arg = docker
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG VERSION="))
+        .expect("ARG VERSION=");
+    assert_eq!(
+        version_arg.trim(),
+        package["version"].as_str().expect("version"),
+        "the image's default version label is the crate's"
+    );
+    // No shell in a distroless image: everything runs in exec form.
+    for line in docker.lines() {
+        for instr in ["CMD ", "ENTRYPOINT "] {
+            if let Some(rest) = line.trim().strip_prefix(instr) {
+                assert!(rest.starts_with('['), "{instr}in shell form: {line}");
+            }
+        }
     }
     // The builder is at least the toolchain every locked dependency needs.
     let from = docker
@@ -1378,8 +1429,9 @@ fn systemd_unit_and_dockerfile_match_the_binary() {
 
 #[test]
 fn healthcheck_command_of_the_dockerfile_works_against_a_real_admin_listener() {
-    // The HEALTHCHECK runs a bash /dev/tcp request (the runtime image has no curl); run the
-    // same command against a live proxy, and against a closed port.
+    // The image's HEALTHCHECK runs the binary's own `healthcheck` (the runtime image has no
+    // shell), with the config from B24PROXY_CONFIG as the image sets it. Run the same command
+    // against a live proxy, and against a closed port.
     let docker = read("deploy/Dockerfile");
     let cmd = docker
         .lines()
@@ -1387,22 +1439,33 @@ fn healthcheck_command_of_the_dockerfile_works_against_a_real_admin_listener() {
         .find_map(|l| l.trim().strip_prefix("CMD "))
         .expect("HEALTHCHECK ... CMD line");
     let script: Vec<String> = serde_json::from_str(cmd).expect("exec-form CMD");
+    assert_eq!(script[0], "/usr/local/bin/b24-audit-proxy", "{script:?}");
     // No call is proxied, so the portal may as well be a closed port.
     let proxy = TestProxy::start(closed_port(), "");
-    let run = |port: u16| {
-        Command::new(&script[0])
+    let config = std::fs::read_to_string(&proxy.config).expect("config");
+    let run = |admin: SocketAddr| {
+        let path = proxy.dir.join(format!("healthcheck-{}.toml", admin.port()));
+        std::fs::write(
+            &path,
+            config.replace(
+                "[admin]\nlisten = \"127.0.0.1:0\"",
+                &format!("[admin]\nlisten = \"{admin}\""),
+            ),
+        )
+        .expect("write config");
+        Command::new(BIN)
             .args(&script[1..])
-            .env("B24PROXY_ADMIN_PORT", port.to_string())
+            .env("B24PROXY_CONFIG", &path)
             .output()
             .expect("healthcheck runs")
     };
-    let ok = run(proxy.admin.port());
+    let ok = run(proxy.admin);
     assert!(
         ok.status.success(),
         "healthcheck failed against a live proxy: {}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let down = run(closed_port().port());
+    let down = run(closed_port());
     assert!(
         !down.status.success(),
         "healthcheck passed on a closed port"
