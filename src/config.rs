@@ -291,7 +291,7 @@ pub struct AdminConfig {
     /// A file holding the bearer token for `/v1/*` and `/ui/`; unset: no token required (only
     /// allowed on loopback, or with `allow_unauthenticated`).
     pub token_file: Option<PathBuf>,
-    /// `/readyz` also fails while the portal is unreachable (the behaviour before 0.2).
+    /// `/readyz` also fails while the portal is unreachable (what it did before this key existed).
     pub ready_requires_portal: bool,
     /// PEM certificate chain and key: the admin listener serves HTTPS when set.
     pub tls: Option<TlsFiles>,

@@ -203,7 +203,7 @@ impl Metrics {
         audit_writable.set(1);
         let upstream_reachable = IntGauge::new(
             "b24proxy_upstream_reachable",
-            "1 while the portal answered the last exchange or connection probe, else 0 (readiness).",
+            "1 while the portal answered the last exchange or connection probe, else 0 (in the /readyz body).",
         )?;
         upstream_reachable.set(1);
         let upstream_errors = IntCounterVec::new(
