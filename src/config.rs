@@ -358,7 +358,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
         return ConfigError::new("", msg);
     };
     let before = &text[..start];
-    let line = before.lines().count().max(1);
+    let line = before.matches('\n').count() + 1;
     let msg = format!("line {line}: {msg}");
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line_text = text[line_start..].lines().next().unwrap_or("");
@@ -679,6 +679,9 @@ listen = "127.0.0.1:9090"
         let text = MINIMAL.replace("[admin]", "[admin]\nlisen = \"x\"");
         let e = Config::parse(&text).expect_err("unknown key");
         assert!(e.to_string().contains("lisen"), "{e}");
+        assert_eq!(e.key, "admin.lisen", "{e}");
+        // The line of the offending key itself (MINIMAL starts with a newline).
+        assert!(e.to_string().contains("line 9:"), "{e}");
         assert!(!e.to_string().contains('\n'));
     }
 

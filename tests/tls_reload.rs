@@ -372,6 +372,23 @@ async fn the_admin_listener_serves_https_and_healthcheck_uses_it() {
         !out.status.success(),
         "a certificate other than the pinned one passed"
     );
+
+    // SIGHUP reloads the admin certificate too.
+    let next = make_pki(tmp.path(), "admin-next");
+    std::fs::copy(&next.cert, &pki.cert).expect("new cert");
+    std::fs::copy(&next.key, &pki.key).expect("new key");
+    sighup(&proxy);
+    let renewed = https_client(&next.ca);
+    eventually_async(
+        "the admin listener serves the new certificate",
+        std::time::Duration::from_secs(10),
+        || async {
+            https_get(&renewed, &format!("https://{}/readyz", proxy.admin))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
     drop(proxy);
     sim.shutdown().await;
 }
