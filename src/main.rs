@@ -7,13 +7,13 @@
 
 use b24_audit_proxy::audit::query;
 use b24_audit_proxy::config::{Config, LogConfig, LogFormat, EXIT_CONFIG};
-
-/// `audit verify` and friends: the database cannot be opened or read (`EX_NOINPUT`).
-const EXIT_UNREADABLE: u8 = 66;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `audit verify`: the database cannot be opened or read (`EX_NOINPUT` from sysexits.h).
+const EXIT_UNREADABLE: u8 = 66;
 
 #[derive(Parser)]
 #[command(

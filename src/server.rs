@@ -1,4 +1,5 @@
-//! Listeners and lifecycle: binds the proxy and admin listeners (each optionally over TLS), accepts with a connection cap and a header-read timeout, reloads policy and TLS
+//! Listeners and lifecycle: binds the proxy and admin listeners (each optionally over TLS),
+//! accepts with a connection cap and a header-read timeout, reloads policy and TLS
 //! material on SIGHUP (keeping the old ones when the new config is invalid), and shuts down in
 //! order — stop accepting, let in-flight requests finish within the grace period, then let the
 //! audit writer commit what is queued and stop.

@@ -56,7 +56,7 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
     )
 }
 
-/// The current server certificate; [`ReloadableCert::reload`] swaps it.
+/// The current server certificate; [`ReloadableCert::replace`] swaps it.
 #[derive(Debug)]
 pub struct ReloadableCert {
     current: RwLock<Arc<CertifiedKey>>,
@@ -70,15 +70,8 @@ impl ReloadableCert {
         }))
     }
 
-    /// Loads the files again (from new paths when the config names new ones). On failure the
-    /// old certificate stays in service.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
-        let ck = load_certified_key(cert, key)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
-        Ok(())
-    }
-
-    /// Puts an already loaded certificate in service.
+    /// Puts a certificate loaded with [`load_certified_key`] in service (SIGHUP: the files are
+    /// loaded first, so a failure leaves the old certificate in service).
     pub fn replace(&self, ck: CertifiedKey) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
     }
