@@ -272,6 +272,16 @@ async fn exercised_scrapes() -> (String, String, String) {
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
     assert_eq!(refused.json()["error"], "POLICY_VIOLATION");
 
+    // Two changes with one OAuth token: its user is resolved once, then found in the cache.
+    for title in ["Sales (oauth 1)", "Sales (oauth 2)"] {
+        let oauth = post_json(
+            &proxy.url(&format!("/rest/{UPDATE}")),
+            &format!(r#"{{"id":267,"fields":{{"title":"{title}"}},"auth":"{TOKEN}"}}"#),
+        )
+        .await;
+        assert_eq!(oauth.status, StatusCode::OK, "{:?}", oauth.body);
+    }
+
     let passed = get(&proxy.hook_url("crm.deal.list")).await;
     assert_eq!(passed.status, StatusCode::OK, "{:?}", passed.body);
 
@@ -335,6 +345,18 @@ async fn exercised_scrapes() -> (String, String, String) {
                 .sum::<f64>()
                 >= 1.0
             && v("b24proxy_in_flight_requests", &[]) == 0.0
+            && v("b24proxy_refusals_total", &[("code", "POLICY_VIOLATION")]) >= 1.0
+            && v("b24proxy_refusals_total", &[("code", "NON_CANONICAL_PATH")]) >= 1.0
+            && v("b24proxy_identity_cache_requests_total", &[("result", "miss")]) >= 1.0
+            && v("b24proxy_identity_cache_requests_total", &[("result", "hit")]) >= 1.0
+            // Each audited call commits two entries (intent, outcome); the head is read from
+            // the file at the scrape.
+            && v("b24proxy_audit_chain_head_seq", &[]) >= 8.0
+            && v("b24proxy_audit_last_commit_timestamp_seconds", &[]) > 1.0e9
+            && v("b24proxy_audit_database_bytes", &[]) > 0.0
+            && v("b24proxy_max_connections", &[]) == 10_000.0
+            && v("b24proxy_config_last_reload_successful", &[]) == 1.0
+            && v("process_resident_memory_bytes", &[]) > 0.0
     })
     .await;
 
