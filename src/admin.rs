@@ -1,6 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers),
-//! `/readyz` (the audit trail is writable — without it no watched call can be served — and the
-//! portal reachable), and the
+//! `/readyz` (the audit trail is writable — without it no watched call can be served; the
+//! portal's reachability is reported in the body, and counts only with
+//! `[admin] ready_requires_portal`, because a portal outage must not take every replica out of
+//! its Service at once), and the
 //! read API over the trail — `/v1/events` (filters, pagination), `/v1/events/{id}`,
 //! `/v1/chain/head`, `/v1/chain/verify` — behind a bearer token when `[admin] token_file` is
 //! set. Kept on its own address so it can stay on loopback or a private network.
@@ -37,6 +39,7 @@ pub struct Admin {
     token_digest: Option<[u8; 32]>,
     /// Whether the portal was reachable at the last exchange or probe.
     upstream_reachable: Arc<AtomicBool>,
+    ready_requires_portal: bool,
 }
 
 impl Admin {
@@ -46,6 +49,7 @@ impl Admin {
         database: PathBuf,
         token: Option<String>,
         upstream_reachable: Arc<AtomicBool>,
+        ready_requires_portal: bool,
     ) -> Admin {
         Admin {
             metrics,
@@ -53,6 +57,7 @@ impl Admin {
             database,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             upstream_reachable,
+            ready_requires_portal,
         }
     }
 
@@ -75,6 +80,7 @@ impl Admin {
                 self.metrics
                     .upstream_reachable
                     .set(i64::from(self.upstream_reachable.load(Ordering::Relaxed)));
+                self.refresh_trail_gauges().await;
                 let mut resp = Response::new(ProxyBody::bytes(self.metrics.render()));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -94,12 +100,14 @@ impl Admin {
             "/readyz" => {
                 let audit = self.audit.is_writable();
                 let upstream = self.upstream_reachable.load(Ordering::Relaxed);
+                let ready = audit && (upstream || !self.ready_requires_portal);
                 let body = json!({
-                    "status": if audit && upstream { "ready" } else { "not_ready" },
+                    "status": if ready { "ready" } else { "not_ready" },
                     "audit": if audit { "writable" } else { "unavailable" },
                     "upstream": if upstream { "reachable" } else { "unreachable" },
+                    "ready_requires_portal": self.ready_requires_portal,
                 });
-                let status = if audit && upstream {
+                let status = if ready {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -135,6 +143,36 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 envelope::error_body("NOT_FOUND", "no such admin endpoint"),
             ),
+        }
+    }
+
+    /// The chain head and the database size, read at scrape time from the file itself (not
+    /// from the writer's memory), so they show what an auditor would find. A failed read keeps
+    /// the previous values; `audit_writable` reports the trouble.
+    async fn refresh_trail_gauges(&self) {
+        let db = self.database.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let head = query::open_read_only(&db)
+                .and_then(|c| query::chain_head(&c))
+                .ok()
+                .map(|h| h.seq);
+            let mut wal = db.clone().into_os_string();
+            wal.push("-wal");
+            let size = [db.into_os_string(), wal]
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum::<u64>();
+            (head, size)
+        })
+        .await;
+        if let Ok((head, size)) = read {
+            if let Some(seq) = head {
+                self.metrics.audit_chain_head_seq.set(seq);
+            }
+            self.metrics
+                .audit_database_bytes
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
         }
     }
 

@@ -2,8 +2,12 @@
 //!
 //! Loading is read → parse (unknown keys refused, so a typo in a policy key fails loudly) →
 //! validate. Every failure is one [`ConfigError`] whose text names the key; `main` prints it on
-//! one line and exits with 64 (`EX_USAGE`). Every key is documented in
+//! one line and exits with 78 (`EX_CONFIG`). Every key is documented in
 //! `config/b24-audit-proxy.example.toml`; keep the two in step.
+//!
+//! Durations are read by `humantime` (`"500ms"`, `"10s"`, `"2m"`, `"1h 30m"`), address ranges
+//! by `ipnet`. Secrets are never written in the file itself: every one is a path (`*_file`,
+//! `key_file`, `tls_key`), so a secret store or systemd's `LoadCredential=` can provide it.
 
 use serde::Deserialize;
 use std::fmt;
@@ -11,8 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Exit code for a bad configuration (`EX_USAGE` from sysexits.h).
-pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a bad configuration (`EX_CONFIG` from sysexits.h), from every sub-command.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// The config file used when `--config` is not given.
+pub const CONFIG_ENV: &str = "B24PROXY_CONFIG";
 
 /// One readable line that names the offending key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +74,10 @@ struct FileServer {
     listen: String,
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
-    header_read_timeout: Option<String>,
-    shutdown_grace: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    shutdown_grace: Option<Duration>,
     trusted_proxies: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -78,9 +87,12 @@ struct FileServer {
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
     url: String,
-    connect_timeout: Option<String>,
-    request_timeout: Option<String>,
-    pool_idle_timeout: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pool_idle_timeout: Option<Duration>,
     pool_max_idle: Option<usize>,
     ca_file: Option<PathBuf>,
 }
@@ -92,7 +104,8 @@ struct FileAudit {
     key_file: Option<PathBuf>,
     queue_capacity: Option<usize>,
     max_batch: Option<usize>,
-    head_log_interval: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    head_log_interval: Option<Duration>,
     fsync_outcomes: Option<bool>,
 }
 
@@ -101,13 +114,18 @@ struct FileAudit {
 struct FileAdmin {
     listen: String,
     token_file: Option<PathBuf>,
+    allow_unauthenticated: Option<bool>,
+    ready_requires_portal: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileIdentity {
     resolve_oauth_users: Option<bool>,
-    cache_ttl: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    cache_ttl: Option<Duration>,
     cache_entries: Option<usize>,
 }
 
@@ -193,48 +211,28 @@ pub struct RevertConfig {
     pub webhook_file: Option<PathBuf>,
 }
 
-/// An address range, `10.0.0.0/8` or a single address.
+/// An address range, `10.0.0.0/8` or a single address (a host range: `/32`, `/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: std::net::IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
     pub fn parse(s: &str) -> Option<Cidr> {
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (
-                ip.parse::<std::net::IpAddr>().ok()?,
-                Some(p.parse::<u8>().ok()?),
-            ),
-            None => (s.parse::<std::net::IpAddr>().ok()?, None),
-        };
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { addr: ip, prefix })
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .ok()
+            .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            .map(Cidr)
     }
 
+    /// Whether `ip` is in the range; an IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`, a dual-stack
+    /// listener) is compared as the IPv4 address it is.
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -290,8 +288,13 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// A file holding the bearer token for `/v1/*` and `/ui/`; unset: no token required.
+    /// A file holding the bearer token for `/v1/*` and `/ui/`; unset: no token required (only
+    /// allowed on loopback, or with `allow_unauthenticated`).
     pub token_file: Option<PathBuf>,
+    /// `/readyz` also fails while the portal is unreachable (what it did before this key existed).
+    pub ready_requires_portal: bool,
+    /// PEM certificate chain and key: the admin listener serves HTTPS when set.
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -344,14 +347,34 @@ impl Config {
     }
 }
 
+/// A parse or type error, as one line naming the key when the error points at one (a value
+/// of the wrong type, a duration that does not parse, an unknown key).
 fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-    let msg = e.message().replace('\n', " ");
-    match line {
-        Some(l) => ConfigError::new("", format!("line {l}: {msg}")),
-        None => ConfigError::new("", msg),
+    let mut msg = e.message().replace('\n', " ");
+    if msg.ends_with("expected a duration") {
+        msg.push_str(" like \"500ms\", \"10s\" or \"2m\"");
+    }
+    let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+        return ConfigError::new("", msg);
+    };
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let msg = format!("line {line}: {msg}");
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line_text.split_once('=') else {
+        return ConfigError::new("", msg);
+    };
+    let key = key.trim().trim_matches('"');
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match section {
+        Some(s) => ConfigError::new(&format!("{s}.{key}"), msg),
+        None => ConfigError::new(key, msg),
     }
 }
 
@@ -378,12 +401,12 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         )?,
         header_read_timeout: duration(
             "server.header_read_timeout",
-            raw.server.header_read_timeout.as_deref(),
+            raw.server.header_read_timeout,
             defaults::HEADER_READ_TIMEOUT,
         )?,
         shutdown_grace: duration(
             "server.shutdown_grace",
-            raw.server.shutdown_grace.as_deref(),
+            raw.server.shutdown_grace,
             defaults::SHUTDOWN_GRACE,
         )?,
         trusted_proxies: raw
@@ -400,38 +423,23 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
                 })
             })
             .collect::<Result<_, _>>()?,
-        tls: match (raw.server.tls_cert, raw.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "server.tls_key",
-                    "is required with server.tls_cert",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "server.tls_cert",
-                    "is required with server.tls_key",
-                ))
-            }
-        },
+        tls: tls_files("server", raw.server.tls_cert, raw.server.tls_key)?,
     };
     let upstream = UpstreamConfig {
         url: upstream_url(&raw.upstream.url)?,
         connect_timeout: duration(
             "upstream.connect_timeout",
-            raw.upstream.connect_timeout.as_deref(),
+            raw.upstream.connect_timeout,
             defaults::CONNECT_TIMEOUT,
         )?,
         request_timeout: duration(
             "upstream.request_timeout",
-            raw.upstream.request_timeout.as_deref(),
+            raw.upstream.request_timeout,
             defaults::REQUEST_TIMEOUT,
         )?,
         pool_idle_timeout: duration(
             "upstream.pool_idle_timeout",
-            raw.upstream.pool_idle_timeout.as_deref(),
+            raw.upstream.pool_idle_timeout,
             defaults::POOL_IDLE_TIMEOUT,
         )?,
         pool_max_idle: raw
@@ -463,7 +471,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         )?,
         head_log_interval: duration(
             "audit.head_log_interval",
-            raw.audit.head_log_interval.as_deref(),
+            raw.audit.head_log_interval,
             defaults::HEAD_LOG_INTERVAL,
         )?,
         fsync_outcomes: raw.audit.fsync_outcomes.unwrap_or(false),
@@ -509,7 +517,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         resolve_oauth_users: raw.identity.resolve_oauth_users.unwrap_or(true),
         cache_ttl: duration(
             "identity.cache_ttl",
-            raw.identity.cache_ttl.as_deref(),
+            raw.identity.cache_ttl,
             defaults::IDENTITY_TTL,
         )?,
         cache_entries: positive(
@@ -522,10 +530,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         server,
         upstream,
         audit,
-        admin: AdminConfig {
-            listen: admin,
-            token_file: raw.admin.token_file,
-        },
+        admin: admin_config(admin, raw.admin)?,
         policy,
         log,
         identity,
@@ -533,6 +538,55 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             webhook_file: raw.revert.webhook_file,
         },
     })
+}
+
+fn tls_files(
+    section: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            &format!("{section}.tls_key"),
+            format!("is required with {section}.tls_cert"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            &format!("{section}.tls_cert"),
+            format!("is required with {section}.tls_key"),
+        )),
+    }
+}
+
+/// The trail API must not be open beyond loopback by accident: a listener another host can
+/// reach needs a token, or an explicit `allow_unauthenticated = true`.
+fn admin_config(listen: SocketAddr, raw: FileAdmin) -> Result<AdminConfig, ConfigError> {
+    let open = raw.token_file.is_none() && !raw.allow_unauthenticated.unwrap_or(false);
+    if open && !is_loopback(listen.ip()) {
+        return Err(ConfigError::new(
+            "admin.token_file",
+            format!(
+                "required because admin.listen ({listen}) is not a loopback address \
+                 (or set admin.allow_unauthenticated = true to serve the trail API to anyone who can connect)"
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token_file: raw.token_file,
+        ready_requires_portal: raw.ready_requires_portal.unwrap_or(false),
+        tls: tls_files("admin", raw.tls_cert, raw.tls_key)?,
+    })
+}
+
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
 }
 
 fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -552,31 +606,17 @@ fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, Co
     }
 }
 
-fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+/// A duration key: its default when absent, refused when zero (every duration here is a
+/// timeout or an interval, and zero would mean "never" or "spin").
+fn duration(
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
-        Some(v) => match parse_duration(v) {
-            Some(d) if !d.is_zero() => Ok(d),
-            _ => Err(ConfigError::new(
-                key,
-                format!("\"{v}\" is not a duration like \"500ms\", \"10s\" or \"2m\""),
-            )),
-        },
-    }
-}
-
-/// `"500ms"`, `"10s"`, `"2m"`, `"1h"`.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
+        Some(d) if d.is_zero() => Err(ConfigError::new(key, "must be greater than 0")),
+        Some(d) => Ok(d),
     }
 }
 
@@ -639,6 +679,9 @@ listen = "127.0.0.1:9090"
         let text = MINIMAL.replace("[admin]", "[admin]\nlisen = \"x\"");
         let e = Config::parse(&text).expect_err("unknown key");
         assert!(e.to_string().contains("lisen"), "{e}");
+        assert_eq!(e.key, "admin.lisen", "{e}");
+        // The line of the offending key itself (MINIMAL starts with a newline).
+        assert!(e.to_string().contains("line 9:"), "{e}");
         assert!(!e.to_string().contains('\n'));
     }
 
@@ -701,16 +744,62 @@ listen = "127.0.0.1:9090"
         assert!(Cidr::parse("fd00::/8")
             .expect("v6")
             .contains("fd12::1".parse().expect("ip")));
+        assert!(Cidr::parse("::1")
+            .expect("v6 host")
+            .contains("::1".parse().expect("ip")));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("nope"), None);
+        assert_eq!(Cidr::parse("10.0.0.0/"), None);
+    }
+
+    fn with_server_key(line: &str) -> String {
+        MINIMAL.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:8080\"\n{line}"),
+        )
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("s"), None);
+        let timeout = |v: &str| {
+            Config::parse(&with_server_key(&format!("header_read_timeout = \"{v}\"")))
+                .map(|c| c.server.header_read_timeout)
+        };
+        assert_eq!(timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(timeout("1h 30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["10", "s", "soon", "0s"] {
+            let e = timeout(bad).expect_err(bad);
+            assert_eq!(e.key, "server.header_read_timeout", "{bad}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        let e = Config::parse(&with_server_key("shutdown_grace = 5")).expect_err("a number");
+        assert_eq!(e.key, "server.shutdown_grace", "{e}");
+    }
+
+    #[test]
+    fn admin_beyond_loopback_needs_a_token_or_an_explicit_opt_out() {
+        let open = MINIMAL.replace("127.0.0.1:9090", "0.0.0.0:9090");
+        let e = Config::parse(&open).expect_err("open admin listener");
+        assert_eq!(e.key, "admin.token_file", "{e}");
+        assert!(e.to_string().contains("allow_unauthenticated"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        let with_token = open.replace("[admin]", "[admin]\ntoken_file = \"t\"");
+        assert!(Config::parse(&with_token).is_ok());
+        let opted_out = open.replace("[admin]", "[admin]\nallow_unauthenticated = true");
+        assert!(Config::parse(&opted_out).is_ok());
+        for loopback in ["[::1]:9090", "127.0.0.2:9090", "[::ffff:127.0.0.1]:9090"] {
+            let text = MINIMAL.replace("127.0.0.1:9090", loopback);
+            assert!(Config::parse(&text).is_ok(), "{loopback}");
+        }
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert!(!c.admin.ready_requires_portal);
+        assert!(c.admin.tls.is_none());
+        let half = MINIMAL.replace("[admin]", "[admin]\ntls_cert = \"c.pem\"");
+        assert_eq!(
+            Config::parse(&half).expect_err("cert without key").key,
+            "admin.tls_key"
+        );
     }
 
     #[test]

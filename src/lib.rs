@@ -18,9 +18,10 @@
 //! 9. respond — the portal's bytes plus `X-Audit-Event-Id`
 //!
 //! ## Layout
-//! - `config` — TOML schema, defaults, validation (exit 64 on bad config)
+//! - `config` — TOML schema, defaults, validation (exit 78, `EX_CONFIG`, on bad config)
 //! - `error` — `ProxyError`, the status/code table; `rest::envelope` renders it
-//! - `server` — listeners, connection cap, graceful shutdown; `admin` — metrics and health
+//! - `server` — listeners, connection cap, graceful shutdown; `admin` — metrics and health;
+//!   `healthcheck` — the `healthcheck` sub-command's `/readyz` client
 //! - `audit` — entries, the writer thread with group commit, hash chain, migrations, queries
 //! - `secrets` — keyed fingerprints and log redaction; `metrics` — every metric, defined once
 //! - `portal_sim` — the bundled portal simulator; `demo` — the guided demo
@@ -38,6 +39,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod healthcheck;
 pub mod identity;
 pub mod inspected;
 pub mod locks;

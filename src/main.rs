@@ -1,5 +1,9 @@
 //! The `b24-audit-proxy` command line: parse arguments, load config, run one sub-command.
 //! Nothing else lives here.
+//!
+//! Every `--config` falls back to `$B24PROXY_CONFIG`. Exit codes: 0 success; 1 failure (for
+//! `audit verify`: the chain does not verify); 66 (`EX_NOINPUT`) the audit database cannot be
+//! read; 78 (`EX_CONFIG`) the configuration is invalid; 2 bad arguments (clap).
 
 use b24_audit_proxy::audit::query;
 use b24_audit_proxy::config::{Config, LogConfig, LogFormat, EXIT_CONFIG};
@@ -7,6 +11,9 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// `audit verify`: the database cannot be opened or read (`EX_NOINPUT` from sysexits.h).
+const EXIT_UNREADABLE: u8 = 66;
 
 #[derive(Parser)]
 #[command(
@@ -23,12 +30,12 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
     },
     /// Validate a config file without starting anything.
     CheckConfig {
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
     },
     /// Read the audit trail.
@@ -39,7 +46,7 @@ enum Command {
     /// Print the call that restores an event's before-state; send it with --apply.
     Revert {
         event_id: String,
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
         /// Send it through the proxy (with the [revert] webhook_file service webhook).
         #[arg(long)]
@@ -47,6 +54,12 @@ enum Command {
         /// Revert even if the workplace changed since the event.
         #[arg(long)]
         force: bool,
+    },
+    /// Ask the running proxy's admin listener for /readyz: exit 0 when ready (container health
+    /// checks; no shell or curl needed).
+    Healthcheck {
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
     },
     /// Run the bundled portal simulator.
     PortalSim {
@@ -61,7 +74,7 @@ enum Command {
 enum AuditCommand {
     /// List audited mutations, oldest first (a table, or JSON with --json).
     List {
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         filter: FilterArgs,
@@ -71,12 +84,13 @@ enum AuditCommand {
     /// Everything about one event, with a diff of title and bound smart processes.
     Show {
         id: String,
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
     },
-    /// Recompute the hash chain; exit 1 naming the first broken or missing entry.
+    /// Recompute the hash chain; exit 1 naming the first broken or missing entry, 66 when the
+    /// database cannot be read.
     Verify {
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
         /// A head hash recorded earlier (logs, /v1/chain/head) that must still be in the trail.
         #[arg(long)]
@@ -84,7 +98,7 @@ enum AuditCommand {
     },
     /// Write every audited mutation as JSON Lines (design §6), oldest first.
     Export {
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
         /// Only events received at or after this date or RFC 3339 time.
         #[arg(long)]
@@ -92,7 +106,7 @@ enum AuditCommand {
     },
     /// Remove entries written before DATE, keeping the chain verifiable (a checkpoint entry).
     Prune {
-        #[arg(long)]
+        #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         before: String,
@@ -131,7 +145,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("config: {e}");
-                    ExitCode::from(EXIT_CONFIG as u8)
+                    ExitCode::from(EXIT_CONFIG)
                 }
             },
             Err(e) => config_failure(&e),
@@ -143,6 +157,22 @@ fn main() -> ExitCode {
             };
             init_logging(&cfg.log);
             run_async(serve(cfg, config))
+        }
+        Command::Healthcheck { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            match b24_audit_proxy::healthcheck::check(&cfg) {
+                Ok(body) => {
+                    println!("ready: {body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("not ready: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Audit { command } => audit(command),
         Command::Revert {
@@ -176,7 +206,7 @@ fn main() -> ExitCode {
 
 fn config_failure(e: &b24_audit_proxy::config::ConfigError) -> ExitCode {
     eprintln!("{e}");
-    ExitCode::from(EXIT_CONFIG as u8)
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
@@ -323,7 +353,10 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { head, .. } => match verify::verify(&open()?, head.as_deref()) {
+        AuditCommand::Verify { head, .. } => match query::open_read_only(db)
+            .map_err(|e| verify::Broken::Unreadable(e.to_string()))
+            .and_then(|conn| verify::verify(&conn, head.as_deref()))
+        {
             Ok(v) => {
                 println!(
                     "ok: {} entries verify (entries {}..{}{}), head {}",
@@ -335,6 +368,10 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
                     v.head_hash
                 );
                 Ok(ExitCode::SUCCESS)
+            }
+            Err(e @ verify::Broken::Unreadable(_)) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(EXIT_UNREADABLE))
             }
             Err(e) => {
                 println!("FAILED: {e}");
@@ -399,9 +436,23 @@ fn revert(cfg: &Config, event_id: &str, apply: bool, force: bool) -> ExitCode {
     })
 }
 
+/// `RUST_LOG`, when set, overrides `[log] level` (one-off debugging without editing the file);
+/// an invalid one is reported and the configured level used.
 fn init_logging(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("RUST_LOG ignored ({e}); using [log] level {:?}", cfg.level);
+                None
+            }
+        });
+    let filter = from_env.unwrap_or_else(|| {
+        tracing_subscriber::EnvFilter::try_new(&cfg.level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    });
     // A log destination that cannot be written (a full disk) must never take a request down:
     // tracing-subscriber would otherwise report it with a panicking eprintln!.
     let builder = tracing_subscriber::fmt()

@@ -4,12 +4,16 @@
 //! name or `other`, status is a class (`2xx`…), rules and outcomes come from closed lists. No
 //! path, id, user or token ever becomes a label. The pass-through counters are resolved once
 //! at start-up so the hot path does no label lookup.
+//!
+//! Besides the `b24proxy_` families the registry carries the standard process collector
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ... on
+//! Linux), so the usual dashboards and alerts for a process work unchanged.
 
 use crate::audit::{AuditObserver, Outcome};
 use crate::watched::Watched;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: from a fast loopback pass-through (100 µs) to a slow portal (60 s).
@@ -47,6 +51,27 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
     pub open_connections: IntGauge,
+    /// `server.max_connections`, so `open_connections` can be read against it.
+    pub max_connections: IntGauge,
+    /// Unix time of the last successful group commit.
+    pub audit_last_commit: Gauge,
+    /// Sequence number of the newest chain entry, read from the database at each scrape.
+    pub audit_chain_head_seq: IntGauge,
+    /// The database plus its write-ahead log, in bytes, read at each scrape.
+    pub audit_database_bytes: IntGauge,
+    /// `notAfter` of each listener's certificate, by listener (`proxy`, `admin`).
+    pub tls_cert_expiry: GaugeVec,
+    pub reload_successful: IntGauge,
+    pub reload_success_time: Gauge,
+    identity_cache: [IntCounter; 2],
+    refusals: IntCounterVec,
+}
+
+/// Now as Unix seconds (0 before 1970, which no clock here reports).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Which upstream exchange a duration belongs to.
@@ -178,7 +203,7 @@ impl Metrics {
         audit_writable.set(1);
         let upstream_reachable = IntGauge::new(
             "b24proxy_upstream_reachable",
-            "1 while the portal answered the last exchange or connection probe, else 0 (readiness).",
+            "1 while the portal answered the last exchange or connection probe, else 0 (in the /readyz body).",
         )?;
         upstream_reachable.set(1);
         let upstream_errors = IntCounterVec::new(
@@ -201,6 +226,54 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let max_connections = IntGauge::new(
+            "b24proxy_max_connections",
+            "Client connections served at once at most (server.max_connections).",
+        )?;
+        let audit_last_commit = Gauge::new(
+            "b24proxy_audit_last_commit_timestamp_seconds",
+            "Unix time of the last successful audit commit (0: none since start).",
+        )?;
+        let audit_chain_head_seq = IntGauge::new(
+            "b24proxy_audit_chain_head_seq",
+            "Sequence number of the newest entry of the audit hash chain, read from the database.",
+        )?;
+        let audit_database_bytes = IntGauge::new(
+            "b24proxy_audit_database_bytes",
+            "Size of the audit database and its write-ahead log.",
+        )?;
+        let tls_cert_expiry = GaugeVec::new(
+            Opts::new(
+                "b24proxy_tls_certificate_expiry_timestamp_seconds",
+                "Unix time at which the certificate served by a TLS listener expires, by listener (proxy, admin).",
+            ),
+            &["listener"],
+        )?;
+        let reload_successful = IntGauge::new(
+            "b24proxy_config_last_reload_successful",
+            "1 when the last configuration load (start-up or SIGHUP) succeeded, 0 when it failed and the previous one is still in force.",
+        )?;
+        reload_successful.set(1);
+        let reload_success_time = Gauge::new(
+            "b24proxy_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start-up or SIGHUP).",
+        )?;
+        reload_success_time.set(unix_now());
+        let identity = IntCounterVec::new(
+            Opts::new(
+                "b24proxy_identity_cache_requests_total",
+                "OAuth caller look-ups in the identity cache, by result (hit, miss: user.current is called).",
+            ),
+            &["result"],
+        )?;
+        let identity_cache = ["hit", "miss"].map(|r| identity.with_label_values(&[r]));
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "b24proxy_refusals_total",
+                "Requests the proxy answered with its own error envelope, by error code.",
+            ),
+            &["code"],
+        )?;
 
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -218,6 +291,19 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(max_connections.clone()))?;
+        registry.register(Box::new(audit_last_commit.clone()))?;
+        registry.register(Box::new(audit_chain_head_seq.clone()))?;
+        registry.register(Box::new(audit_database_bytes.clone()))?;
+        registry.register(Box::new(tls_cert_expiry.clone()))?;
+        registry.register(Box::new(reload_successful.clone()))?;
+        registry.register(Box::new(reload_success_time.clone()))?;
+        registry.register(Box::new(identity))?;
+        registry.register(Box::new(refusals.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             requests,
@@ -237,7 +323,35 @@ impl Metrics {
             upstream_errors,
             in_flight,
             open_connections,
+            max_connections,
+            audit_last_commit,
+            audit_chain_head_seq,
+            audit_database_bytes,
+            tls_cert_expiry,
+            reload_successful,
+            reload_success_time,
+            identity_cache,
+            refusals,
         })
+    }
+
+    /// An OAuth caller looked up in the identity cache.
+    pub fn identity_lookup(&self, hit: bool) {
+        self.identity_cache[usize::from(!hit)].inc();
+    }
+
+    /// A request answered with the proxy's own error envelope. Codes are static strings from
+    /// the error table, so the label stays bounded.
+    pub fn refusal(&self, code: &'static str) {
+        self.refusals.with_label_values(&[code]).inc();
+    }
+
+    /// The outcome of a configuration reload (SIGHUP).
+    pub fn reloaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            self.reload_success_time.set(unix_now());
+        }
     }
 
     /// One answered request. `method` is `None` for pass-through.
@@ -290,6 +404,7 @@ impl Metrics {
 
 impl AuditObserver for Metrics {
     fn committed(&self, requests: usize, outcomes: &[Outcome], seconds: f64) {
+        self.audit_last_commit.set(unix_now());
         self.audit_commit_duration.observe(seconds);
         self.audit_commit_requests.observe(requests as f64);
         for o in outcomes {
@@ -320,7 +435,19 @@ mod tests {
         assert!(text.contains("b24proxy_requests_total{method=\"crm.automatedsolution.update\",status_class=\"4xx\"} 1"));
         assert!(text.contains("b24proxy_build_info{version="));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("b24proxy_"), "{line}");
+            assert!(
+                line.starts_with("b24proxy_") || line.starts_with("process_"),
+                "{line}"
+            );
         }
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        m.refusal("POLICY_VIOLATION");
+        m.identity_lookup(true);
+        m.identity_lookup(false);
+        m.identity_lookup(false);
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(text.contains("b24proxy_refusals_total{code=\"POLICY_VIOLATION\"} 1"));
+        assert!(text.contains("b24proxy_identity_cache_requests_total{result=\"miss\"} 2"));
     }
 }

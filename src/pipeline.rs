@@ -275,7 +275,9 @@ impl Pipeline {
         if !self.resolve_oauth_users {
             return None;
         }
-        if let Some(u) = self.identities.get(fp) {
+        let cached = self.identities.get(fp);
+        self.metrics.identity_lookup(cached.is_some());
+        if let Some(u) = cached {
             return Some(u);
         }
         let call = outbound("user.current", credential, json!({}));
@@ -309,6 +311,7 @@ impl Pipeline {
         if let ProxyError::Internal(detail) = e {
             tracing::error!(error = %detail, "Internal error");
         }
+        self.metrics.refusal(e.code());
         let mut resp = Response::new(ProxyBody::bytes(envelope::error_body(
             e.code(),
             &e.description(),

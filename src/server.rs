@@ -1,5 +1,5 @@
-//! Listeners and lifecycle: binds the proxy and admin listeners (the proxy's optionally over
-//! TLS), accepts with a connection cap and a header-read timeout, reloads policy and TLS
+//! Listeners and lifecycle: binds the proxy and admin listeners (each optionally over TLS),
+//! accepts with a connection cap and a header-read timeout, reloads policy and TLS
 //! material on SIGHUP (keeping the old ones when the new config is invalid), and shuts down in
 //! order — stop accepting, let in-flight requests finish within the grace period, then let the
 //! audit writer commit what is queued and stop.
@@ -43,6 +43,8 @@ pub struct Running {
     grace: Duration,
     pipeline: Arc<Pipeline>,
     cert: Option<Arc<ReloadableCert>>,
+    admin_cert: Option<Arc<ReloadableCert>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Running {
@@ -50,11 +52,37 @@ impl Running {
     /// policy rules and the TLS certificate. An invalid file, or TLS files that do not load,
     /// leave everything as it was.
     pub fn reload(&self, path: &Path) -> Result<(), String> {
+        let result = self.try_reload(path);
+        self.metrics.reloaded(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self, path: &Path) -> Result<(), String> {
         let new = Config::load(path).map_err(|e| e.to_string())?;
-        match (&self.cert, &new.server.tls) {
-            (Some(cert), Some(files)) => cert.reload(&files.cert, &files.key)?,
-            (None, None) => {}
-            _ => return Err("turning TLS on or off needs a restart; nothing was reloaded".into()),
+        let listeners = [
+            ("proxy", &self.cert, &new.server.tls),
+            ("admin", &self.admin_cert, &new.admin.tls),
+        ];
+        // Both certificates load before either is swapped: a reload applies whole or not at all.
+        let mut loaded = Vec::new();
+        for (name, cert, files) in listeners {
+            match (cert, files) {
+                (Some(cert), Some(files)) => loaded.push((
+                    name,
+                    cert,
+                    crate::tls::load_certified_key(&files.cert, &files.key)?,
+                )),
+                (None, None) => {}
+                _ => {
+                    return Err(format!(
+                        "turning TLS on or off for the {name} listener needs a restart; nothing was reloaded"
+                    ))
+                }
+            }
+        }
+        for (name, cert, key) in loaded {
+            cert.replace(key);
+            record_expiry(&self.metrics, name, cert);
         }
         self.pipeline.set_policy(Policy::new(new.policy));
         Ok(())
@@ -115,18 +143,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             "upstream.url is plain http://: use this only against a local portal or the simulator"
         );
     }
-    let cert = match &config.server.tls {
-        Some(files) => {
-            Some(ReloadableCert::load(&files.cert, &files.key).map_err(anyhow::Error::msg)?)
+    let cert = load_cert(config.server.tls.as_ref(), "server")?;
+    let acceptor = acceptor_for(cert.as_ref())?;
+    let admin_cert = load_cert(config.admin.tls.as_ref(), "admin")?;
+    let admin_acceptor = acceptor_for(admin_cert.as_ref())?;
+    for (name, c) in [("proxy", &cert), ("admin", &admin_cert)] {
+        if let Some(c) = c {
+            record_expiry(&metrics, name, c);
         }
-        None => None,
-    };
-    let acceptor = match &cert {
-        Some(c) => Some(TlsAcceptor::from(Arc::new(
-            crate::tls::server_config(c.clone()).map_err(anyhow::Error::msg)?,
-        ))),
-        None => None,
-    };
+    }
+    metrics
+        .max_connections
+        .set(i64::try_from(config.server.max_connections).unwrap_or(i64::MAX));
     let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
     let reachable = upstream.reachability();
     let pipeline = Arc::new(Pipeline::new(
@@ -146,6 +174,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         config.audit.database.clone(),
         token,
         reachable,
+        config.admin.ready_requires_portal,
     ));
 
     let proxy_listener = TcpListener::bind(config.server.listen)
@@ -173,6 +202,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let handshake_timeout = config.server.header_read_timeout;
     let serving = pipeline.clone();
+    let running_metrics = metrics.clone();
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let proxy = {
@@ -201,7 +231,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 limits: Arc::new(Semaphore::new(64)),
                 stop: stop_rx.clone(),
                 metrics: None,
-                tls: None,
+                tls: admin_acceptor.map(|a| (a, handshake_timeout)),
                 first_byte: handshake_timeout,
             },
             &graceful,
@@ -232,7 +262,40 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         grace,
         pipeline,
         cert,
+        admin_cert,
+        metrics: running_metrics,
     })
+}
+
+fn load_cert(
+    files: Option<&crate::config::TlsFiles>,
+    section: &str,
+) -> anyhow::Result<Option<Arc<ReloadableCert>>> {
+    match files {
+        Some(f) => Ok(Some(
+            ReloadableCert::load(&f.cert, &f.key)
+                .map_err(|e| anyhow::anyhow!("{section}.tls_cert/tls_key: {e}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn acceptor_for(cert: Option<&Arc<ReloadableCert>>) -> anyhow::Result<Option<TlsAcceptor>> {
+    match cert {
+        Some(c) => Ok(Some(TlsAcceptor::from(Arc::new(
+            crate::tls::server_config(c.clone()).map_err(anyhow::Error::msg)?,
+        )))),
+        None => Ok(None),
+    }
+}
+
+fn record_expiry(metrics: &Metrics, listener: &str, cert: &ReloadableCert) {
+    if let Some(t) = cert.expiry() {
+        metrics
+            .tls_cert_expiry
+            .with_label_values(&[listener])
+            .set(t as f64);
+    }
 }
 
 /// Loads the files the config names (TLS certificate and key, extra CA, admin token), so
@@ -241,6 +304,10 @@ pub fn check_files(config: &Config) -> Result<(), String> {
     if let Some(files) = &config.server.tls {
         crate::tls::load_certified_key(&files.cert, &files.key)
             .map_err(|e| format!("server.tls_cert/tls_key: {e}"))?;
+    }
+    if let Some(files) = &config.admin.tls {
+        crate::tls::load_certified_key(&files.cert, &files.key)
+            .map_err(|e| format!("admin.tls_cert/tls_key: {e}"))?;
     }
     crate::tls::client_config(config.upstream.ca_file.as_deref())
         .map_err(|e| format!("upstream.ca_file: {e}"))?;
@@ -269,7 +336,7 @@ async fn probe_upstream(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>
 
 /// The admin token: the file's content without surrounding whitespace; an empty file is refused
 /// (it would make every request authorised).
-fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("admin.token_file {}", path.display()))?
         .trim()

@@ -6,6 +6,9 @@
 //!   established connections carry on undisturbed.
 //! - Upstream: the portal is verified against the webpki roots and the system's roots, plus an
 //!   optional extra CA file (a private portal, or tests).
+//! - The admin listener can serve HTTPS the same way; `healthcheck` then talks to it with
+//!   [`pinned_client_config`], which trusts exactly the certificate the config names (the
+//!   listener is reached by a loopback address its certificate does not name).
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -39,7 +42,21 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Strin
     Ok(ck)
 }
 
-/// The current server certificate; [`ReloadableCert::reload`] swaps it.
+/// `notAfter` of a certificate (the first of a chain), as Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
+    use x509_cert::der::Decode;
+    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+    Some(
+        parsed
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_unix_duration()
+            .as_secs(),
+    )
+}
+
+/// The current server certificate; [`ReloadableCert::replace`] swaps it.
 #[derive(Debug)]
 pub struct ReloadableCert {
     current: RwLock<Arc<CertifiedKey>>,
@@ -53,12 +70,16 @@ impl ReloadableCert {
         }))
     }
 
-    /// Loads the files again (from new paths when the config names new ones). On failure the
-    /// old certificate stays in service.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
-        let ck = load_certified_key(cert, key)?;
+    /// Puts a certificate loaded with [`load_certified_key`] in service (SIGHUP: the files are
+    /// loaded first, so a failure leaves the old certificate in service).
+    pub fn replace(&self, ck: CertifiedKey) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
-        Ok(())
+    }
+
+    /// `notAfter` of the certificate in service, as Unix seconds.
+    pub fn expiry(&self) -> Option<u64> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.cert.first().and_then(not_after)
     }
 }
 
@@ -112,4 +133,86 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, St
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// A client config that trusts exactly the leaf certificate in `cert` (PEM): the handshake
+/// succeeds only when the server presents that certificate and proves it holds its key. Used
+/// by `healthcheck` against the admin listener on loopback, whose name the certificate need
+/// not carry.
+pub fn pinned_client_config(cert: &Path) -> Result<rustls::ClientConfig, String> {
+    let leaf = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .next()
+        .ok_or_else(|| format!("{}: no certificate in the file", cert.display()))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let verifier = Arc::new(Pinned {
+        leaf,
+        provider: provider(),
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+#[derive(Debug)]
+struct Pinned {
+    leaf: CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    // The signatures prove the server holds the pinned certificate's key.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

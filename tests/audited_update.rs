@@ -584,7 +584,7 @@ async fn secrets_never_reach_the_database_logs_or_metrics() {
 }
 
 #[test]
-fn bad_config_exits_64_with_one_line_naming_the_key() {
+fn bad_config_exits_78_with_one_line_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     std::fs::write(
@@ -598,7 +598,7 @@ fn bad_config_exits_64_with_one_line_naming_the_key() {
             .arg(&path)
             .output()
             .expect("runs");
-        assert_eq!(out.status.code(), Some(64), "{cmd}");
+        assert_eq!(out.status.code(), Some(78), "{cmd}: EX_CONFIG");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains("lisen"), "{err}");

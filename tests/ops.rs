@@ -251,8 +251,9 @@ fn closed_port() -> SocketAddr {
 /// The proxy in front of the simulator after it has served an allowed update, a refused
 /// (`typeIds: []`) update, an update the portal rejects, pass-through calls (one answered, one
 /// cut off by the portal), and a non-canonical path; plus a second proxy whose portal is a
-/// closed port. Returns both scrapes; everything started is stopped before returning.
-async fn exercised_scrapes() -> (String, String) {
+/// closed port; plus a third whose proxy listener serves TLS (the certificate expiry series
+/// exist only then). Returns the three scrapes; everything started is stopped before returning.
+async fn exercised_scrapes() -> (String, String, String) {
     let sim = sim().await;
     let proxy = TestProxy::start(sim.addr, "");
 
@@ -270,6 +271,16 @@ async fn exercised_scrapes() -> (String, String) {
     .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
     assert_eq!(refused.json()["error"], "POLICY_VIOLATION");
+
+    // Two changes with one OAuth token: its user is resolved once, then found in the cache.
+    for title in ["Sales (oauth 1)", "Sales (oauth 2)"] {
+        let oauth = post_json(
+            &proxy.url(&format!("/rest/{UPDATE}")),
+            &format!(r#"{{"id":267,"fields":{{"title":"{title}"}},"auth":"{TOKEN}"}}"#),
+        )
+        .await;
+        assert_eq!(oauth.status, StatusCode::OK, "{:?}", oauth.body);
+    }
 
     let passed = get(&proxy.hook_url("crm.deal.list")).await;
     assert_eq!(passed.status, StatusCode::OK, "{:?}", passed.body);
@@ -334,6 +345,18 @@ async fn exercised_scrapes() -> (String, String) {
                 .sum::<f64>()
                 >= 1.0
             && v("b24proxy_in_flight_requests", &[]) == 0.0
+            && v("b24proxy_refusals_total", &[("code", "POLICY_VIOLATION")]) >= 1.0
+            && v("b24proxy_refusals_total", &[("code", "NON_CANONICAL_PATH")]) >= 1.0
+            && v("b24proxy_identity_cache_requests_total", &[("result", "miss")]) >= 1.0
+            && v("b24proxy_identity_cache_requests_total", &[("result", "hit")]) >= 1.0
+            // Each audited call commits two entries (intent, outcome); the head is read from
+            // the file at the scrape.
+            && v("b24proxy_audit_chain_head_seq", &[]) >= 8.0
+            && v("b24proxy_audit_last_commit_timestamp_seconds", &[]) > 1.0e9
+            && v("b24proxy_audit_database_bytes", &[]) > 0.0
+            && v("b24proxy_max_connections", &[]) == 10_000.0
+            && v("b24proxy_config_last_reload_successful", &[]) == 1.0
+            && v("process_resident_memory_bytes", &[]) > 0.0
     })
     .await;
 
@@ -356,10 +379,29 @@ async fn exercised_scrapes() -> (String, String) {
     })
     .await;
 
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(tmp.path(), "ops");
+    let tls = TestProxy::start(
+        sim.addr,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    );
+    let tls_text = scrape(tls.admin);
+
+    drop(tls);
     drop(orphan);
     drop(proxy);
     sim.shutdown().await;
-    (text, orphan_text)
+    (text, orphan_text, tls_text)
+}
+
+/// The scrapes of [`exercised_scrapes`] as one: every family any of them exports.
+async fn exercised_scrape() -> Scrape {
+    let (text, orphan_text, tls_text) = exercised_scrapes().await;
+    Scrape::parse(&format!("{text}{orphan_text}{tls_text}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,11 +709,11 @@ fn dashboard_queries(dash: &Value) -> (Vec<Target>, Vec<Variable>) {
     (targets, templating)
 }
 
-fn yaml_file(path: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+fn yaml_file(path: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
 }
 
-fn alert_rules() -> Vec<(String, String, serde_yaml::Value)> {
+fn alert_rules() -> Vec<(String, String, serde_yaml_ng::Value)> {
     let doc = yaml_file("deploy/prometheus/alerts.yml");
     let mut out = Vec::new();
     for g in doc["groups"].as_sequence().expect("groups") {
@@ -750,8 +792,12 @@ fn promql_scanner_tells_metrics_from_functions_labels_and_variables() {
 
 #[tokio::test]
 async fn live_scrape_passes_promtool_check_metrics() {
-    let (text, orphan_text) = exercised_scrapes().await;
-    for (which, body) in [("proxy", &text), ("proxy without portal", &orphan_text)] {
+    let (text, orphan_text, tls_text) = exercised_scrapes().await;
+    for (which, body) in [
+        ("proxy", &text),
+        ("proxy without portal", &orphan_text),
+        ("proxy with TLS", &tls_text),
+    ] {
         let out = run_promtool(&["check", "metrics"], Some(body), &repo("."));
         let complaints: Vec<&str> = out
             .stdout
@@ -768,7 +814,10 @@ async fn live_scrape_passes_promtool_check_metrics() {
     // Bounded labels: no value anywhere looks like a path, a secret or an id.
     let s = Scrape::parse(&text);
     for (family, f) in &s.families {
-        assert!(family.starts_with("b24proxy_"), "{family}");
+        assert!(
+            family.starts_with("b24proxy_") || family.starts_with("process_"),
+            "{family}"
+        );
         for (_, labels, _) in &f.series {
             for v in labels.values() {
                 assert!(
@@ -841,8 +890,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
 
 #[tokio::test]
 async fn dashboard_and_alerts_use_only_exported_metrics_and_labels() {
-    let (text, _) = exercised_scrapes().await;
-    let scrape = Scrape::parse(&text);
+    let scrape = exercised_scrape().await;
 
     // The dashboard.
     let dash: Value = serde_json::from_str(&read("deploy/grafana/b24-audit-proxy.json"))
@@ -907,8 +955,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics_and_labels() {
 
 #[tokio::test]
 async fn metrics_catalog_lists_exactly_the_exported_families() {
-    let (text, _) = exercised_scrapes().await;
-    let scrape = Scrape::parse(&text);
+    let scrape = exercised_scrape().await;
     let doc = read("docs/metrics.md");
 
     // Sections: "### `b24proxy_name`" up to the next heading.
@@ -989,7 +1036,7 @@ async fn metrics_catalog_lists_exactly_the_exported_families() {
 }
 
 /// The multi-document YAML files under `deploy/kubernetes`, parsed.
-fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
+fn kubernetes_objects() -> Vec<(String, serde_yaml_ng::Value)> {
     let dir = repo("deploy/kubernetes");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("deploy/kubernetes")
@@ -1002,8 +1049,8 @@ fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("manifest");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_yaml::Value::deserialize(doc)
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v = serde_yaml_ng::Value::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", f.display()));
             if v.is_null() {
                 continue;
@@ -1023,7 +1070,16 @@ fn kubernetes_objects() -> Vec<(String, serde_yaml::Value)> {
     out
 }
 
-fn one_of<'a>(objects: &'a [(String, serde_yaml::Value)], kind: &str) -> &'a serde_yaml::Value {
+fn pod_labels_of(sts: &serde_yaml_ng::Value) -> &serde_yaml_ng::Mapping {
+    sts["spec"]["template"]["metadata"]["labels"]
+        .as_mapping()
+        .expect("pod labels")
+}
+
+fn one_of<'a>(
+    objects: &'a [(String, serde_yaml_ng::Value)],
+    kind: &str,
+) -> &'a serde_yaml_ng::Value {
     let found: Vec<_> = objects.iter().filter(|(_, v)| v["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");
     &found[0].1
@@ -1053,9 +1109,21 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
     let config = cm["data"]["config.toml"]
         .as_str()
         .expect("ConfigMap data config.toml");
+    let toml: toml::Value = config.parse().expect("TOML");
+    // The admin listener is beyond loopback, so a token is configured (the binary refuses to
+    // start otherwise); check-config reads it, so the copy points at a stand-in file.
+    let token_file = toml["admin"]["token_file"]
+        .as_str()
+        .expect("[admin] token_file: the admin listener is not on loopback");
     let tmp = tempfile::tempdir().expect("tempdir");
+    let stand_in = tmp.path().join("admin.token");
+    std::fs::write(&stand_in, "stand-in-token\n").expect("token");
     let path = tmp.path().join("config.toml");
-    std::fs::write(&path, config).expect("write config");
+    std::fs::write(
+        &path,
+        config.replace(token_file, &stand_in.display().to_string()),
+    )
+    .expect("write config");
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(&path)
@@ -1066,7 +1134,6 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
         "the ConfigMap's config.toml is refused: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let toml: toml::Value = config.parse().expect("TOML");
     let port_of = |key: &str| -> u64 {
         toml[key]["listen"]
             .as_str()
@@ -1121,12 +1188,85 @@ fn kubernetes_manifests_are_well_formed_and_match_the_binary() {
         "runAsNonRoot"
     );
 
+    // The token file is on a volume from the Secret the kustomization generates.
+    let generated: Vec<&str> = kustomization["secretGenerator"]
+        .as_sequence()
+        .expect("secretGenerator")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    let token_mount = mounts
+        .iter()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|p| Path::new(token_file).starts_with(p))
+        })
+        .expect("the token file is on a mounted volume");
+    let token_volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == token_mount["name"])
+        .expect("the token volume");
+    let secret = token_volume["secret"]["secretName"]
+        .as_str()
+        .expect("the token volume is a Secret");
+    assert!(
+        generated.contains(&secret),
+        "Secret {secret} is generated by the kustomization"
+    );
+    let file_in_secret = Path::new(token_file)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("token file name");
+    assert!(
+        kustomization["secretGenerator"][0]["files"]
+            .as_sequence()
+            .expect("files")
+            .iter()
+            .any(|f| f.as_str() == Some(file_in_secret)),
+        "the Secret has the key {file_in_secret}"
+    );
+
+    // A NetworkPolicy selects the pod and admits the admin port only from a selected source.
+    let policy = one_of(&objects, "NetworkPolicy");
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_mapping()
+        .expect("podSelector")
+    {
+        assert_eq!(
+            pod_labels_of(sts).get(k),
+            Some(v),
+            "NetworkPolicy selects the pod"
+        );
+    }
+    let rules = policy["spec"]["ingress"].as_sequence().expect("ingress");
+    let admits_admin = |r: &serde_yaml_ng::Value| {
+        r["ports"].as_sequence().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["port"].as_str() == Some(admin_name.as_str())
+                    || p["port"].as_u64() == Some(admin_port)
+            })
+        })
+    };
+    assert!(
+        rules.iter().any(admits_admin),
+        "the admin port is admitted from somewhere"
+    );
+    for r in rules.iter().filter(|r| admits_admin(r)) {
+        assert!(
+            r["from"].as_sequence().is_some_and(|f| !f.is_empty()),
+            "the admin port is admitted only from selected peers, not from everyone"
+        );
+    }
+
     // Services select the pod and expose the named ports; the ServiceMonitor scrapes /metrics
     // on the admin port under the job name the alert rules expect.
     let pod_labels = sts["spec"]["template"]["metadata"]["labels"]
         .as_mapping()
         .expect("pod labels");
-    let services: Vec<&serde_yaml::Value> = objects
+    let services: Vec<&serde_yaml_ng::Value> = objects
         .iter()
         .filter(|(_, v)| v["kind"] == "Service")
         .map(|(_, v)| v)
@@ -1198,9 +1338,19 @@ fn systemd_unit_and_dockerfile_match_the_binary() {
         "RestrictAddressFamilies=",
         "SystemCallFilter=",
         "KillSignal=SIGTERM",
+        "LoadCredential=admin.token:",
+        "/run/credentials/b24-audit-proxy.service/admin.token",
     ] {
         assert!(unit.contains(needle), "the systemd unit lacks {needle:?}");
     }
+    let no_restart = format!(
+        "RestartPreventExitStatus={}",
+        b24_audit_proxy::config::EXIT_CONFIG
+    );
+    assert!(
+        unit.contains(&no_restart),
+        "a bad config (check-config's exit code) is not restarted: {no_restart}"
+    );
     if let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
         .iter()
         .find(|p| Path::new(p).exists())
@@ -1232,10 +1382,48 @@ fn systemd_unit_and_dockerfile_match_the_binary() {
         "USER ",
         "VOLUME [\"/var/lib/b24-audit-proxy\"]",
         "HEALTHCHECK",
-        "/healthz",
+        "\"healthcheck\"",
         "\"serve\", \"--config\"",
+        "ENV B24PROXY_CONFIG=",
     ] {
         assert!(docker.contains(needle), "the Dockerfile lacks {needle:?}");
+    }
+    // OCI annotations agree with Cargo.toml.
+    let cargo_toml: toml::Value = read("Cargo.toml").parse().expect("Cargo.toml");
+    let package = &cargo_toml["package"];
+    let label = |key: &str| -> String {
+        let needle = format!("org.opencontainers.image.{key}=\"");
+        let start = docker
+            .find(&needle)
+            .unwrap_or_else(|| panic!("the Dockerfile has no OCI label {key}"))
+            + needle.len();
+        docker[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        label("licenses"),
+        package["license"].as_str().expect("license")
+    );
+    assert_eq!(label("title"), package["name"].as_str().expect("name"));
+    let version_arg = docker
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG VERSION="))
+        .expect("ARG VERSION=");
+    assert_eq!(
+        version_arg.trim(),
+        package["version"].as_str().expect("version"),
+        "the image's default version label is the crate's"
+    );
+    // No shell in a distroless image: everything runs in exec form.
+    for line in docker.lines() {
+        for instr in ["CMD ", "ENTRYPOINT "] {
+            if let Some(rest) = line.trim().strip_prefix(instr) {
+                assert!(rest.starts_with('['), "{instr}in shell form: {line}");
+            }
+        }
     }
     // The builder is at least the toolchain every locked dependency needs.
     let from = docker
@@ -1263,8 +1451,9 @@ fn systemd_unit_and_dockerfile_match_the_binary() {
 
 #[test]
 fn healthcheck_command_of_the_dockerfile_works_against_a_real_admin_listener() {
-    // The HEALTHCHECK runs a bash /dev/tcp request (the runtime image has no curl); run the
-    // same command against a live proxy, and against a closed port.
+    // The image's HEALTHCHECK runs the binary's own `healthcheck` (the runtime image has no
+    // shell), with the config from B24PROXY_CONFIG as the image sets it. Run the same command
+    // against a live proxy, and against a closed port.
     let docker = read("deploy/Dockerfile");
     let cmd = docker
         .lines()
@@ -1272,25 +1461,78 @@ fn healthcheck_command_of_the_dockerfile_works_against_a_real_admin_listener() {
         .find_map(|l| l.trim().strip_prefix("CMD "))
         .expect("HEALTHCHECK ... CMD line");
     let script: Vec<String> = serde_json::from_str(cmd).expect("exec-form CMD");
+    assert_eq!(script[0], "/usr/local/bin/b24-audit-proxy", "{script:?}");
     // No call is proxied, so the portal may as well be a closed port.
     let proxy = TestProxy::start(closed_port(), "");
-    let run = |port: u16| {
-        Command::new(&script[0])
+    let config = std::fs::read_to_string(&proxy.config).expect("config");
+    let run = |admin: SocketAddr| {
+        let path = proxy.dir.join(format!("healthcheck-{}.toml", admin.port()));
+        std::fs::write(
+            &path,
+            config.replace(
+                "[admin]\nlisten = \"127.0.0.1:0\"",
+                &format!("[admin]\nlisten = \"{admin}\""),
+            ),
+        )
+        .expect("write config");
+        Command::new(BIN)
             .args(&script[1..])
-            .env("B24PROXY_ADMIN_PORT", port.to_string())
+            .env("B24PROXY_CONFIG", &path)
             .output()
             .expect("healthcheck runs")
     };
-    let ok = run(proxy.admin.port());
+    let ok = run(proxy.admin);
     assert!(
         ok.status.success(),
         "healthcheck failed against a live proxy: {}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let down = run(closed_port().port());
+    let down = run(closed_port());
     assert!(
         !down.status.success(),
         "healthcheck passed on a closed port"
     );
     drop(proxy);
+}
+
+/// The anchor GitHub gives a Markdown heading: lower-cased, punctuation dropped, spaces to `-`.
+fn heading_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_a_runbook_section_that_exists() {
+    let mut anchors: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, _, rule) in alert_rules() {
+        if rule["alert"].is_null() {
+            continue;
+        }
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("alert {name} has no runbook_url annotation"));
+        let (file, anchor) = url
+            .split_once('#')
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url} has no #anchor"));
+        assert!(
+            file.starts_with("docs/"),
+            "{name}: runbook_url {url} is not under docs/"
+        );
+        let known = anchors.entry(file.to_owned()).or_insert_with(|| {
+            read(file)
+                .lines()
+                .filter_map(|l| l.strip_prefix('#'))
+                .map(|h| heading_anchor(h.trim_start_matches('#')))
+                .collect()
+        });
+        assert!(
+            known.contains(anchor),
+            "{name}: {file} has no section #{anchor}"
+        );
+    }
 }

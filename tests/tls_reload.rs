@@ -171,6 +171,11 @@ async fn an_invalid_config_on_reload_keeps_the_running_one() {
         StatusCode::FORBIDDEN,
         "the old policy is still enforced"
     );
+    assert_eq!(
+        proxy.metric("b24proxy_config_last_reload_successful").await,
+        Some(0.0),
+        "the failed reload is exported"
+    );
 
     std::fs::write(
         &proxy.config,
@@ -182,6 +187,10 @@ async fn an_invalid_config_on_reload_keeps_the_running_one() {
         proxy.log().contains("Configuration reloaded")
     })
     .await;
+    assert_eq!(
+        proxy.metric("b24proxy_config_last_reload_successful").await,
+        Some(1.0)
+    );
     let r = post_json(&proxy.hook_url("crm.automatedsolution.update"), empty).await;
     assert_eq!(
         r.status,
@@ -264,6 +273,122 @@ fn check_config_loads_the_tls_files() {
         .arg(&mismatched)
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls_cert"));
+}
+
+/// `[admin] tls_cert`/`tls_key`: the admin listener serves HTTPS (and nothing in plain HTTP),
+/// both listeners' certificate expiry is exported, and `healthcheck` reaches `/readyz` over
+/// TLS with the token, trusting exactly the configured certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_https_and_healthcheck_uses_it() {
+    let sim = sim().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(tmp.path(), "admin");
+    let token = tmp.path().join("admin.token");
+    std::fs::write(&token, "admin-token-for-tls\n").expect("token");
+    let extra = format!(
+        "{}[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{}",
+        tls_extra(&pki),
+        token.display(),
+        tls_extra(&pki)
+    );
+    let proxy = TestProxy::start(sim.addr, &extra);
+    let client = https_client(&pki.ca);
+
+    let (status, body) = https_get(&client, &format!("https://{}/readyz", proxy.admin))
+        .await
+        .expect("admin over https");
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let plain = raw(
+        proxy.admin,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"),
+        "plain HTTP must not be answered by a TLS listener"
+    );
+
+    let (_, metrics) = https_get(&client, &format!("https://{}/metrics", proxy.admin))
+        .await
+        .expect("scrape over https");
+    let text = String::from_utf8_lossy(&metrics);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    for listener in ["proxy", "admin"] {
+        let expiry = metric_value(
+            &text,
+            &format!(
+                "b24proxy_tls_certificate_expiry_timestamp_seconds{{listener=\"{listener}\"}}"
+            ),
+        )
+        .unwrap_or_else(|| panic!("no expiry for {listener}: {text}"));
+        // make_pki signs for two days.
+        let days = (expiry - now) / 86_400.0;
+        assert!((1.9..=2.1).contains(&days), "{listener}: {days} days");
+    }
+
+    // healthcheck needs the real port in the config it reads.
+    let config = std::fs::read_to_string(&proxy.config).expect("config");
+    let fixed = tmp.path().join("healthcheck.toml");
+    std::fs::write(
+        &fixed,
+        config.replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"{}\"", proxy.admin),
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["healthcheck", "--config"])
+        .arg(&fixed)
+        .output()
+        .expect("healthcheck runs");
+    assert!(
+        out.status.success(),
+        "healthcheck over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Pinned to the configured certificate: another one (the CA's) is refused.
+    let other = tmp.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&fixed).expect("read").replacen(
+            &format!("tls_cert = \"{}\"", pki.cert.display()),
+            &format!("tls_cert = \"{}\"", pki.ca.display()),
+            2,
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["healthcheck", "--config"])
+        .arg(&other)
+        .output()
+        .expect("healthcheck runs");
+    assert!(
+        !out.status.success(),
+        "a certificate other than the pinned one passed"
+    );
+
+    // SIGHUP reloads the admin certificate too.
+    let next = make_pki(tmp.path(), "admin-next");
+    std::fs::copy(&next.cert, &pki.cert).expect("new cert");
+    std::fs::copy(&next.key, &pki.key).expect("new key");
+    sighup(&proxy);
+    let renewed = https_client(&next.ca);
+    eventually_async(
+        "the admin listener serves the new certificate",
+        std::time::Duration::from_secs(10),
+        || async {
+            https_get(&renewed, &format!("https://{}/readyz", proxy.admin))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    drop(proxy);
+    sim.shutdown().await;
 }
