@@ -15,6 +15,10 @@
 //!    re-reading whatever the answer does not show; side effects re-read too.
 //! 9. **respond** with the portal's own bytes plus `X-Audit-Event-Id` (comma-separated for a
 //!    batch) and `X-Audit-Batch-Id`.
+//!
+//! Phases 6–8 run in a task of their own (`Committed`, spawned through `lifecycle::Detached`),
+//! holding the locks: once the intents are handed to the trail, the change is carried through
+//! to its recorded outcome even if the client goes away; the request only awaits the result.
 
 use crate::audit::{new_event_id, Entry, EntryKind, Outcome};
 use crate::body::ProxyBody;

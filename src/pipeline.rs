@@ -13,6 +13,11 @@
 //! 7. **forward** the canonical re-encoding (`upstream`).
 //! 8. **record outcome**, with the after-state (re-read when the portal answered with an error).
 //! 9. **respond** with the portal's bytes plus `X-Audit-Event-Id`.
+//!
+//! A request future is dropped when its client goes away (connection closed, HTTP/2 stream
+//! reset): what it holds is released by guards (`lifecycle`), and from the intent on the
+//! audited work runs in its own task, so it is never cut short with it. Client bodies are read
+//! through `body::Timed` (`server.body_read_timeout`, 408 past it).
 
 use crate::audit::{AuditError, AuditStore};
 use crate::audited::Shape;
