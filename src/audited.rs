@@ -16,6 +16,10 @@
 //!    re-reading whatever the answer does not show; side effects re-read too.
 //! 9. **respond** with the portal's own bytes plus `X-Audit-Event-Id` (comma-separated for a
 //!    batch) and `X-Audit-Batch-Id`.
+//!
+//! Phases 6–8 run in a task of their own (`Committed`, spawned through `lifecycle::Detached`),
+//! holding the locks: once the intents are handed to the trail, the change is carried through
+//! to its recorded outcome even if the client goes away; the request only awaits the result.
 
 use crate::audit::{new_event_id, Entry, EntryKind, Outcome};
 use crate::body::ProxyBody;
@@ -37,6 +41,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The response header naming a batch's id.
@@ -66,6 +71,21 @@ struct Item {
     mutation: Mutation,
 }
 
+/// A change whose intents are about to be recorded: everything phases 6-8 need, owned, so it
+/// can move into its own task; it holds the workplace locks until it is dropped.
+struct Committed {
+    credential: Credential,
+    encoding: &'static str,
+    headers: HeaderMap,
+    items: Vec<Item>,
+    planned: Vec<plan::Planned>,
+    event_ids: Vec<String>,
+    intents: Vec<Entry>,
+    batch: Option<BatchCall>,
+    /// Released when the work is done.
+    _locks: Vec<SolutionGuard>,
+}
+
 /// Why the snapshot stopped the call: the portal's own refusal, answered as is.
 enum Stop {
     Answer(Box<Answer>),
@@ -74,7 +94,7 @@ enum Stop {
 
 impl Pipeline {
     pub(crate) async fn audited(
-        &self,
+        self: &Arc<Self>,
         ctx: &mut RequestCtx,
         parts: &http::request::Parts,
         shape: Shape,
@@ -117,7 +137,7 @@ impl Pipeline {
             self.lock_and_read(ctx, &credential, &items, headers),
             self.caller_user(&credential, fingerprint.as_deref(), headers)
         );
-        let (known, _turns) = match snapshot? {
+        let (known, turns) = match snapshot? {
             Ok(read) => read,
             Err(Stop::Answer(a)) => return Ok(answer_response(*a, None)),
             Err(Stop::Envelope(status, body)) => return Ok(envelope_response(status, body)),
@@ -235,6 +255,75 @@ impl Pipeline {
             });
         }
 
+        // Phases 6-8 run in a task of their own: from the intent on, the change is carried
+        // through to its recorded outcome whatever happens to the client's connection. If
+        // this request is dropped now, only the answer is lost.
+        let work = Committed {
+            credential,
+            encoding,
+            headers: headers.clone(),
+            items,
+            planned,
+            event_ids: event_ids.clone(),
+            intents,
+            batch,
+            _locks: turns,
+        };
+        let me = self.clone();
+        let own_ctx = ctx.clone();
+        let (done, answer) = self
+            .detached
+            .spawn(async move { me.carry_out(own_ctx, work).await })
+            .await
+            .map_err(|_| ProxyError::Internal("the audited work ended abnormally".into()))?;
+        ctx.upstream_seconds = done.upstream_seconds;
+        ctx.upstream_status = done.upstream_status;
+
+        // Phase 9: the portal's own answer, plus the event ids.
+        let mut resp = answer_response(answer?, None);
+        if let Ok(v) = HeaderValue::from_str(&event_ids.join(",")) {
+            resp.headers_mut().insert(AUDIT_EVENT_HEADER, v);
+        }
+        if let Some(b) = batch_id
+            .as_deref()
+            .and_then(|b| HeaderValue::from_str(b).ok())
+        {
+            resp.headers_mut().insert(AUDIT_BATCH_HEADER, b);
+        }
+        Ok(resp)
+    }
+
+    /// Phases 6-8, in the change's own task; then the locks are released, before the answer
+    /// goes anywhere (a client that does not read it holds nothing). Every exchange with the
+    /// portal is bounded by `upstream.request_timeout`, so the task ends on its own.
+    async fn carry_out(
+        self: Arc<Self>,
+        mut ctx: RequestCtx,
+        mut work: Committed,
+    ) -> (RequestCtx, Result<Answer, ProxyError>) {
+        let result = self.record_and_forward(&mut ctx, &mut work).await;
+        drop(work);
+        (ctx, result)
+    }
+
+    /// Records the intents, forwards, records each command's outcome.
+    async fn record_and_forward(
+        &self,
+        ctx: &mut RequestCtx,
+        work: &mut Committed,
+    ) -> Result<Answer, ProxyError> {
+        let intents = std::mem::take(&mut work.intents);
+        let Committed {
+            credential,
+            encoding,
+            headers,
+            items,
+            planned,
+            event_ids,
+            batch,
+            ..
+        } = &*work;
+        let encoding = *encoding;
         // Phase 6: every intent is durable before anything is forwarded.
         self.audit
             .append(intents)
@@ -244,11 +333,11 @@ impl Pipeline {
         // Phase 7: forward the canonical re-encoding.
         let forward = match &batch {
             None => canonical(&Interpreted {
-                mutation: mutations[0].clone(),
+                mutation: items[0].mutation.clone(),
                 credential: credential.clone(),
                 encoding,
             }),
-            Some(call) => outbound("batch", &credential, call.forward_params()),
+            Some(call) => outbound("batch", credential, call.forward_params()),
         };
         let t = Instant::now();
         let forwarded = self.upstream.call(&forward, headers).await;
@@ -257,9 +346,9 @@ impl Pipeline {
             .upstream(UpstreamPhase::Forward, t.elapsed().as_secs_f64());
 
         // Phase 8: the outcome of each command.
-        let (results, answer) = self.outcomes(ctx, &items, batch.is_some(), forwarded);
+        let (results, answer) = self.outcomes(ctx, items, batch.is_some(), forwarded);
         let mut reread: BTreeSet<i64> = BTreeSet::new();
-        for ((item, p), r) in items.iter().zip(&planned).zip(&results) {
+        for ((item, p), r) in items.iter().zip(planned).zip(&results) {
             if r.reread {
                 if let Some(id) = item.mutation.solution_id {
                     reread.insert(id);
@@ -270,12 +359,12 @@ impl Pipeline {
         let fresh = if reread.is_empty() {
             BTreeMap::new()
         } else {
-            self.read_many(ctx, &credential, &reread, headers, UpstreamPhase::Reread)
+            self.read_many(ctx, credential, &reread, headers, UpstreamPhase::Reread)
                 .await
                 .unwrap_or_default()
         };
         let mut done = Vec::with_capacity(items.len());
-        for (((item, p), r), event_id) in items.iter().zip(&planned).zip(results).zip(&event_ids) {
+        for (((item, p), r), event_id) in items.iter().zip(planned).zip(results).zip(event_ids) {
             let after = match (r.after, r.reread, item.mutation.solution_id) {
                 (Some(a), _, _) => Some(a),
                 (None, true, Some(id)) => fresh.get(&id).cloned(),
@@ -305,19 +394,7 @@ impl Pipeline {
             tracing::error!(target: "audit", event_id = %event_ids.join(","), error = %e, "Outcome not recorded");
         }
 
-        // Phase 9: the portal's own answer, plus the event ids.
-        let answer = answer.map_err(ProxyError::Upstream)?;
-        let mut resp = answer_response(answer, None);
-        if let Ok(v) = HeaderValue::from_str(&event_ids.join(",")) {
-            resp.headers_mut().insert(AUDIT_EVENT_HEADER, v);
-        }
-        if let Some(b) = batch_id
-            .as_deref()
-            .and_then(|b| HeaderValue::from_str(b).ok())
-        {
-            resp.headers_mut().insert(AUDIT_BATCH_HEADER, b);
-        }
-        Ok(resp)
+        answer.map_err(ProxyError::Upstream)
     }
 
     /// `crm.type.delete` of a smart process bound to a workplace would unbind it there without
@@ -361,7 +438,7 @@ impl Pipeline {
         credential: &Credential,
         items: &[Item],
         headers: &HeaderMap,
-    ) -> Result<Result<(Known, Vec<SolutionGuard<'_>>), Stop>, ProxyError> {
+    ) -> Result<Result<(Known, Vec<SolutionGuard>), Stop>, ProxyError> {
         let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
         let targets: BTreeSet<i64> = mutations.iter().filter_map(|m| m.solution_id).collect();
         let bound = plan::bound_types(&mutations);

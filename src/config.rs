@@ -77,6 +77,10 @@ struct FileServer {
     #[serde(default, with = "humantime_serde")]
     header_read_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    body_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    send_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     shutdown_grace: Option<Duration>,
     trusted_proxies: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
@@ -165,6 +169,10 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 10_000;
     /// Long enough for a slow mobile client, short enough to shed slowloris connections.
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// nginx's `client_body_timeout`.
+    pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+    /// nginx's `send_timeout`.
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// In-flight calls get this long to finish on SIGTERM before connections are closed.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -242,6 +250,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// The longest pause allowed between two reads of a request body (408 past it).
+    pub body_read_timeout: Duration,
+    /// The longest a write to a client may wait for it to read (the connection closes past it).
+    pub send_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed (a load balancer in front of the proxy).
     pub trusted_proxies: Vec<Cidr>,
@@ -403,6 +415,16 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             "server.header_read_timeout",
             raw.server.header_read_timeout,
             defaults::HEADER_READ_TIMEOUT,
+        )?,
+        body_read_timeout: duration(
+            "server.body_read_timeout",
+            raw.server.body_read_timeout,
+            defaults::BODY_READ_TIMEOUT,
+        )?,
+        send_timeout: duration(
+            "server.send_timeout",
+            raw.server.send_timeout,
+            defaults::SEND_TIMEOUT,
         )?,
         shutdown_grace: duration(
             "server.shutdown_grace",

@@ -29,6 +29,9 @@ pub enum UpstreamFailure {
     Timeout,
     /// The connection broke after the request was sent.
     Reset,
+    /// The client's body, streamed on, stalled past `server.body_read_timeout`: the request
+    /// was aborted by the proxy, not failed by the portal.
+    ClientStalled,
     /// The portal answered, but not with what the proxy needs to read (e.g. invalid JSON).
     Invalid,
 }
@@ -39,6 +42,7 @@ impl UpstreamFailure {
             UpstreamFailure::Connect => "connect",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Reset => "reset",
+            UpstreamFailure::ClientStalled => "client_stalled",
             UpstreamFailure::Invalid => "invalid",
         }
     }
@@ -67,6 +71,10 @@ pub enum ProxyError {
     #[error("the request body could not be read")]
     ClientBody,
 
+    /// The client stopped sending its body for longer than `server.body_read_timeout`.
+    #[error("the request body stalled for longer than {limit_s} s between reads")]
+    BodyTimeout { limit_s: u64 },
+
     /// A policy rule refused the change.
     #[error("refused by policy rule \"{rule}\": {reason} (audit event {event_id})")]
     PolicyViolation {
@@ -92,6 +100,7 @@ fn upstream_message(kind: UpstreamFailure) -> &'static str {
         UpstreamFailure::Connect => "the portal could not be reached",
         UpstreamFailure::Timeout => "the portal did not answer in time",
         UpstreamFailure::Reset => "the connection to the portal broke before it answered",
+        UpstreamFailure::ClientStalled => "the request body stalled; the call was aborted",
         UpstreamFailure::Invalid => "the portal's answer could not be read",
     }
 }
@@ -111,6 +120,7 @@ impl ProxyError {
             | ProxyError::Uninterpretable { .. }
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::ClientBody
+            | ProxyError::BodyTimeout { .. }
             | ProxyError::PolicyViolation { .. } => ErrorOrigin::Client,
             ProxyError::Upstream(_) => ErrorOrigin::Upstream,
             ProxyError::AuditUnavailable | ProxyError::Internal(_) => ErrorOrigin::Internal,
@@ -126,6 +136,7 @@ impl ProxyError {
             | ProxyError::Uninterpretable { .. }
             | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PolicyViolation { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -141,6 +152,7 @@ impl ProxyError {
             ProxyError::Uninterpretable { code, .. } => code,
             ProxyError::BodyTooLarge { .. } => "REQUEST_TOO_LARGE",
             ProxyError::ClientBody => "INVALID_REQUEST_BODY",
+            ProxyError::BodyTimeout { .. } => "REQUEST_TIMEOUT",
             ProxyError::PolicyViolation { .. } => "POLICY_VIOLATION",
             ProxyError::AuditUnavailable => "AUDIT_UNAVAILABLE",
             ProxyError::Upstream(UpstreamFailure::Timeout) => "UPSTREAM_TIMEOUT",
@@ -177,6 +189,11 @@ mod tests {
                 "REQUEST_TOO_LARGE",
             ),
             (ProxyError::ClientBody, 400, "INVALID_REQUEST_BODY"),
+            (
+                ProxyError::BodyTimeout { limit_s: 60 },
+                408,
+                "REQUEST_TIMEOUT",
+            ),
             (
                 ProxyError::PolicyViolation {
                     rule: "r".into(),

@@ -27,6 +27,7 @@ use crate::rest::route::Route;
 use crate::watched::Watched;
 use http::request::Parts;
 use http::Response;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A watched call's parameters, read the portal's way (strictly: see `rest::params`).
@@ -135,7 +136,7 @@ impl Pipeline {
 
     /// A v1 `batch`: audited when a command is watched, else forwarded rebuilt.
     pub(crate) async fn v1_batch(
-        &self,
+        self: &Arc<Self>,
         ctx: &mut RequestCtx,
         route: &Route,
         parts: &Parts,

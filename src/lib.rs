@@ -22,6 +22,8 @@
 //! - `error` — `ProxyError`, the status/code table; `rest::envelope` renders it
 //! - `server` — listeners, connection cap, graceful shutdown; `admin` — metrics and health;
 //!   `healthcheck` — the `healthcheck` sub-command's `/readyz` client
+//! - `lifecycle` — guards for what a request holds, and the audited work that outlives it;
+//!   `timed_io` — writes to clients bounded by `server.send_timeout`
 //! - `audit` — entries, the writer thread with group commit, hash chain, migrations, queries
 //! - `secrets` — keyed fingerprints and log redaction; `metrics` — every metric, defined once
 //! - `portal_sim` — the bundled portal simulator; `demo` — the guided demo
@@ -42,6 +44,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod identity;
 pub mod inspected;
+pub mod lifecycle;
 pub mod locks;
 pub mod metrics;
 pub mod mutation;
@@ -54,6 +57,7 @@ pub mod rest;
 pub mod revert;
 pub mod secrets;
 pub mod server;
+pub mod timed_io;
 pub mod tls;
 pub mod ui;
 pub mod upstream;

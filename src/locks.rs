@@ -7,15 +7,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+type LockMap = Mutex<HashMap<i64, Arc<AsyncMutex<()>>>>;
+
 #[derive(Default)]
 pub struct SolutionLocks {
     // A std mutex: held only for a map lookup, never across an await.
-    map: Mutex<HashMap<i64, Arc<AsyncMutex<()>>>>,
+    map: Arc<LockMap>,
 }
 
-/// Holds one workplace's lock until dropped.
-pub struct SolutionGuard<'a> {
-    locks: &'a SolutionLocks,
+/// Holds one workplace's lock until dropped. It owns what it needs (no borrow of the lock
+/// table), so the audited work can carry its locks into its own task and release them there.
+pub struct SolutionGuard {
+    map: Arc<LockMap>,
     id: i64,
     guard: Option<OwnedMutexGuard<()>>,
 }
@@ -26,14 +29,14 @@ impl SolutionLocks {
     }
 
     /// Waits for the workplace's turn.
-    pub async fn lock(&self, id: i64) -> SolutionGuard<'_> {
+    pub async fn lock(&self, id: i64) -> SolutionGuard {
         let m = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id).or_default().clone()
         };
         let guard = m.lock_owned().await;
         SolutionGuard {
-            locks: self,
+            map: self.map.clone(),
             id,
             guard: Some(guard),
         }
@@ -41,7 +44,7 @@ impl SolutionLocks {
 
     /// Locks several workplaces, in ascending id order: every request takes its locks in the
     /// same order, so two requests can never each hold one the other waits for.
-    pub async fn lock_all(&self, ids: &std::collections::BTreeSet<i64>) -> Vec<SolutionGuard<'_>> {
+    pub async fn lock_all(&self, ids: &std::collections::BTreeSet<i64>) -> Vec<SolutionGuard> {
         let mut guards = Vec::with_capacity(ids.len());
         for id in ids {
             guards.push(self.lock(*id).await);
@@ -59,13 +62,13 @@ impl SolutionLocks {
     }
 }
 
-impl Drop for SolutionGuard<'_> {
+impl Drop for SolutionGuard {
     fn drop(&mut self) {
         // Release first, then drop the map entry if nobody else holds or awaits it (the map's
         // own reference is the only one left). Waiters clone under the map lock, so no waiter
         // can appear between the check and the removal.
         self.guard.take();
-        let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
             map.remove(&self.id);
         }

@@ -13,13 +13,19 @@
 //! 7. **forward** the canonical re-encoding (`upstream`).
 //! 8. **record outcome**, with the after-state (re-read when the portal answered with an error).
 //! 9. **respond** with the portal's bytes plus `X-Audit-Event-Id`.
+//!
+//! A request future is dropped when its client goes away (connection closed, HTTP/2 stream
+//! reset): what it holds is released by guards (`lifecycle`), and from the intent on the
+//! audited work runs in its own task, so it is never cut short with it. Client bodies are read
+//! through `body::Timed` (`server.body_read_timeout`, 408 past it).
 
 use crate::audit::{AuditError, AuditStore};
 use crate::audited::Shape;
-use crate::body::{read_capped, ProxyBody, ReadError};
+use crate::body::{read_capped, ProxyBody, ReadError, Timed};
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::identity::{self, Identities};
+use crate::lifecycle::{Detached, GaugeGuard};
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
 use crate::mutation::{self, outbound, Credential, MutationKind};
@@ -50,16 +56,21 @@ pub struct Pipeline {
     pub key: FingerprintKey,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    /// The longest pause between two reads of a client's body.
+    body_read_timeout: std::time::Duration,
     pub(crate) locks: SolutionLocks,
     /// Who was last seen holding which smart process: lets a snapshot read an owner together
     /// with its target.
     pub(crate) owners: Owners,
+    /// Audited changes carried on in their own tasks; the drain waits for them.
+    pub detached: Detached,
     identities: Identities,
     resolve_oauth_users: bool,
     pub(crate) trusted_proxies: Vec<Cidr>,
 }
 
 /// Per-request state, filled in by the phases and read once at the end.
+#[derive(Clone)]
 pub(crate) struct RequestCtx {
     start: Instant,
     pub(crate) peer: SocketAddr,
@@ -89,8 +100,10 @@ impl Pipeline {
             key,
             metrics,
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
             locks: SolutionLocks::new(),
             owners: Owners::new(),
+            detached: Detached::default(),
             identities: Identities::new(config.identity.cache_ttl, config.identity.cache_entries),
             resolve_oauth_users: config.identity.resolve_oauth_users,
             trusted_proxies: config.server.trusted_proxies.clone(),
@@ -110,23 +123,16 @@ impl Pipeline {
             .clone()
     }
 
-    /// Handles one request. Never fails: every error becomes an envelope.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Handles one request. Never fails: every error becomes an envelope. When the client goes
+    /// away first this future is dropped at whatever await it is in; `Tracked` then gives back
+    /// the in-flight gauge and writes the access line (status 499, nginx's "client closed").
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
-        let mut ctx = RequestCtx {
-            start: Instant::now(),
-            peer,
-            watched: None,
-            event_id: None,
-            decision: None,
-            upstream_status: None,
-            upstream_seconds: 0.0,
-            request_id: if logging {
-                Some(request_id(req.headers()))
-            } else {
-                None
-            },
-        };
+        let http1 = req.version() <= http::Version::HTTP_11;
         let target = if logging {
             Some((
                 req.method().clone(),
@@ -135,19 +141,47 @@ impl Pipeline {
         } else {
             None
         };
-        self.metrics.in_flight.inc();
-        let resp = match self.route(&mut ctx, req).await {
-            Ok(resp) => resp,
-            Err(e) => self.error_response(&ctx, &e),
+        let mut t = Tracked {
+            pipeline: self,
+            ctx: RequestCtx {
+                start: Instant::now(),
+                peer,
+                watched: None,
+                event_id: None,
+                decision: None,
+                upstream_status: None,
+                upstream_seconds: 0.0,
+                request_id: if logging {
+                    Some(request_id(req.headers()))
+                } else {
+                    None
+                },
+            },
+            target,
+            answered: false,
+            _in_flight: GaugeGuard::new(&self.metrics.in_flight),
         };
-        self.metrics.in_flight.dec();
-        self.finish(&ctx, &resp, target);
+        let resp = match self.route(&mut t.ctx, req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let mut resp = self.error_response(&t.ctx, &e);
+                if http1 && matches!(e, ProxyError::BodyTimeout { .. }) {
+                    // The rest of the body may still come: the connection cannot be reused.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
+        };
+        t.answered = true;
+        let target = t.target.take();
+        self.finish(&t.ctx, resp.status().as_u16(), target);
         resp
     }
 
     /// Phase 1: classify, then pass through or interpret.
     async fn route(
-        &self,
+        self: &Arc<Self>,
         ctx: &mut RequestCtx,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -170,8 +204,8 @@ impl Pipeline {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
-        self.forward_as_is(ctx, parts, ProxyBody::Stream(body))
-            .await
+        let body = ProxyBody::Timed(Timed::new(body, self.body_read_timeout));
+        self.forward_as_is(ctx, parts, body).await
     }
 
     /// Forwards a request unchanged (streamed, or the bytes already read) and streams the
@@ -187,28 +221,35 @@ impl Pipeline {
         ctx.upstream_seconds = t.elapsed().as_secs_f64();
         self.metrics
             .upstream(UpstreamPhase::PassThrough, ctx.upstream_seconds);
-        let resp = result.map_err(|k| self.upstream_failed(k))?;
+        let resp = result.map_err(|k| match k {
+            UpstreamFailure::ClientStalled => self.body_timeout(),
+            k => self.upstream_failed(k),
+        })?;
         ctx.upstream_status = Some(resp.status().as_u16());
         Ok(resp.map(ProxyBody::Stream))
     }
 
     /// Phase 3: read and interpret a watched call.
     async fn watched(
-        &self,
+        self: &Arc<Self>,
         ctx: &mut RequestCtx,
         req: Request<Incoming>,
         route: Route,
         w: Watched,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
-        let body = read_capped(body, self.max_body_bytes)
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge => ProxyError::BodyTooLarge {
-                    limit: self.max_body_bytes,
-                },
-                ReadError::Broken => ProxyError::ClientBody,
-            })?;
+        let body = read_capped(
+            Timed::new(body, self.body_read_timeout),
+            self.max_body_bytes,
+        )
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => ProxyError::BodyTooLarge {
+                limit: self.max_body_bytes,
+            },
+            ReadError::Broken => ProxyError::ClientBody,
+            ReadError::Stalled => self.body_timeout(),
+        })?;
         let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
         let result = match (route.version, w) {
             (ApiVersion::V3, Watched::Batch) => {
@@ -294,6 +335,12 @@ impl Pipeline {
         Some(user)
     }
 
+    fn body_timeout(&self) -> ProxyError {
+        ProxyError::BodyTimeout {
+            limit_s: self.body_read_timeout.as_secs(),
+        }
+    }
+
     pub(crate) fn upstream_failed(&self, k: UpstreamFailure) -> ProxyError {
         self.metrics.upstream_error(k.label());
         ProxyError::Upstream(k)
@@ -332,14 +379,8 @@ impl Pipeline {
     }
 
     /// Metrics and the access line, once per request.
-    fn finish(
-        &self,
-        ctx: &RequestCtx,
-        resp: &Response<ProxyBody>,
-        target: Option<(http::Method, String)>,
-    ) {
+    fn finish(&self, ctx: &RequestCtx, status: u16, target: Option<(http::Method, String)>) {
         let seconds = ctx.start.elapsed().as_secs_f64();
-        let status = resp.status().as_u16();
         self.metrics.request(ctx.watched, status, seconds);
         if let Some((method, target)) = target {
             tracing::info!(
@@ -357,6 +398,28 @@ impl Pipeline {
                 event_id = ctx.event_id.as_deref(),
                 "Request"
             );
+        }
+    }
+}
+
+/// A request being handled: what `handle` must give back and record however it ends.
+struct Tracked<'a> {
+    pipeline: &'a Pipeline,
+    ctx: RequestCtx,
+    target: Option<(http::Method, String)>,
+    /// Set once the answer is built; unset when dropped, the client went away first.
+    answered: bool,
+    _in_flight: GaugeGuard,
+}
+
+/// nginx's status for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let target = self.target.take();
+            self.pipeline.finish(&self.ctx, CLIENT_CLOSED, target);
         }
     }
 }

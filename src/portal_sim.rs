@@ -184,6 +184,11 @@ impl Simulator {
         self.lock().faults.push(fault);
     }
 
+    /// Queues a fault that first lets `skip` matching requests pass.
+    pub fn push_fault_after(&self, skip: u32, fault: Fault) {
+        self.lock().faults.push_after(skip, fault);
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }

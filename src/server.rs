@@ -1,17 +1,20 @@
 //! Listeners and lifecycle: binds the proxy and admin listeners (each optionally over TLS),
 //! accepts with a connection cap and a header-read timeout, reloads policy and TLS
 //! material on SIGHUP (keeping the old ones when the new config is invalid), and shuts down in
-//! order — stop accepting, let in-flight requests finish within the grace period, then let the
-//! audit writer commit what is queued and stop.
+//! order — stop accepting, let in-flight requests and the audited work of clients that already
+//! left finish within the grace period, then let the audit writer commit what is queued and
+//! stop. Writes to clients are bounded by `server.send_timeout` (`timed_io`).
 
 use crate::admin::Admin;
 use crate::audit::store::{self, OpenOptions, Writer};
 use crate::body::ProxyBody;
 use crate::config::Config;
+use crate::lifecycle::GaugeGuard;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::secrets::FingerprintKey;
+use crate::timed_io::TimedWrites;
 use crate::tls::ReloadableCert;
 use crate::upstream::Upstream;
 use anyhow::Context as _;
@@ -88,8 +91,8 @@ impl Running {
         Ok(())
     }
 
-    /// Stops accepting, drains in-flight requests (bounded by the grace period), then flushes
-    /// and closes the audit writer.
+    /// Stops accepting, drains in-flight requests and detached audited work (together bounded
+    /// by the grace period), then flushes and closes the audit writer.
     pub async fn shutdown(self) {
         let Running {
             stop,
@@ -99,9 +102,20 @@ impl Running {
             pipeline,
             ..
         } = self;
+        let deadline = tokio::time::Instant::now() + grace;
         let _ = stop.send(true);
         if task.await.is_err() {
             tracing::error!("Server task panicked");
+        }
+        // Changes whose client left are still being carried to their outcome.
+        if tokio::time::timeout_at(deadline, pipeline.detached.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = pipeline.detached.running(),
+                "Audited changes still running after the grace period; their intents are reconciled at the next start"
+            );
         }
         // The writer stops when the last sender of its queue is gone: this one included.
         drop(pipeline);
@@ -201,6 +215,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let grace = config.server.shutdown_grace;
 
     let handshake_timeout = config.server.header_read_timeout;
+    let send_timeout = config.server.send_timeout;
     let serving = pipeline.clone();
     let running_metrics = metrics.clone();
     let task = tokio::spawn(async move {
@@ -216,6 +231,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                     metrics: Some(metrics.clone()),
                     tls: acceptor.map(|a| (a, handshake_timeout)),
                     first_byte: handshake_timeout,
+                    send_timeout,
                 },
                 &graceful,
                 move |req, peer| {
@@ -233,6 +249,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 metrics: None,
                 tls: admin_acceptor.map(|a| (a, handshake_timeout)),
                 first_byte: handshake_timeout,
+                send_timeout,
             },
             &graceful,
             move |req, _peer| {
@@ -406,6 +423,8 @@ struct Accept {
     tls: Option<(TlsAcceptor, Duration)>,
     /// How long a new plain connection may stay silent before its first byte.
     first_byte: Duration,
+    /// How long a write to the client may wait for it to read.
+    send_timeout: Duration,
 }
 
 /// Accepts until `stop` flips, serving each connection on its own task.
@@ -422,6 +441,7 @@ where
         metrics,
         tls,
         first_byte,
+        send_timeout,
     } = accept;
     loop {
         // Wait for a free slot before accepting: past the cap, connections queue in the
@@ -456,17 +476,20 @@ where
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
-        let metrics = metrics.clone();
-        if let Some(m) = &metrics {
-            m.open_connections.inc();
-        }
+        let open = metrics
+            .as_ref()
+            .map(|m| GaugeGuard::new(&m.open_connections));
         tokio::spawn(async move {
+            // Held to the end of the task, like the slot's permit.
+            let _open = open;
+            let stream = TimedWrites::new(stream, send_timeout);
             let served = match tls {
                 None => {
                     // hyper's header-read timeout starts at the first byte; a connection that
                     // sends nothing at all must not hold a slot for ever either.
                     let mut first = [0u8; 1];
-                    match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
+                    match tokio::time::timeout(first_byte, stream.get_ref().peek(&mut first)).await
+                    {
                         Ok(Ok(n)) if n > 0 => {
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn.into_owned()).await
@@ -495,9 +518,6 @@ where
             };
             if let Err(e) = served {
                 tracing::debug!(error = %e, client_ip = %peer.ip(), "Connection ended with an error");
-            }
-            if let Some(m) = metrics {
-                m.open_connections.dec();
             }
             drop(permit);
         });

@@ -146,6 +146,7 @@ impl Upstream {
             match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
                 Err(_) => Err(UpstreamFailure::Timeout),
                 Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect),
+                Ok(Err(e)) if crate::body::is_stall(&e) => Err(UpstreamFailure::ClientStalled),
                 Ok(Err(_)) => Err(UpstreamFailure::Reset),
                 Ok(Ok(resp)) => Ok(resp),
             };
@@ -228,6 +229,7 @@ impl Upstream {
                 .map_err(|e| match e {
                     crate::body::ReadError::TooLarge => UpstreamFailure::Invalid,
                     crate::body::ReadError::Broken => UpstreamFailure::Reset,
+                    crate::body::ReadError::Stalled => UpstreamFailure::Timeout,
                 })?;
             Ok(Answer {
                 status: parts.status,

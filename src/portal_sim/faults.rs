@@ -2,7 +2,9 @@
 //!
 //! A [`Fault`] applies to the next `times` requests whose normalised REST method matches (`None`
 //! matches any request under `/rest/`). Each request takes at most one fault: the first matching
-//! one in the queue, in the order they were pushed. Faults match whole HTTP requests, never the
+//! one in the queue, in the order they were pushed. A fault pushed with a `skip` count
+//! ([`FaultQueue::push_after`]) first lets that many matching requests pass unharmed — to fault
+//! the proxy's re-read but not its snapshot read of the same method, say. Faults match whole HTTP requests, never the
 //! commands inside a `batch`. How each kind is carried out on the wire is `server.rs`'s concern.
 
 use serde::{Deserialize, Serialize};
@@ -128,34 +130,54 @@ impl From<FaultKindRepr> for FaultKind {
 #[derive(Debug, Default)]
 pub struct FaultQueue {
     pending: Vec<Fault>,
+    /// Per pending fault: matching requests still to let pass.
+    skips: Vec<u32>,
 }
 
 impl FaultQueue {
     pub fn push(&mut self, fault: Fault) {
+        self.push_after(0, fault);
+    }
+
+    /// Queues a fault that lets the next `skip` matching requests pass first.
+    pub fn push_after(&mut self, skip: u32, fault: Fault) {
         if fault.times > 0 {
             self.pending.push(fault);
+            self.skips.push(skip);
         }
     }
 
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.skips.clear();
     }
 
     /// Takes one use of the first fault matching `rest_method`, if any.
     pub fn take(&mut self, rest_method: Option<&str>) -> Option<FaultKind> {
-        let pos = self
-            .pending
-            .iter()
-            .position(|f| match (&f.method, rest_method) {
+        let mut found = None;
+        for (i, f) in self.pending.iter().enumerate() {
+            let matches = match (&f.method, rest_method) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
                 (Some(_), None) => false,
-            })?;
+            };
+            if !matches {
+                continue;
+            }
+            if self.skips[i] > 0 {
+                self.skips[i] -= 1;
+                continue;
+            }
+            found = Some(i);
+            break;
+        }
+        let pos = found?;
         let fault = &mut self.pending[pos];
         let kind = fault.kind.clone();
         fault.times -= 1;
         if fault.times == 0 {
             self.pending.remove(pos);
+            self.skips.remove(pos);
         }
         Some(kind)
     }
@@ -183,6 +205,26 @@ mod tests {
             serde_json::from_str(r#"{"kind":"close_without_response"}"#).expect("kind");
         assert_eq!(c, FaultKind::CloseWithoutResponse);
         assert!(serde_json::from_str::<FaultKind>(r#"{"kind":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn a_skipping_fault_lets_the_first_matching_requests_pass() {
+        let mut q = FaultQueue::default();
+        q.push_after(
+            1,
+            Fault {
+                method: Some("crm.automatedsolution.get".into()),
+                times: 1,
+                kind: FaultKind::InvalidJson,
+            },
+        );
+        assert_eq!(q.take(Some("batch")), None);
+        assert_eq!(q.take(Some("crm.automatedsolution.get")), None);
+        assert_eq!(
+            q.take(Some("crm.automatedsolution.get")),
+            Some(FaultKind::InvalidJson)
+        );
+        assert_eq!(q.take(Some("crm.automatedsolution.get")), None);
     }
 
     #[test]
