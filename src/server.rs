@@ -96,6 +96,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             queue_capacity: config.audit.queue_capacity,
             max_batch: config.audit.max_batch,
             fsync_outcomes: config.audit.fsync_outcomes,
+            signer: None,
+            sink: None,
         },
         metrics.clone(),
     )

@@ -1,21 +1,169 @@
-//! The hash chain: canonical JSON of an entry, and `hash = SHA-256(prev_hash ‖ canonical JSON)`
-//! (design §4). Canonical means object keys sorted by their UTF-8 bytes and no insignificant
-//! whitespace, so the same entry always hashes the same, whichever code wrote it.
+//! The hash chain: the canonical JSON of an entry, and `hash = SHA-256(prev_hash ‖ payload)`
+//! (design §4; the exact form is specified in `docs/trail-format.md`).
+//!
+//! Two canonical forms exist. Entries written by this version carry `"v":2` in their payload and
+//! are canonicalised by RFC 8785 (JSON Canonicalization Scheme): keys sorted by their UTF-16 code
+//! units, numbers written as ECMAScript writes a double, minimal string escaping. Entries written
+//! before carry no `v` (form 1): keys sorted by their UTF-8 bytes, numbers as serde_json writes
+//! them. Both forms agree on everything the proxy has ever written except non-integral numbers
+//! and keys outside the Basic Multilingual Plane; the hash itself never depends on the form — it
+//! is taken over the stored text — the form only says how that text must have been produced.
 
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Canonical JSON text of a value.
+/// The canonical form new entries are written in (the payload's `v`).
+pub const FORM: u64 = 2;
+
+/// Integers up to this magnitude are exact as doubles, so RFC 8785 writes them as they are.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// RFC 8785 canonical JSON text of a value: the form new entries are written in.
 pub fn canonical_json(v: &serde_json::Value) -> String {
+    let mut out = String::with_capacity(512);
+    write_jcs(v, &mut out);
+    out
+}
+
+/// The canonical text of `v` in canonical form `form` (1: legacy, 2: RFC 8785).
+pub fn canonical_json_form(v: &serde_json::Value, form: u64) -> Option<String> {
+    match form {
+        1 => Some(canonical_json_v1(v)),
+        2 => Some(canonical_json(v)),
+        _ => None,
+    }
+}
+
+/// The canonical form a parsed payload declares: its `v`, or 1 when absent.
+pub fn form_of(payload: &serde_json::Value) -> Option<u64> {
+    match payload.get("v") {
+        None => Some(1),
+        Some(v) => v.as_u64(),
+    }
+}
+
+fn write_jcs(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value as J;
+    match v {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(n) => write_jcs_number(n, out),
+        J::String(s) => write_jcs_string(s, out),
+        J::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_jcs(item, out);
+            }
+            out.push(']');
+        }
+        J::Object(map) => {
+            // RFC 8785 §3.2.3: keys compared as arrays of UTF-16 code units.
+            let mut entries: Vec<(Vec<u16>, &str, &J)> = map
+                .iter()
+                .map(|(k, v)| (k.encode_utf16().collect(), k.as_str(), v))
+                .collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.push('{');
+            for (i, (_, k, child)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_jcs_string(k, out);
+                out.push(':');
+                write_jcs(child, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// RFC 8785 §3.2.2.2: `"` and `\` escaped, the five short control escapes, every other control
+/// character as `\u00xx` (lower-case hex), everything else as it is.
+fn write_jcs_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_jcs_number(n: &serde_json::Number, out: &mut String) {
+    if let Some(u) = n.as_u64().filter(|u| *u <= MAX_SAFE_INTEGER) {
+        out.push_str(&u.to_string());
+    } else if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER) {
+        out.push_str(&i.to_string());
+    } else {
+        // Larger integers and every non-integer: the double they denote (RFC 8785 §3.2.2.3).
+        out.push_str(&ecmascript_number(n.as_f64().unwrap_or(0.0)));
+    }
+}
+
+/// `Number.prototype.toString()` of a finite double (ECMA-262 §6.1.6.1.20), which RFC 8785
+/// adopts. Rust's `{:e}` yields the same shortest round-trip digits; only the layout differs.
+pub fn ecmascript_number(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return "0".into();
+    }
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let k = digits.len() as i32;
+    // x = 0.d1d2…dk × 10^n
+    let n = exp + 1;
+    let mut s = String::new();
+    if x < 0.0 {
+        s.push('-');
+    }
+    if k <= n && n <= 21 {
+        s.push_str(&digits);
+        s.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        s.push_str(&digits[..n as usize]);
+        s.push('.');
+        s.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        s.push_str("0.");
+        s.extend(std::iter::repeat_n('0', (-n) as usize));
+        s.push_str(&digits);
+    } else {
+        s.push_str(&digits[..1]);
+        if k > 1 {
+            s.push('.');
+            s.push_str(&digits[1..]);
+        }
+        s.push('e');
+        s.push(if n - 1 < 0 { '-' } else { '+' });
+        s.push_str(&(n - 1).abs().to_string());
+    }
+    s
+}
+
+/// The form-1 canonical text: keys sorted by their UTF-8 bytes, scalars as serde_json writes
+/// them. Kept to verify entries written before RFC 8785 was adopted.
+pub fn canonical_json_v1(v: &serde_json::Value) -> String {
     let mut out = Vec::with_capacity(512);
-    write_canonical(v, &mut out);
+    write_v1(v, &mut out);
     // Only serde_json's own output and ASCII punctuation were written: valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+fn write_v1(v: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value as J;
     match v {
         J::Object(map) => {
@@ -29,7 +177,7 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
                 // Writing a &str or a scalar into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut *out, k);
                 out.push(b':');
-                write_canonical(child, out);
+                write_v1(child, out);
             }
             out.push(b'}');
         }
@@ -39,7 +187,7 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_canonical(item, out);
+                write_v1(item, out);
             }
             out.push(b']');
         }
@@ -73,6 +221,68 @@ mod tests {
             serde_json::from_str(r#"{"a":{"d":[1,{"y":"é","z":0}],"c":null},"b":1}"#)
                 .expect("json");
         assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&a), canonical_json_v1(&a));
+    }
+
+    #[test]
+    fn keys_sort_by_utf16_code_units() {
+        // U+1F600 is D83D DE00 in UTF-16, below U+FB33; in UTF-8 it sorts after.
+        let v = json!({"\u{fb33}": 1, "\u{1f600}": 2});
+        assert_eq!(canonical_json(&v), "{\"\u{1f600}\":2,\"\u{fb33}\":1}");
+        assert_eq!(canonical_json_v1(&v), "{\"\u{fb33}\":1,\"\u{1f600}\":2}");
+    }
+
+    #[test]
+    fn strings_escape_only_what_rfc_8785_escapes() {
+        let v = json!("a\"b\\c/\u{8}\u{c}\n\r\t\u{1}\u{1f}\u{7f}é€😀");
+        assert_eq!(
+            canonical_json(&v),
+            "\"a\\\"b\\\\c/\\b\\f\\n\\r\\t\\u0001\\u001f\u{7f}é€😀\""
+        );
+    }
+
+    #[test]
+    fn numbers_are_written_as_ecmascript_writes_them() {
+        // The examples of RFC 8785 Appendix B and §3.2.2.3.
+        let cases: [(f64, &str); 14] = [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (-1.5, "-1.5"),
+            (100.0, "100"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (1e-7, "1e-7"),
+            (0.000001, "0.000001"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (4.50, "4.5"),
+            (2e-3, "0.002"),
+            (0.000000000000000000000000001, "1e-27"),
+            (5e-324, "5e-324"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(ecmascript_number(x), want, "{x:e}");
+        }
+        assert_eq!(
+            ecmascript_number(1.7976931348623157e308),
+            "1.7976931348623157e+308"
+        );
+        assert_eq!(ecmascript_number(333333333.3333333), "333333333.3333333");
+        let v: serde_json::Value =
+            serde_json::from_str("[1.0, 9007199254740993, -42, 1E2, 12345678901234567890]")
+                .expect("json");
+        assert_eq!(
+            canonical_json(&v),
+            "[1,9007199254740992,-42,100,12345678901234567000]"
+        );
+    }
+
+    #[test]
+    fn forms_are_declared_by_v() {
+        assert_eq!(form_of(&json!({"seq": 1})), Some(1));
+        assert_eq!(form_of(&json!({"v": 2})), Some(2));
+        assert_eq!(form_of(&json!({"v": "2"})), None);
+        assert!(canonical_json_form(&json!({}), 3).is_none());
     }
 
     #[test]
