@@ -17,6 +17,7 @@ pub mod query;
 pub mod render;
 pub mod signing;
 pub mod store;
+pub mod syslog;
 pub mod verify;
 
 use serde::Serialize;

@@ -94,6 +94,19 @@ struct FileAudit {
     max_batch: Option<usize>,
     head_log_interval: Option<String>,
     fsync_outcomes: Option<bool>,
+    signing_key_file: Option<PathBuf>,
+    syslog: Option<FileSyslog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSyslog {
+    address: String,
+    transport: Option<String>,
+    queue_capacity: Option<usize>,
+    facility: Option<u8>,
+    hostname: Option<String>,
+    app_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +178,9 @@ pub mod defaults {
     /// id is still recorded.
     pub const IDENTITY_TTL: Duration = Duration::from_secs(600);
     pub const IDENTITY_ENTRIES: usize = 10_000;
+    /// Entries buffered for a slow or absent syslog receiver: a few minutes of a busy proxy,
+    /// a few MiB of memory at most.
+    pub const SYSLOG_QUEUE: usize = 10_000;
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +301,31 @@ pub struct AuditConfig {
     pub head_log_interval: Duration,
     /// fsync outcome-only commits too (intents always are).
     pub fsync_outcomes: bool,
+    /// Ed25519 private key (PKCS#8 PEM) that signs the chain head; unset: heads are not signed.
+    pub signing_key_file: Option<PathBuf>,
+    /// Every committed entry also sent to a syslog receiver.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// `[audit.syslog]`: RFC 5424 messages over TCP (RFC 6587 octet counting) or UDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// `host:port`, resolved when the proxy starts.
+    pub address: String,
+    pub transport: SyslogTransport,
+    /// Entries waiting to be sent; past this they are dropped (and counted), never waited for.
+    pub queue_capacity: usize,
+    /// RFC 5424 facility (default 13, "log audit").
+    pub facility: u8,
+    /// HOSTNAME field; default: this machine's host name.
+    pub hostname: Option<String>,
+    pub app_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    Tcp,
+    Udp,
 }
 
 #[derive(Debug, Clone)]
@@ -467,6 +508,8 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             defaults::HEAD_LOG_INTERVAL,
         )?,
         fsync_outcomes: raw.audit.fsync_outcomes.unwrap_or(false),
+        signing_key_file: raw.audit.signing_key_file,
+        syslog: raw.audit.syslog.map(syslog).transpose()?,
     };
     let d = PolicyConfig::default();
     let policy = PolicyConfig {
@@ -532,6 +575,59 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         revert: RevertConfig {
             webhook_file: raw.revert.webhook_file,
         },
+    })
+}
+
+fn syslog(raw: FileSyslog) -> Result<SyslogConfig, ConfigError> {
+    let printable = |key: &str, v: &str, max: usize| {
+        if v.is_empty() || v.len() > max || !v.bytes().all(|b| (33..=126).contains(&b)) {
+            Err(ConfigError::new(
+                key,
+                format!("must be 1 to {max} printable ASCII characters without spaces"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match raw.address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+        _ => {
+            return Err(ConfigError::new(
+                "audit.syslog.address",
+                format!("\"{}\" is not host:port", raw.address),
+            ))
+        }
+    }
+    let transport = match raw.transport.as_deref() {
+        None | Some("tcp") => SyslogTransport::Tcp,
+        Some("udp") => SyslogTransport::Udp,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "audit.syslog.transport",
+                format!("expected \"tcp\" or \"udp\", got \"{other}\""),
+            ))
+        }
+    };
+    let facility = raw.facility.unwrap_or(13);
+    if facility > 23 {
+        return Err(ConfigError::new("audit.syslog.facility", "must be 0 to 23"));
+    }
+    if let Some(h) = &raw.hostname {
+        printable("audit.syslog.hostname", h, 255)?;
+    }
+    let app_name = raw.app_name.unwrap_or_else(|| "b24-audit-proxy".into());
+    printable("audit.syslog.app_name", &app_name, 48)?;
+    Ok(SyslogConfig {
+        address: raw.address,
+        transport,
+        queue_capacity: positive(
+            "audit.syslog.queue_capacity",
+            raw.queue_capacity,
+            defaults::SYSLOG_QUEUE,
+        )?,
+        facility,
+        hostname: raw.hostname,
+        app_name,
     })
 }
 

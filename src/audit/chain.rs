@@ -36,6 +36,56 @@ pub fn canonical_json_form(v: &serde_json::Value, form: u64) -> Option<String> {
     }
 }
 
+/// Whether `payload` (which parses to `v`) is canonical in the form it declares. Form 1 accepts
+/// any spelling of a non-integral number: the JSON library that wrote those entries changed
+/// its float spelling between versions (`1e21` / `1e+21`), which is why form 2 exists.
+pub fn is_canonical(payload: &str, v: &serde_json::Value) -> bool {
+    match form_of(v) {
+        Some(1) => same_but_number_spelling(payload, &canonical_json_v1(v)),
+        Some(2) => canonical_json(v) == payload,
+        _ => false,
+    }
+}
+
+/// `a == b`, except that number tokens outside strings compare by the double they denote.
+fn same_but_number_spelling(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j, mut in_string) = (0, 0, false);
+    let is_num = |c: u8| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E');
+    while i < a.len() && j < b.len() {
+        if !in_string && is_num(a[i]) && is_num(b[j]) {
+            let (si, sj) = (i, j);
+            while i < a.len() && is_num(a[i]) {
+                i += 1;
+            }
+            while j < b.len() && is_num(b[j]) {
+                j += 1;
+            }
+            let num = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<f64>().ok();
+            match (num(&a[si..i]), num(&b[sj..j])) {
+                (Some(x), Some(y)) if x == y => continue,
+                _ => return false,
+            }
+        }
+        if a[i] != b[j] {
+            return false;
+        }
+        if in_string && a[i] == b'\\' {
+            // An escape: the next byte is part of it, never a closing quote.
+            i += 1;
+            j += 1;
+            if i >= a.len() || j >= b.len() || a[i] != b[j] {
+                return false;
+            }
+        } else if a[i] == b'"' {
+            in_string = !in_string;
+        }
+        i += 1;
+        j += 1;
+    }
+    i == a.len() && j == b.len()
+}
+
 /// The canonical form a parsed payload declares: its `v`, or 1 when absent.
 pub fn form_of(payload: &serde_json::Value) -> Option<u64> {
     match payload.get("v") {
@@ -275,6 +325,33 @@ mod tests {
             canonical_json(&v),
             "[1,9007199254740992,-42,100,12345678901234567000]"
         );
+    }
+
+    #[test]
+    fn form_1_writes_numbers_as_serde_json_does() {
+        let v = json!({"big": 1e21, "ratio": 1.5, "one": 1.0, "small": 1e-7, "n": -3});
+        let text = canonical_json_v1(&v);
+        assert!(text.starts_with(r#"{"big":1e"#), "{text}");
+        // Either spelling of 1e21 (serde_json changed it between versions) is form-1 canonical.
+        for spelled in [
+            r#"{"big":1e21,"n":-3,"one":1.0,"ratio":1.5,"small":1e-7}"#,
+            r#"{"big":1e+21,"n":-3,"one":1.0,"ratio":1.5,"small":1e-7}"#,
+        ] {
+            let parsed: serde_json::Value = serde_json::from_str(spelled).expect("json");
+            assert!(is_canonical(spelled, &parsed), "{spelled}");
+        }
+        let not: [&str; 3] = [
+            r#"{"n":-3,"big":1e21,"one":1.0,"ratio":1.5,"small":1e-7}"#,
+            r#"{"big":1e21, "n":-3,"one":1.0,"ratio":1.5,"small":1e-7}"#,
+            r#"{"big":1e21,"n":-3,"one":1.0,"ratio":1.5,"small":1e-7,"s":"\u0041"}"#,
+        ];
+        for text in not {
+            let parsed: serde_json::Value = serde_json::from_str(text).expect("json");
+            assert!(!is_canonical(text, &parsed), "{text}");
+        }
+        let v2 = json!({"v": 2, "x": 1.0});
+        assert!(is_canonical(r#"{"v":2,"x":1}"#, &v2));
+        assert!(!is_canonical(r#"{"v":2,"x":1.0}"#, &v2));
     }
 
     #[test]

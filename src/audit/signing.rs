@@ -78,6 +78,21 @@ impl HeadSigner {
     }
 }
 
+/// The entry to append to have the current head signed; the writer fills in what it signs.
+/// `reason`: `interval` or `shutdown`.
+pub fn head_entry(reason: &str) -> super::Entry {
+    let mut fields = Map::new();
+    fields.insert("reason".into(), json!(reason));
+    super::Entry {
+        event_id: super::new_event_id(),
+        kind: super::EntryKind::SignedHead,
+        method: "audit.sign_head".into(),
+        solution_id: None,
+        outcome: None,
+        fields,
+    }
+}
+
 /// Loads an SPKI PEM public key.
 pub fn load_public_key(path: &Path) -> Result<VerifyingKey, String> {
     let shown = path.display();

@@ -10,7 +10,7 @@
 //! signature covers the entry before it. Streams rows; memory does not grow with the trail.
 //! `scripts/verify-trail` implements the same checks over `audit export --entries`.
 
-use super::chain::{canonical_json_form, entry_hash, form_of, GENESIS};
+use super::chain::{entry_hash, is_canonical, GENESIS};
 use super::signing;
 use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
@@ -234,8 +234,7 @@ struct Columns {
 fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<Value, String> {
     let v: Value =
         serde_json::from_str(payload).map_err(|_| "its payload is not JSON".to_owned())?;
-    let canonical = form_of(&v).and_then(|form| canonical_json_form(&v, form));
-    if canonical.as_deref() != Some(payload) {
+    if !is_canonical(payload, &v) {
         return Err("its payload is not in canonical form".into());
     }
     let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
