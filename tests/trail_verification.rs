@@ -264,6 +264,19 @@ async fn both_verifiers_agree_on_intact_and_tampered_trails() {
     .expect("edit");
     drop(c);
     verdicts(dir, &altered, &[]).failed("entry 3 was altered: its payload does not match its hash");
+    // A trail that does not verify is not backed up as if it did.
+    let refused = dir.join("altered-backup.db");
+    let (code, out, _) = bin(&[
+        "audit",
+        "backup",
+        "--config",
+        config_for(dir, &altered).to_str().expect("path"),
+        "--to",
+        refused.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+    assert!(!refused.exists());
 
     // The same edit with its hash recomputed: the next entry no longer links to it.
     let rehashed = copy(dir, &db, "rehashed.db");
