@@ -813,5 +813,65 @@ listen = "127.0.0.1:9090"
     fn example_config_is_valid() {
         let text = include_str!("../config/b24-audit-proxy.example.toml");
         Config::parse(text).expect("the documented example must load");
+        // Its commented-out [audit.syslog] section loads too, with the values it shows.
+        let mut syslog = String::new();
+        for line in text.lines() {
+            let uncommented = line.strip_prefix("# ").filter(|l| {
+                l.starts_with("[audit.syslog]")
+                    || [
+                        "address",
+                        "transport",
+                        "queue_capacity",
+                        "facility",
+                        "hostname",
+                        "app_name",
+                    ]
+                    .iter()
+                    .any(|k| l.starts_with(&format!("{k} =")))
+            });
+            syslog.push_str(uncommented.unwrap_or(line));
+            syslog.push('\n');
+        }
+        let c = Config::parse(&syslog).expect("the example with syslog on");
+        let s = c.audit.syslog.expect("syslog section");
+        assert_eq!(s.address, "siem.internal:6514");
+        assert_eq!((s.transport, s.facility), (SyslogTransport::Tcp, 13));
+    }
+
+    #[test]
+    fn syslog_settings_are_checked() {
+        let base =
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[upstream]\nurl = \"https://p.example\"\n\
+                    [audit]\ndatabase = \"a.db\"\n[audit.syslog]\n";
+        let tail = "[admin]\nlisten = \"127.0.0.1:9090\"\n";
+        let parse = |s: &str| Config::parse(&format!("{base}{s}\n{tail}"));
+        let ok = parse("address = \"127.0.0.1:514\"\ntransport = \"udp\"").expect("valid");
+        let s = ok.audit.syslog.expect("syslog");
+        assert_eq!(
+            (s.transport, s.queue_capacity),
+            (SyslogTransport::Udp, defaults::SYSLOG_QUEUE)
+        );
+        for (bad, key) in [
+            ("address = \"no-port\"", "audit.syslog.address"),
+            (
+                "address = \"h:1\"\ntransport = \"tls\"",
+                "audit.syslog.transport",
+            ),
+            ("address = \"h:1\"\nfacility = 24", "audit.syslog.facility"),
+            (
+                "address = \"h:1\"\nhostname = \"a b\"",
+                "audit.syslog.hostname",
+            ),
+            (
+                "address = \"h:1\"\nqueue_capacity = 0",
+                "audit.syslog.queue_capacity",
+            ),
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).map_err(|e| e.key),
+                Err(key.to_owned()),
+                "{bad}"
+            );
+        }
     }
 }

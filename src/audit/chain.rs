@@ -363,6 +363,26 @@ mod tests {
     }
 
     #[test]
+    fn the_known_answer_in_docs_trail_format_holds() {
+        let v = json!({
+            "v": 2, "seq": 1, "time": "2026-12-02T09:15:00.123Z",
+            "event_id": "019ad8a4-6f2e-7c31-9a55-0c8e4b1d2f60", "kind": "received",
+            "method": "crm.automatedsolution.update", "solution_id": 238,
+            "caller": {"user_id": "1", "auth": "webhook", "fingerprint": "3f1c9a0e5b7d2c48"},
+            "before": {"typeIds": [14, 158], "title": "HR"},
+        });
+        let text = canonical_json(&v);
+        let doc = include_str!("../../docs/trail-format.md");
+        assert!(doc.contains(&format!("payload   = {text}\n")), "{text}");
+        let hash = entry_hash(GENESIS, &text);
+        assert_eq!(
+            hash,
+            "4277112e4363b3d22ea2b8da972cef455deea2218a08e534d68f87829b4a659f"
+        );
+        assert!(doc.contains(&format!("hash      = {hash}\n")));
+    }
+
+    #[test]
     fn hash_depends_on_prev_and_payload() {
         let h1 = entry_hash(GENESIS, "{}");
         assert_eq!(h1.len(), 64);
