@@ -44,30 +44,30 @@ impl Verified {
         }
     }
 
-    /// One line for `audit verify` and `audit backup`.
+    /// One line for `audit verify` and `audit backup`; the head hash comes last, so scripts can
+    /// take the last word.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} entries verify (entries {}..{}{}), head {}",
+            "{} entries verify (entries {}..{}{})",
             self.entries,
             self.first_seq.unwrap_or(0),
             self.head_seq.unwrap_or(0),
             self.pruned_through
                 .map_or(String::new(), |p| format!(", entries up to {p} pruned")),
-            self.head_hash
         );
-        match (&self.last_signed, self.signatures_checked) {
-            (Some((seq, time)), checked) => s.push_str(&format!(
+        if let Some((seq, time)) = &self.last_signed {
+            s.push_str(&format!(
                 "; {} signed heads{}, the last at entry {seq} ({time}), {} entries after it",
                 self.signed_heads,
-                if checked {
+                if self.signatures_checked {
                     " verify"
                 } else {
                     " (signatures not checked: no --public-key)"
                 },
                 self.unsigned_tail()
-            )),
-            (None, _) => s.push_str("; no signed heads"),
+            ));
         }
+        s.push_str(&format!(", head {}", self.head_hash));
         s
     }
 }
