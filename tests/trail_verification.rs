@@ -542,3 +542,111 @@ async fn legacy_entries_still_verify_beside_rfc_8785_ones() {
     v.ok();
     assert!(v.rust.1.starts_with("ok: 6 entries verify"), "{}", v.rust.1);
 }
+
+/// A small deterministic generator, so a failure is reproducible.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11 ^ self.0 << 53
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn text(&mut self) -> String {
+        // What RFC 8785 treats specially: quotes, backslash, every control character, DEL,
+        // non-ASCII in and above the BMP (U+E000..U+FFFF sorts after surrogate pairs in UTF-16).
+        const PIECES: [&str; 16] = [
+            "a", "Z", "\"", "\\", "/", "\u{0}", "\u{8}", "\t", "\n", "\u{1f}", "\u{7f}", "é",
+            "\u{2028}", "\u{fb33}", "\u{ffff}", "😀",
+        ];
+        (0..self.below(5)).map(|_| PIECES[self.below(16)]).collect()
+    }
+
+    fn number(&mut self) -> serde_json::Value {
+        match self.below(4) {
+            0 => json!(self.next() as i64 >> self.below(64)),
+            1 => json!((1u64 << 53) - 1 + self.below(3) as u64),
+            _ => loop {
+                // Any finite double, spread over every exponent.
+                let x = f64::from_bits(self.next());
+                if x.is_finite() {
+                    break json!(x);
+                }
+            },
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> serde_json::Value {
+        match if depth == 0 {
+            self.below(4)
+        } else {
+            self.below(6)
+        } {
+            0 => json!(null),
+            1 => json!(self.below(2) == 0),
+            2 => self.number(),
+            3 => json!(self.text()),
+            4 => serde_json::Value::Array(
+                (0..self.below(4)).map(|_| self.value(depth - 1)).collect(),
+            ),
+            _ => serde_json::Value::Object(
+                (0..self.below(5))
+                    .map(|_| (self.text(), self.value(depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[test]
+fn rust_and_python_write_the_same_rfc_8785_text_for_random_values() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("values.jsonl");
+    let mut rng = Lcg(0x5eed);
+    let values: Vec<serde_json::Value> = (0..2000).map(|_| rng.value(3)).collect();
+    let lines: Vec<String> = values
+        .iter()
+        .map(|v| serde_json::to_string(v).expect("json"))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let script = r#"
+import importlib.machinery, importlib.util, json, sys
+loader = importlib.machinery.SourceFileLoader("verify_trail", sys.argv[1])
+spec = importlib.util.spec_from_loader("verify_trail", loader)
+vt = importlib.util.module_from_spec(spec)
+loader.exec_module(vt)
+with open(sys.argv[2], encoding="utf-8") as f:
+    for line in f:
+        sys.stdout.write(vt.canonical(json.loads(line), 2) + "\n")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(repo("scripts/verify-trail"))
+        .arg(&input)
+        .env("PYTHONIOENCODING", "utf-8")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = String::from_utf8(out.stdout).expect("utf-8");
+    let mut n = 0;
+    for ((value, line), py) in values.iter().zip(&lines).zip(python.lines()) {
+        assert_eq!(
+            b24_audit_proxy::audit::chain::canonical_json(value),
+            py,
+            "for {line}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, values.len(), "one answer per value");
+}

@@ -112,14 +112,18 @@ fn write_jcs(v: &serde_json::Value, out: &mut String) {
             out.push(']');
         }
         J::Object(map) => {
-            // RFC 8785 §3.2.3: keys compared as arrays of UTF-16 code units.
-            let mut entries: Vec<(Vec<u16>, &str, &J)> = map
-                .iter()
-                .map(|(k, v)| (k.encode_utf16().collect(), k.as_str(), v))
-                .collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            // RFC 8785 §3.2.3: keys compared as arrays of UTF-16 code units (for ASCII keys,
+            // the common case, that is their byte order).
+            let mut entries: Vec<(&str, &J)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            entries.sort_unstable_by(|a, b| {
+                if a.0.is_ascii() && b.0.is_ascii() {
+                    a.0.cmp(b.0)
+                } else {
+                    a.0.encode_utf16().cmp(b.0.encode_utf16())
+                }
+            });
             out.push('{');
-            for (i, (_, k, child)) in entries.into_iter().enumerate() {
+            for (i, (k, child)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -135,28 +139,44 @@ fn write_jcs(v: &serde_json::Value, out: &mut String) {
 /// RFC 8785 §3.2.2.2: `"` and `\` escaped, the five short control escapes, every other control
 /// character as `\u00xx` (lower-case hex), everything else as it is.
 fn write_jcs_string(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    // Runs of characters written as they are are copied whole; only ASCII bytes are escaped,
+    // so every cut falls on a character boundary.
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escaped.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escaped);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
 fn write_jcs_number(n: &serde_json::Number, out: &mut String) {
+    use std::fmt::Write as _;
+    // Writing into a String cannot fail.
     if let Some(u) = n.as_u64().filter(|u| *u <= MAX_SAFE_INTEGER) {
-        out.push_str(&u.to_string());
+        let _ = write!(out, "{u}");
     } else if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER) {
-        out.push_str(&i.to_string());
+        let _ = write!(out, "{i}");
     } else {
         // Larger integers and every non-integer: the double they denote (RFC 8785 §3.2.2.3).
         out.push_str(&ecmascript_number(n.as_f64().unwrap_or(0.0)));
