@@ -650,3 +650,92 @@ with open(sys.argv[2], encoding="utf-8") as f:
     }
     assert_eq!(n, values.len(), "one answer per value");
 }
+
+#[tokio::test]
+async fn heads_are_signed_every_interval_while_serving_and_idle_adds_nothing() {
+    let sim = sim().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let key = dir.join("head.key");
+    assert_eq!(
+        bin(&["audit", "keygen", "--out", key.to_str().expect("path")]).0,
+        0
+    );
+    let audit = format!(
+        "signing_key_file = \"{}\"\nhead_log_interval = \"100ms\"",
+        key.display()
+    );
+    let mut proxy = TestProxy::start_in_opts(
+        dir,
+        sim.addr,
+        &ProxyOpts {
+            audit: &audit,
+            ..ProxyOpts::default()
+        },
+    );
+    let db = proxy.db_path();
+    let signed = |db: &Path| -> Vec<(i64, i64, String)> {
+        let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+        let mut stmt = c
+            .prepare(
+                "SELECT seq, payload FROM audit_entries WHERE kind = 'signed_head' ORDER BY seq",
+            )
+            .expect("prep");
+        let rows: Vec<(i64, i64, String)> = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .expect("query")
+            .map(|r| {
+                let (seq, p) = r.expect("row");
+                let v: serde_json::Value = serde_json::from_str(&p).expect("json");
+                (
+                    seq,
+                    v["signed_seq"].as_i64().unwrap_or(-1),
+                    v["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        rows
+    };
+    let url = proxy.hook_url(UPDATE);
+    let entries = |db: &Path| head(db).0;
+    for round in 1..=2i64 {
+        let r = post_json(
+            &url,
+            &format!(r#"{{"id":238,"fields":{{"title":"round {round}"}}}}"#),
+        )
+        .await;
+        assert_eq!(r.status, http::StatusCode::OK);
+        // The call's intent and outcome are in; the next tick signs what it finds.
+        eventually("the interval signs the new head", || {
+            let s = signed(&db);
+            s.len() as i64 >= round
+                && s.last().is_some_and(|(seq, signed_seq, reason)| {
+                    *seq == entries(&db) && *signed_seq == seq - 1 && reason == "interval"
+                })
+        })
+        .await;
+    }
+    // Idle: the head is a signed head, so the ticks that follow add nothing.
+    // Each tick logs the head ("Chain head", as opposed to "Chain head signed").
+    let ticks = |p: &TestProxy| {
+        let log = p.log();
+        log.matches("Chain head").count() - log.matches("Chain head signed").count()
+    };
+    let (before, seen) = (entries(&db), ticks(&proxy));
+    eventually("three more ticks", || ticks(&proxy) >= seen + 3).await;
+    assert_eq!(entries(&db), before, "an idle proxy signs nothing new");
+    // Never two signatures in a row: a signed head always signs something new.
+    let s = signed(&db);
+    assert!(s.windows(2).all(|w| w[1].0 > w[0].0 + 1), "{s:?}");
+    let public = format!("{}.pub", key.display());
+    let v = verdicts(dir, &db, &["--public-key", &public]);
+    v.ok();
+    assert!(v.rust.1.contains("2 signed heads verify"), "{}", v.rust.1);
+    assert!(proxy.terminate().success());
+    assert_eq!(
+        signed(&db).len(),
+        2,
+        "the head was already signed at shutdown"
+    );
+}
