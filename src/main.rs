@@ -298,7 +298,7 @@ fn time_arg(v: Option<String>) -> Result<Option<String>, String> {
 }
 
 fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
-    use b24_audit_proxy::audit::{backup, export, prune, render, signing, verify};
+    use b24_audit_proxy::audit::{prune, render, signing, verify};
     let db = &cfg.audit.database;
     let open = || query::open_read_only(db).map_err(|e| e.to_string());
     match command {
@@ -390,47 +390,11 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
             poll_interval,
             ..
         } => {
-            let opts = export::Options {
-                format: match format.as_str() {
-                    "json" => export::Format::Json,
-                    "ocsf" => export::Format::Ocsf,
-                    other => return Err(format!("--format is json or ocsf, not \"{other}\"")),
-                },
-                entries,
-                since: time_arg(since)?,
-                until: time_arg(until)?,
-                follow: match follow {
-                    false => None,
-                    true => Some(
-                        b24_audit_proxy::config::parse_duration(&poll_interval)
-                            .filter(|d| !d.is_zero() && *d <= export::MAX_POLL)
-                            .ok_or("--poll-interval is a duration from 1ms to 60s, like 500ms")?,
-                    ),
-                },
-            };
+            let follow = follow.then_some(poll_interval);
+            let opts = export_options(since, until, entries, &format, follow.as_deref())?;
             export_until_signal(open()?, opts)
         }
-        AuditCommand::Backup { to, public_key, .. } => {
-            let key = public_key
-                .as_deref()
-                .map(signing::load_public_key)
-                .transpose()?;
-            let opts = verify::Options {
-                head: None,
-                public_key: key.as_ref(),
-            };
-            match backup::backup(db, &to, opts) {
-                Ok(v) => {
-                    println!("backup {}: ok: {}", to.display(), v.summary());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(backup::BackupError::NotVerified(e)) => {
-                    println!("FAILED: the backup does not verify, nothing was written: {e}");
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        }
+        AuditCommand::Backup { to, public_key, .. } => backup(db, &to, public_key.as_deref()),
         AuditCommand::Keygen { out } => Ok(keygen(&out)),
         AuditCommand::Prune { before, .. } => {
             let before = b24_audit_proxy::audit::parse_time_arg(&before)?;
@@ -445,6 +409,58 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn export_options(
+    since: Option<String>,
+    until: Option<String>,
+    entries: bool,
+    format: &str,
+    poll_interval: Option<&str>,
+) -> Result<b24_audit_proxy::audit::export::Options, String> {
+    use b24_audit_proxy::audit::export;
+    Ok(export::Options {
+        format: match format {
+            "json" => export::Format::Json,
+            "ocsf" => export::Format::Ocsf,
+            other => return Err(format!("--format is json or ocsf, not \"{other}\"")),
+        },
+        entries,
+        since: time_arg(since)?,
+        until: time_arg(until)?,
+        follow: poll_interval
+            .map(|p| {
+                b24_audit_proxy::config::parse_duration(p)
+                    .filter(|d| !d.is_zero() && *d <= export::MAX_POLL)
+                    .ok_or("--poll-interval is a duration from 1ms to 60s, like 500ms")
+            })
+            .transpose()?,
+    })
+}
+
+/// `audit backup`: exit 0 with the copy's verification, 1 when the copy does not verify.
+fn backup(
+    db: &std::path::Path,
+    to: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{backup, signing, verify};
+    let key = public_key.map(signing::load_public_key).transpose()?;
+    let opts = verify::Options {
+        head: None,
+        public_key: key.as_ref(),
+    };
+    match backup::backup(db, to, opts) {
+        Ok(v) => {
+            println!("backup {}: ok: {}", to.display(), v.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(backup::BackupError::NotVerified(e)) => {
+            println!("FAILED: the backup does not verify, nothing was written: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 

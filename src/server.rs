@@ -110,26 +110,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let key = FingerprintKey::load_or_create(&config.audit.key_file)
         .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
-    let signer = match &config.audit.signing_key_file {
-        Some(path) => {
-            Some(Arc::new(HeadSigner::load(path).map_err(|e| {
-                anyhow::anyhow!("audit.signing_key_file: {e}")
-            })?))
-        }
-        None => None,
-    };
-    let (sink, syslog) = match &config.audit.syslog {
-        Some(cfg) => {
-            let (dropped, sent) = (metrics.clone(), metrics.clone());
-            let (sink, task) = SyslogSink::start(
-                cfg,
-                Box::new(move || dropped.syslog_dropped.inc()),
-                Arc::new(move || sent.syslog_sent.inc()),
-            );
-            (Some(sink as Arc<dyn EntrySink>), Some(task))
-        }
-        None => (None, None),
-    };
+    let (signer, sink, syslog) = audit_extras(config, &metrics)?;
     let signing = signer.is_some();
     let (audit, writer, report) = store::open(
         &config.audit.database,
@@ -280,6 +261,37 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         heads,
         syslog,
     })
+}
+
+/// The optional parts of the audit writer: the head signer (`[audit] signing_key_file`) and the
+/// syslog feed (`[audit.syslog]`) with its sender task.
+#[allow(clippy::type_complexity)]
+fn audit_extras(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(
+    Option<Arc<HeadSigner>>,
+    Option<Arc<dyn EntrySink>>,
+    Option<JoinHandle<()>>,
+)> {
+    let signer = match &config.audit.signing_key_file {
+        Some(path) => {
+            Some(Arc::new(HeadSigner::load(path).map_err(|e| {
+                anyhow::anyhow!("audit.signing_key_file: {e}")
+            })?))
+        }
+        None => None,
+    };
+    let Some(cfg) = &config.audit.syslog else {
+        return Ok((signer, None, None));
+    };
+    let (dropped, sent) = (metrics.clone(), metrics.clone());
+    let (sink, task) = SyslogSink::start(
+        cfg,
+        Box::new(move || dropped.syslog_dropped.inc()),
+        Arc::new(move || sent.syslog_sent.inc()),
+    );
+    Ok((signer, Some(sink as Arc<dyn EntrySink>), Some(task)))
 }
 
 /// Loads the files the config names (TLS certificate and key, extra CA, admin token), so
