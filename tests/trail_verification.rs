@@ -168,7 +168,7 @@ fn rechain(c: &Connection, from: i64) {
         )
         .unwrap_or_else(|_| GENESIS.to_owned());
     for (seq, mut payload) in rows {
-        let mut v: serde_json::Value = serde_json::from_str(&payload).expect("json");
+        let mut v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
         if v["kind"] == "signed_head" {
             v["signed_hash"] = json!(prev);
             payload = b24_audit_proxy::audit::chain::canonical_json(&v);
@@ -323,6 +323,46 @@ async fn both_verifiers_agree_on_intact_and_tampered_trails() {
     rechain(&c, 2);
     drop(c);
     verdicts(dir, &spaced, &[]).failed("entry 2 was altered: its payload is not in canonical form");
+
+    // JSON that only a lax parser takes, or that names a member twice, hashed consistently.
+    for (name, edit, verdict) in [
+        (
+            "nan.db",
+            "NaN",
+            "entry 2 was altered: its payload is not JSON",
+        ),
+        (
+            "huge.db",
+            "1e400",
+            "entry 2 was altered: its payload is not JSON",
+        ),
+        (
+            "dup.db",
+            "dup",
+            "entry 2 was altered: its payload is not in canonical form",
+        ),
+    ] {
+        let copy_db = copy(dir, &db, name);
+        let c = tamper(&copy_db);
+        let text: String = c
+            .query_row("SELECT payload FROM audit_entries WHERE seq = 2", [], |r| {
+                r.get(0)
+            })
+            .expect("payload");
+        let edited = match edit {
+            "dup" => format!("{{\"kind\":\"completed\",{}", &text[1..]),
+            number => text.replacen("\"seq\":2", &format!("\"seq\":2,\"x\":{number}"), 1),
+        };
+        assert_ne!(edited, text);
+        c.execute(
+            "UPDATE audit_entries SET payload = ?1 WHERE seq = 2",
+            [edited],
+        )
+        .expect("edit");
+        rechain(&c, 2);
+        drop(c);
+        verdicts(dir, &copy_db, &[]).failed(verdict);
+    }
 
     // A deleted entry.
     let deleted = copy(dir, &db, "deleted.db");
