@@ -188,20 +188,22 @@ fn events_since(
     out: &mut impl Write,
 ) -> Result<(usize, i64, bool), AuditError> {
     let mut written = 0;
+    let since = opts.since.as_deref();
+    let until = opts.until.as_deref();
     loop {
-        let page = query::outcomes_after(conn, cursor, PAGE)?;
-        for (seq, event_id) in &page {
-            cursor = *seq;
-            let filter = Filter {
-                event_id: Some(event_id.clone()),
-                since: opts.since.clone(),
-                until: opts.until.clone(),
-                ..Filter::default()
-            };
-            written +=
-                query::for_each_event(conn, &filter, |rec| write_event(out, &rec, opts.format))?;
+        let page = query::completed_after(conn, cursor, PAGE)?;
+        let n = page.len();
+        for (seq, rec) in page {
+            cursor = seq;
+            // Filtered here, not in SQL, so the cursor moves past events filtered out too.
+            let received = rec.time.as_str();
+            if since.is_some_and(|s| received < s) || until.is_some_and(|u| received >= u) {
+                continue;
+            }
+            write_event(out, &rec, opts.format)?;
+            written += 1;
         }
-        if page.len() < PAGE {
+        if n < PAGE {
             break;
         }
     }

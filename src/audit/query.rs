@@ -312,25 +312,40 @@ pub fn for_each_entry(
     Ok(n)
 }
 
-/// The outcome entries (`completed`, `reconciled`) after `after_seq`: `(seq, event_id)` in
-/// chain order, at most `limit` — how `audit export --follow` learns which events finished.
-pub fn outcomes_after(
+/// The events whose outcome entry (`completed`, `reconciled`) comes after `after_seq`, in the
+/// order of those outcome entries, at most `limit`: `(outcome seq, event)` — how
+/// `audit export --follow` learns which events finished. One query per page: the intent is
+/// found through the unique index on intents' event ids.
+pub fn completed_after(
     conn: &Connection,
     after_seq: i64,
     limit: usize,
-) -> Result<Vec<(i64, String)>, AuditError> {
+) -> Result<Vec<(i64, EventRecord)>, AuditError> {
     let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, event_id FROM audit_entries WHERE seq > ?1 AND kind IN ('completed', 'reconciled') ORDER BY seq LIMIT ?2",
+            "SELECT o.seq, r.seq, r.payload, o.payload, o.hash FROM audit_entries o \
+             JOIN audit_entries r ON r.event_id = o.event_id AND r.kind = 'received' \
+             WHERE o.seq > ?1 AND o.kind IN ('completed', 'reconciled') ORDER BY o.seq LIMIT ?2",
         )
         .map_err(err)?;
-    let rows = stmt
-        .query_map(rusqlite::params![after_seq, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let mut rows = stmt
+        .query(rusqlite::params![after_seq, limit as i64])
         .map_err(err)?;
-    rows.collect::<Result<_, _>>().map_err(err)
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        let outcome_seq: i64 = row.get(0).map_err(err)?;
+        let intent: String = row.get(2).map_err(err)?;
+        let outcome: String = row.get(3).map_err(err)?;
+        let rec = record(
+            row.get(1).map_err(err)?,
+            &intent,
+            Some(&outcome),
+            row.get(4).map_err(err)?,
+        )?;
+        out.push((outcome_seq, rec));
+    }
+    Ok(out)
 }
 
 /// Writes the JSON Lines export; returns how many events were written.
