@@ -4,7 +4,7 @@
 //! `cargo bench --bench decoders` (add `-- --quick` for a fast pass, or a filter such as
 //! `-- request_params`). Regressions show as Criterion's "change" lines against the last run.
 
-use b24_audit_proxy::audit::chain::{canonical_json, entry_hash, GENESIS};
+use b24_audit_proxy::audit::chain::{canonical_json, canonical_json_v1, entry_hash, GENESIS};
 use b24_audit_proxy::config::PolicyConfig;
 use b24_audit_proxy::mutation::{self, Mutation, MutationKind, SolutionState};
 use b24_audit_proxy::policy::Policy;
@@ -241,6 +241,10 @@ fn chain(c: &mut Criterion) {
     let mut g = c.benchmark_group("chain");
     g.bench_function("canonical_json_received", |b| {
         b.iter(|| canonical_json(black_box(&payload)))
+    });
+    // The legacy form (form 1), for comparison with RFC 8785 above.
+    g.bench_function("canonical_json_v1_received", |b| {
+        b.iter(|| canonical_json_v1(black_box(&payload)))
     });
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.bench_function("entry_hash_received", |b| {

@@ -7,12 +7,17 @@
 //! many requests' messages are committed together (group commit: one fsync per batch).
 //! Reading (`query.rs`) uses its own connections and never blocks the writer (WAL).
 
+pub mod backup;
 pub mod chain;
+pub mod export;
 pub mod migrate;
+pub mod ocsf;
 pub mod prune;
 pub mod query;
 pub mod render;
+pub mod signing;
 pub mod store;
+pub mod syslog;
 pub mod verify;
 
 use serde::Serialize;
@@ -34,6 +39,9 @@ pub enum EntryKind {
     /// Written by `audit prune`: the entries up to `pruned_through_seq` were removed, and the
     /// chain continues from `pruned_through_hash`.
     Checkpoint,
+    /// An Ed25519 signature over the entry before it (`[audit] signing_key_file`); the writer
+    /// fills in the signed position and the signature when it appends the entry.
+    SignedHead,
 }
 
 impl EntryKind {
@@ -43,6 +51,7 @@ impl EntryKind {
             EntryKind::Completed => "completed",
             EntryKind::Reconciled => "reconciled",
             EntryKind::Checkpoint => "checkpoint",
+            EntryKind::SignedHead => "signed_head",
         }
     }
 }
@@ -95,6 +104,23 @@ pub struct Entry {
     pub solution_id: Option<i64>,
     pub outcome: Option<Outcome>,
     pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One chain entry exactly as stored: everything needed to recompute the chain
+/// (`audit export --entries`, the syslog feed; `docs/trail-format.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChainEntry {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    /// The hashed text, byte for byte.
+    pub payload: String,
+}
+
+/// Receives every entry once its transaction has committed (the syslog feed). Called on the
+/// writer thread: it must not block.
+pub trait EntrySink: Send + Sync + 'static {
+    fn committed(&self, entry: &ChainEntry);
 }
 
 /// Where an entry landed.

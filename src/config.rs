@@ -111,6 +111,19 @@ struct FileAudit {
     #[serde(default, with = "humantime_serde")]
     head_log_interval: Option<Duration>,
     fsync_outcomes: Option<bool>,
+    signing_key_file: Option<PathBuf>,
+    syslog: Option<FileSyslog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSyslog {
+    address: String,
+    transport: Option<String>,
+    queue_capacity: Option<usize>,
+    facility: Option<u8>,
+    hostname: Option<String>,
+    app_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +204,9 @@ pub mod defaults {
     /// id is still recorded.
     pub const IDENTITY_TTL: Duration = Duration::from_secs(600);
     pub const IDENTITY_ENTRIES: usize = 10_000;
+    /// Entries buffered for a slow or absent syslog receiver: a few minutes of a busy proxy,
+    /// a few MiB of memory at most.
+    pub const SYSLOG_QUEUE: usize = 10_000;
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +311,31 @@ pub struct AuditConfig {
     pub head_log_interval: Duration,
     /// fsync outcome-only commits too (intents always are).
     pub fsync_outcomes: bool,
+    /// Ed25519 private key (PKCS#8 PEM) that signs the chain head; unset: heads are not signed.
+    pub signing_key_file: Option<PathBuf>,
+    /// Every committed entry also sent to a syslog receiver.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// `[audit.syslog]`: RFC 5424 messages over TCP (RFC 6587 octet counting) or UDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// `host:port`, resolved when the proxy starts.
+    pub address: String,
+    pub transport: SyslogTransport,
+    /// Entries waiting to be sent; past this they are dropped (and counted), never waited for.
+    pub queue_capacity: usize,
+    /// RFC 5424 facility (default 13, "log audit").
+    pub facility: u8,
+    /// HOSTNAME field; default: this machine's host name.
+    pub hostname: Option<String>,
+    pub app_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    Tcp,
+    Udp,
 }
 
 #[derive(Debug, Clone)]
@@ -497,6 +538,8 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             defaults::HEAD_LOG_INTERVAL,
         )?,
         fsync_outcomes: raw.audit.fsync_outcomes.unwrap_or(false),
+        signing_key_file: raw.audit.signing_key_file,
+        syslog: raw.audit.syslog.map(syslog).transpose()?,
     };
     let d = PolicyConfig::default();
     let policy = PolicyConfig {
@@ -611,6 +654,59 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
     }
 }
 
+fn syslog(raw: FileSyslog) -> Result<SyslogConfig, ConfigError> {
+    let printable = |key: &str, v: &str, max: usize| {
+        if v.is_empty() || v.len() > max || !v.bytes().all(|b| (33..=126).contains(&b)) {
+            Err(ConfigError::new(
+                key,
+                format!("must be 1 to {max} printable ASCII characters without spaces"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match raw.address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+        _ => {
+            return Err(ConfigError::new(
+                "audit.syslog.address",
+                format!("\"{}\" is not host:port", raw.address),
+            ))
+        }
+    }
+    let transport = match raw.transport.as_deref() {
+        None | Some("tcp") => SyslogTransport::Tcp,
+        Some("udp") => SyslogTransport::Udp,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "audit.syslog.transport",
+                format!("expected \"tcp\" or \"udp\", got \"{other}\""),
+            ))
+        }
+    };
+    let facility = raw.facility.unwrap_or(13);
+    if facility > 23 {
+        return Err(ConfigError::new("audit.syslog.facility", "must be 0 to 23"));
+    }
+    if let Some(h) = &raw.hostname {
+        printable("audit.syslog.hostname", h, 255)?;
+    }
+    let app_name = raw.app_name.unwrap_or_else(|| "b24-audit-proxy".into());
+    printable("audit.syslog.app_name", &app_name, 48)?;
+    Ok(SyslogConfig {
+        address: raw.address,
+        transport,
+        queue_capacity: positive(
+            "audit.syslog.queue_capacity",
+            raw.queue_capacity,
+            defaults::SYSLOG_QUEUE,
+        )?,
+        facility,
+        hostname: raw.hostname,
+        app_name,
+    })
+}
+
 fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         ConfigError::new(
@@ -630,6 +726,12 @@ fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, Co
 
 /// A duration key: its default when absent, refused when zero (every duration here is a
 /// timeout or an interval, and zero would mean "never" or "spin").
+/// A duration written the way the config file writes one (`500ms`, `2m`, `1h 30m`), for
+/// command-line flags.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    humantime_serde::re::humantime::parse_duration(text).ok()
+}
+
 fn duration(
     key: &str,
     value: Option<Duration>,
@@ -828,5 +930,65 @@ listen = "127.0.0.1:9090"
     fn example_config_is_valid() {
         let text = include_str!("../config/b24-audit-proxy.example.toml");
         Config::parse(text).expect("the documented example must load");
+        // Its commented-out [audit.syslog] section loads too, with the values it shows.
+        let mut syslog = String::new();
+        for line in text.lines() {
+            let uncommented = line.strip_prefix("# ").filter(|l| {
+                l.starts_with("[audit.syslog]")
+                    || [
+                        "address",
+                        "transport",
+                        "queue_capacity",
+                        "facility",
+                        "hostname",
+                        "app_name",
+                    ]
+                    .iter()
+                    .any(|k| l.starts_with(&format!("{k} =")))
+            });
+            syslog.push_str(uncommented.unwrap_or(line));
+            syslog.push('\n');
+        }
+        let c = Config::parse(&syslog).expect("the example with syslog on");
+        let s = c.audit.syslog.expect("syslog section");
+        assert_eq!(s.address, "siem.internal:6514");
+        assert_eq!((s.transport, s.facility), (SyslogTransport::Tcp, 13));
+    }
+
+    #[test]
+    fn syslog_settings_are_checked() {
+        let base =
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[upstream]\nurl = \"https://p.example\"\n\
+                    [audit]\ndatabase = \"a.db\"\n[audit.syslog]\n";
+        let tail = "[admin]\nlisten = \"127.0.0.1:9090\"\n";
+        let parse = |s: &str| Config::parse(&format!("{base}{s}\n{tail}"));
+        let ok = parse("address = \"127.0.0.1:514\"\ntransport = \"udp\"").expect("valid");
+        let s = ok.audit.syslog.expect("syslog");
+        assert_eq!(
+            (s.transport, s.queue_capacity),
+            (SyslogTransport::Udp, defaults::SYSLOG_QUEUE)
+        );
+        for (bad, key) in [
+            ("address = \"no-port\"", "audit.syslog.address"),
+            (
+                "address = \"h:1\"\ntransport = \"tls\"",
+                "audit.syslog.transport",
+            ),
+            ("address = \"h:1\"\nfacility = 24", "audit.syslog.facility"),
+            (
+                "address = \"h:1\"\nhostname = \"a b\"",
+                "audit.syslog.hostname",
+            ),
+            (
+                "address = \"h:1\"\nqueue_capacity = 0",
+                "audit.syslog.queue_capacity",
+            ),
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).map_err(|e| e.key),
+                Err(key.to_owned()),
+                "{bad}"
+            );
+        }
     }
 }

@@ -95,6 +95,9 @@ enum AuditCommand {
         /// A head hash recorded earlier (logs, /v1/chain/head) that must still be in the trail.
         #[arg(long)]
         head: Option<String>,
+        /// Check every signed head against this Ed25519 public key (SPKI PEM).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
     /// Write every audited mutation as JSON Lines (design §6), oldest first.
     Export {
@@ -103,6 +106,37 @@ enum AuditCommand {
         /// Only events received at or after this date or RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Only events received (entries written) before this date or RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// The raw chain entries (seq, prev_hash, hash, payload), for scripts/verify-trail.
+        #[arg(long)]
+        entries: bool,
+        /// json (the trail's event form) or ocsf (OCSF API Activity, class 6003).
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Keep running, writing new events as they are committed, until SIGINT/SIGTERM.
+        #[arg(long)]
+        follow: bool,
+        /// How often --follow polls the database (at most 60s).
+        #[arg(long, default_value = "1s")]
+        poll_interval: String,
+    },
+    /// Copy the trail with SQLite's online backup API (while the proxy serves) and verify it.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+        /// Also check the copy's signed heads against this public key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Generate an Ed25519 key pair for [audit] signing_key_file: FILE (0600) and FILE.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Remove entries written before DATE, keeping the chain verifiable (a checkpoint entry).
     Prune {
@@ -267,10 +301,12 @@ async fn portal_sim(listen: SocketAddr) -> anyhow::Result<()> {
 
 fn audit(command: AuditCommand) -> ExitCode {
     let config = match &command {
+        AuditCommand::Keygen { out } => return keygen(out),
         AuditCommand::List { config, .. }
         | AuditCommand::Show { config, .. }
         | AuditCommand::Verify { config, .. }
         | AuditCommand::Export { config, .. }
+        | AuditCommand::Backup { config, .. }
         | AuditCommand::Prune { config, .. } => config.clone(),
     };
     let cfg = match Config::load(&config) {
@@ -292,7 +328,7 @@ fn time_arg(v: Option<String>) -> Result<Option<String>, String> {
 }
 
 fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
-    use b24_audit_proxy::audit::{prune, render, verify};
+    use b24_audit_proxy::audit::{prune, render, signing, verify};
     let db = &cfg.audit.database;
     let open = || query::open_read_only(db).map_err(|e| e.to_string());
     match command {
@@ -353,41 +389,50 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { head, .. } => match query::open_read_only(db)
-            .map_err(|e| verify::Broken::Unreadable(e.to_string()))
-            .and_then(|conn| verify::verify(&conn, head.as_deref()))
-        {
-            Ok(v) => {
-                println!(
-                    "ok: {} entries verify (entries {}..{}{}), head {}",
-                    v.entries,
-                    v.first_seq.unwrap_or(0),
-                    v.head_seq.unwrap_or(0),
-                    v.pruned_through
-                        .map_or(String::new(), |p| format!(", entries up to {p} pruned")),
-                    v.head_hash
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e @ verify::Broken::Unreadable(_)) => {
-                eprintln!("error: {e}");
-                Ok(ExitCode::from(EXIT_UNREADABLE))
-            }
-            Err(e) => {
-                println!("FAILED: {e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        AuditCommand::Export { since, .. } => {
-            let filter = query::Filter {
-                since: time_arg(since)?,
-                ..Default::default()
+        AuditCommand::Verify {
+            head, public_key, ..
+        } => {
+            let key = public_key
+                .as_deref()
+                .map(signing::load_public_key)
+                .transpose()?;
+            let opts = verify::Options {
+                head: head.as_deref(),
+                public_key: key.as_ref(),
             };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            query::export(&open()?, &filter, &mut out).map_err(|e| e.to_string())?;
-            Ok(ExitCode::SUCCESS)
+            match query::open_read_only(db)
+                .map_err(|e| verify::Broken::Unreadable(e.to_string()))
+                .and_then(|conn| verify::verify_with(&conn, opts))
+            {
+                Ok(v) => {
+                    println!("ok: {}", v.summary());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ verify::Broken::Unreadable(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_UNREADABLE))
+                }
+                Err(e) => {
+                    println!("FAILED: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
+        AuditCommand::Export {
+            since,
+            until,
+            entries,
+            format,
+            follow,
+            poll_interval,
+            ..
+        } => {
+            let follow = follow.then_some(poll_interval);
+            let opts = export_options(since, until, entries, &format, follow.as_deref())?;
+            export_until_signal(open()?, opts)
+        }
+        AuditCommand::Backup { to, public_key, .. } => backup(db, &to, public_key.as_deref()),
+        AuditCommand::Keygen { out } => Ok(keygen(&out)),
         AuditCommand::Prune { before, .. } => {
             let before = b24_audit_proxy::audit::parse_time_arg(&before)?;
             let p = prune::prune(db, &before).map_err(|e| e.to_string())?;
@@ -400,6 +445,111 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
                 None => println!("nothing to prune before {before}"),
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn export_options(
+    since: Option<String>,
+    until: Option<String>,
+    entries: bool,
+    format: &str,
+    poll_interval: Option<&str>,
+) -> Result<b24_audit_proxy::audit::export::Options, String> {
+    use b24_audit_proxy::audit::export;
+    Ok(export::Options {
+        format: match format {
+            "json" => export::Format::Json,
+            "ocsf" => export::Format::Ocsf,
+            other => return Err(format!("--format is json or ocsf, not \"{other}\"")),
+        },
+        entries,
+        since: time_arg(since)?,
+        until: time_arg(until)?,
+        follow: poll_interval
+            .map(|p| {
+                b24_audit_proxy::config::parse_duration(p)
+                    .filter(|d| !d.is_zero() && *d <= export::MAX_POLL)
+                    .ok_or("--poll-interval is a duration from 1ms to 60s, like 500ms")
+            })
+            .transpose()?,
+    })
+}
+
+/// `audit backup`: exit 0 with the copy's verification, 1 when the copy does not verify.
+fn backup(
+    db: &std::path::Path,
+    to: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{backup, signing, verify};
+    let key = public_key.map(signing::load_public_key).transpose()?;
+    let opts = verify::Options {
+        head: None,
+        public_key: key.as_ref(),
+    };
+    match backup::backup(db, to, opts) {
+        Ok(v) => {
+            println!("backup {}: ok: {}", to.display(), v.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(backup::BackupError::NotVerified(e)) => {
+            println!("FAILED: the backup does not verify, nothing was written: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs an export; with --follow, until SIGINT/SIGTERM raise the stop flag.
+fn export_until_signal(
+    conn: rusqlite::Connection,
+    opts: b24_audit_proxy::audit::export::Options,
+) -> Result<ExitCode, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    if opts.follow.is_some() {
+        let flag = stop.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        // Handlers are installed before the first poll, so an early signal stops, not kills.
+        let signal = {
+            let _entered = rt.enter();
+            b24_audit_proxy::server::shutdown_signal()
+        };
+        std::thread::spawn(move || {
+            rt.block_on(signal);
+            flag.store(true, Ordering::Relaxed);
+        });
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    b24_audit_proxy::audit::export::run(&conn, &opts, &mut out, &stop)
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    match b24_audit_proxy::audit::signing::generate(out) {
+        Ok(g) => {
+            println!(
+                "private key {} (mode 0600): set [audit] signing_key_file to it",
+                g.private.display()
+            );
+            println!(
+                "public key  {} (key id {}): give it to auditors (audit verify --public-key, scripts/verify-trail --public-key)",
+                g.public.display(),
+                g.key_id
+            );
+            print!("{}", g.public_pem);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub audit_commit_requests: Histogram,
     pub audit_queue_depth: IntGauge,
     pub audit_write_failures: IntCounter,
+    /// Entries sent to / dropped before the `[audit.syslog]` receiver.
+    pub syslog_sent: IntCounter,
+    pub syslog_dropped: IntCounter,
     /// 1 while the audit trail accepts writes (what `/readyz` checks), else 0.
     pub audit_writable: IntGauge,
     /// 1 while the portal answered the last exchange or probe, else 0.
@@ -196,6 +199,14 @@ impl Metrics {
             "b24proxy_audit_write_failures_total",
             "Requests whose audit entries could not be committed (the change was not forwarded, or its outcome awaits reconciliation).",
         )?;
+        let syslog_sent = IntCounter::new(
+            "b24proxy_syslog_sent_total",
+            "Committed audit entries sent to the [audit.syslog] receiver.",
+        )?;
+        let syslog_dropped = IntCounter::new(
+            "b24proxy_syslog_dropped_total",
+            "Committed audit entries not sent to the [audit.syslog] receiver because its queue was full (they are in the trail).",
+        )?;
         let audit_writable = IntGauge::new(
             "b24proxy_audit_writable",
             "1 while the audit trail accepts writes, 0 while watched calls are refused with 503 (readiness).",
@@ -285,6 +296,8 @@ impl Metrics {
         registry.register(Box::new(audit_commit_requests.clone()))?;
         registry.register(Box::new(audit_queue_depth.clone()))?;
         registry.register(Box::new(audit_write_failures.clone()))?;
+        registry.register(Box::new(syslog_sent.clone()))?;
+        registry.register(Box::new(syslog_dropped.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(audit_writable.clone()))?;
         registry.register(Box::new(upstream_reachable.clone()))?;
@@ -318,6 +331,8 @@ impl Metrics {
             audit_commit_requests,
             audit_queue_depth,
             audit_write_failures,
+            syslog_sent,
+            syslog_dropped,
             audit_writable,
             upstream_reachable,
             upstream_errors,

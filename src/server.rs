@@ -6,7 +6,10 @@
 //! stop. Writes to clients are bounded by `server.send_timeout` (`timed_io`).
 
 use crate::admin::Admin;
+use crate::audit::signing::{self, HeadSigner};
 use crate::audit::store::{self, OpenOptions, Writer};
+use crate::audit::syslog::SyslogSink;
+use crate::audit::{AuditStore, EntrySink};
 use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::lifecycle::GaugeGuard;
@@ -48,6 +51,10 @@ pub struct Running {
     cert: Option<Arc<ReloadableCert>>,
     admin_cert: Option<Arc<ReloadableCert>>,
     metrics: Arc<Metrics>,
+    /// With `[audit] signing_key_file`: signs the head once more on shutdown.
+    heads: Option<AuditStore>,
+    /// The `[audit.syslog]` sender; it ends once the writer has stopped and its queue is sent.
+    syslog: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -100,6 +107,8 @@ impl Running {
             writer,
             grace,
             pipeline,
+            heads,
+            syslog,
             ..
         } = self;
         let deadline = tokio::time::Instant::now() + grace;
@@ -117,12 +126,23 @@ impl Running {
                 "Audited changes still running after the grace period; their intents are reconciled at the next start"
             );
         }
+        // Nothing is served any more: the head signed now is the trail's last entry.
+        if let Some(store) = heads {
+            sign_head(&store, "shutdown").await;
+        }
         // The writer stops when the last sender of its queue is gone: this one included.
         drop(pipeline);
         let joined =
             tokio::time::timeout(grace, tokio::task::spawn_blocking(move || writer.join())).await;
         if joined.is_err() {
             tracing::warn!("Audit writer still busy after the grace period; unfinished intents are reconciled at the next start");
+        }
+        if let Some(task) = syslog {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+                tracing::warn!("Syslog receiver did not take the last entries within the grace period; they are in the trail");
+            }
         }
     }
 }
@@ -132,12 +152,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let key = FingerprintKey::load_or_create(&config.audit.key_file)
         .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
+    let (signer, sink, syslog) = audit_extras(config, &metrics)?;
+    let signing = signer.is_some();
     let (audit, writer, report) = store::open(
         &config.audit.database,
         OpenOptions {
             queue_capacity: config.audit.queue_capacity,
             max_batch: config.audit.max_batch,
             fsync_outcomes: config.audit.fsync_outcomes,
+            signer,
+            sink,
         },
         metrics.clone(),
     )
@@ -171,6 +195,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .set(i64::try_from(config.server.max_connections).unwrap_or(i64::MAX));
     let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
     let reachable = upstream.reachability();
+    let heads = signing.then(|| audit.clone());
     let pipeline = Arc::new(Pipeline::new(
         config,
         upstream,
@@ -202,6 +227,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let (stop, stop_rx) = watch::channel(false);
     let stop_heads = stop_rx.clone();
+    let sign_heads = heads.clone();
     let database = config.audit.database.clone();
     let head_interval = config.audit.head_log_interval;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -257,7 +283,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 async move { Ok::<_, Infallible>(admin.handle(req).await) }
             },
         );
-        let heads = log_chain_head(database, head_interval, stop_heads);
+        let heads = log_chain_head(database, head_interval, sign_heads, stop_heads);
         let probes = probe_upstream(serving.clone(), stop_rx);
         tokio::join!(proxy, admin_loop, heads, probes);
         if tokio::time::timeout(grace, graceful.shutdown())
@@ -281,6 +307,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         cert,
         admin_cert,
         metrics: running_metrics,
+        heads,
+        syslog,
     })
 }
 
@@ -315,6 +343,37 @@ fn record_expiry(metrics: &Metrics, listener: &str, cert: &ReloadableCert) {
     }
 }
 
+/// The optional parts of the audit writer: the head signer (`[audit] signing_key_file`) and the
+/// syslog feed (`[audit.syslog]`) with its sender task.
+#[allow(clippy::type_complexity)]
+fn audit_extras(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(
+    Option<Arc<HeadSigner>>,
+    Option<Arc<dyn EntrySink>>,
+    Option<JoinHandle<()>>,
+)> {
+    let signer = match &config.audit.signing_key_file {
+        Some(path) => {
+            Some(Arc::new(HeadSigner::load(path).map_err(|e| {
+                anyhow::anyhow!("audit.signing_key_file: {e}")
+            })?))
+        }
+        None => None,
+    };
+    let Some(cfg) = &config.audit.syslog else {
+        return Ok((signer, None, None));
+    };
+    let (dropped, sent) = (metrics.clone(), metrics.clone());
+    let (sink, task) = SyslogSink::start(
+        cfg,
+        Box::new(move || dropped.syslog_dropped.inc()),
+        Arc::new(move || sent.syslog_sent.inc()),
+    );
+    Ok((signer, Some(sink as Arc<dyn EntrySink>), Some(task)))
+}
+
 /// Loads the files the config names (TLS certificate and key, extra CA, admin token), so
 /// `check-config` catches what would otherwise fail at start.
 pub fn check_files(config: &Config) -> Result<(), String> {
@@ -330,6 +389,9 @@ pub fn check_files(config: &Config) -> Result<(), String> {
         .map_err(|e| format!("upstream.ca_file: {e}"))?;
     if let Some(path) = &config.admin.token_file {
         read_token(path).map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = &config.audit.signing_key_file {
+        HeadSigner::load(path).map_err(|e| format!("audit.signing_key_file: {e}"))?;
     }
     Ok(())
 }
@@ -366,9 +428,12 @@ pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// Logs the chain head now and then, so a log pipeline keeps copies an attacker with the
 /// database alone cannot rewrite (`audit verify --head` checks them).
+/// With a signing key, the head is first signed (a `signed_head` entry), so the logged head is
+/// one whose signature an auditor can check.
 async fn log_chain_head(
     database: std::path::PathBuf,
     every: Duration,
+    signer: Option<AuditStore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -377,6 +442,9 @@ async fn log_chain_head(
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
+        }
+        if let Some(store) = &signer {
+            sign_head(store, "interval").await;
         }
         let db = database.clone();
         let head = tokio::task::spawn_blocking(move || {
@@ -390,6 +458,20 @@ async fn log_chain_head(
             }
             Ok(Err(e)) => tracing::warn!(target: "audit", error = %e, "Chain head not readable"),
             Err(_) => {}
+        }
+    }
+}
+
+/// Appends a signed head entry (skipped by the writer when the head is already signed).
+async fn sign_head(store: &AuditStore, reason: &str) {
+    match store.append(vec![signing::head_entry(reason)]).await {
+        Ok(c) => {
+            if let Some(c) = c.first() {
+                tracing::info!(target: "audit", head_seq = c.seq, head_hash = %c.hash, reason, "Chain head signed");
+            }
+        }
+        Err(e) => {
+            tracing::error!(target: "audit", error = %e, reason, "Chain head could not be signed")
         }
     }
 }

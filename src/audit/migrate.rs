@@ -5,7 +5,10 @@
 use rusqlite::Connection;
 
 /// `(version, sql)`, in order. Never edit a shipped migration: add the next one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_audit_trail.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_audit_trail.sql")),
+    (2, include_str!("../../migrations/0002_signed_heads.sql")),
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> i64 {
@@ -59,6 +62,39 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_version_1_trail_keeps_its_rows_and_guards_through_the_rebuild() {
+        let mut c = Connection::open_in_memory().expect("db");
+        c.execute_batch(MIGRATIONS[0].1).expect("v1 schema");
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL); \
+             INSERT INTO schema_version VALUES (1, 'then'); \
+             INSERT INTO audit_entries (seq, event_id, kind, time, method, payload, prev_hash, hash) VALUES (1, 'e', 'received', 't', 'm', '{}', 'p', 'h');",
+        )
+        .expect("v1 trail");
+        assert!(c
+            .execute("INSERT INTO audit_entries (seq, event_id, kind, time, method, payload, prev_hash, hash) VALUES (2, 's', 'signed_head', 't', 'm', '{}', 'h', 'h2')", [])
+            .is_err(), "version 1 has no signed heads");
+        assert_eq!(apply(&mut c).expect("migrate"), 2);
+        let row: (String, String) = c
+            .query_row(
+                "SELECT event_id, hash FROM audit_entries WHERE seq = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row kept");
+        assert_eq!(row, ("e".to_owned(), "h".to_owned()));
+        c.execute("INSERT INTO audit_entries (seq, event_id, kind, time, method, payload, prev_hash, hash) VALUES (2, 's', 'signed_head', 't', 'm', '{}', 'h', 'h2')", [])
+            .expect("signed heads allowed");
+        assert!(c
+            .execute("UPDATE audit_entries SET payload = 'x'", [])
+            .is_err());
+        assert!(c.execute("DELETE FROM audit_entries", []).is_err());
+        assert!(c
+            .execute("INSERT INTO audit_entries (seq, event_id, kind, time, method, payload, prev_hash, hash) VALUES (3, 'e', 'received', 't', 'm', '{}', 'h2', 'h3')", [])
+            .is_err(), "the intent index was rebuilt");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! outcome), streamed in trail order; the JSON Lines export of design §6 and the readable table
 //! the demo prints. Uses its own read-only connection, so it can run beside a serving proxy.
 
-use super::AuditError;
+use super::{AuditError, ChainEntry};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use serde_json::Value;
@@ -279,6 +279,73 @@ pub fn chain_head(conn: &Connection) -> Result<ChainHead, AuditError> {
         hash: head.hash,
         entries,
     })
+}
+
+/// Calls `f` for each chain entry after `after_seq`, in chain order, at most `limit` of them
+/// (the raw form `audit export --entries` writes); returns how many there were.
+pub fn for_each_entry(
+    conn: &Connection,
+    after_seq: i64,
+    limit: Option<usize>,
+    mut f: impl FnMut(ChainEntry) -> Result<(), AuditError>,
+) -> Result<usize, AuditError> {
+    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, prev_hash, hash, payload FROM audit_entries WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .map_err(err)?;
+    let limit = limit.map_or(-1, |l| l as i64);
+    let mut rows = stmt
+        .query(rusqlite::params![after_seq, limit])
+        .map_err(err)?;
+    let mut n = 0;
+    while let Some(row) = rows.next().map_err(err)? {
+        f(ChainEntry {
+            seq: row.get(0).map_err(err)?,
+            prev_hash: row.get(1).map_err(err)?,
+            hash: row.get(2).map_err(err)?,
+            payload: row.get(3).map_err(err)?,
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The events whose outcome entry (`completed`, `reconciled`) comes after `after_seq`, in the
+/// order of those outcome entries, at most `limit`: `(outcome seq, event)` — how
+/// `audit export --follow` learns which events finished. One query per page: the intent is
+/// found through the unique index on intents' event ids.
+pub fn completed_after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, EventRecord)>, AuditError> {
+    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT o.seq, r.seq, r.payload, o.payload, o.hash FROM audit_entries o \
+             JOIN audit_entries r ON r.event_id = o.event_id AND r.kind = 'received' \
+             WHERE o.seq > ?1 AND o.kind IN ('completed', 'reconciled') ORDER BY o.seq LIMIT ?2",
+        )
+        .map_err(err)?;
+    let mut rows = stmt
+        .query(rusqlite::params![after_seq, limit as i64])
+        .map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        let outcome_seq: i64 = row.get(0).map_err(err)?;
+        let intent: String = row.get(2).map_err(err)?;
+        let outcome: String = row.get(3).map_err(err)?;
+        let rec = record(
+            row.get(1).map_err(err)?,
+            &intent,
+            Some(&outcome),
+            row.get(4).map_err(err)?,
+        )?;
+        out.push((outcome_seq, rec));
+    }
+    Ok(out)
 }
 
 /// Writes the JSON Lines export; returns how many events were written.

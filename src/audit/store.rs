@@ -7,12 +7,14 @@
 //! whose insert fails is rolled back alone and its entries are never half-written; a failed
 //! commit fails every request of the group, and the chain head stays where it was.
 
+use super::chain::FORM;
 use super::chain::{canonical_json, entry_hash, GENESIS};
+use super::signing::HeadSigner;
 use super::{
-    migrate, now_rfc3339, AppendRequest, AuditError, AuditObserver, AuditStore, Committed, Entry,
-    EntryKind, Outcome,
+    migrate, now_rfc3339, AppendRequest, AuditError, AuditObserver, AuditStore, ChainEntry,
+    Committed, Entry, EntryKind, EntrySink, Outcome,
 };
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +68,10 @@ pub struct OpenOptions {
     pub max_batch: usize,
     /// Also fsync groups that hold only outcome entries (see [`WriterState::commit_group`]).
     pub fsync_outcomes: bool,
+    /// Signs `signed_head` entries; without it they are refused.
+    pub signer: Option<Arc<HeadSigner>>,
+    /// Told about every committed entry (the syslog feed).
+    pub sink: Option<Arc<dyn EntrySink>>,
 }
 
 /// Opens (creating if needed) the database, applies migrations, reconciles unfinished intents
@@ -99,6 +105,8 @@ pub fn open(
         observer,
         fsync_outcomes: opts.fsync_outcomes,
         synced: true,
+        signer: opts.signer,
+        sink: opts.sink,
     };
     let thread = std::thread::Builder::new()
         .name("audit-writer".into())
@@ -172,9 +180,22 @@ pub(crate) fn insert(
     head: &mut Head,
     entry: &Entry,
 ) -> rusqlite::Result<Committed> {
+    insert_entry(conn, head, entry).map(|e| Committed {
+        seq: e.seq,
+        hash: e.hash,
+    })
+}
+
+/// Inserts one entry after `head`, advancing it; returns the entry as stored.
+pub(crate) fn insert_entry(
+    conn: &Connection,
+    head: &mut Head,
+    entry: &Entry,
+) -> rusqlite::Result<ChainEntry> {
     let seq = head.seq + 1;
     let time = now_rfc3339();
     let mut payload = entry.fields.clone();
+    payload.insert("v".into(), json!(FORM));
     payload.insert("seq".into(), json!(seq));
     payload.insert("time".into(), json!(time));
     payload.insert("event_id".into(), json!(entry.event_id));
@@ -204,9 +225,48 @@ pub(crate) fn insert(
             hash
         ],
     )?;
+    let stored = ChainEntry {
+        seq,
+        prev_hash: std::mem::replace(&mut head.hash, hash.clone()),
+        hash,
+        payload: text,
+    };
     head.seq = seq;
-    head.hash = hash.clone();
-    Ok(Committed { seq, hash })
+    Ok(stored)
+}
+
+/// What to do with a `signed_head` entry at the current head.
+enum SignedHead {
+    /// The entry to insert, with the signature over the head.
+    Insert(Entry),
+    /// The head is already signed (or the trail is empty): nothing to sign.
+    Skip,
+}
+
+/// Completes a `signed_head` entry for the current head. An idle proxy does not add a new
+/// signed head every interval: the head it would sign is already a signed head.
+fn sign_head(
+    conn: &Connection,
+    head: &Head,
+    entry: &Entry,
+    signer: Option<&HeadSigner>,
+) -> rusqlite::Result<Result<SignedHead, String>> {
+    let Some(signer) = signer else {
+        return Ok(Err("no [audit] signing_key_file is configured".into()));
+    };
+    if head.seq == 0 {
+        return Ok(Ok(SignedHead::Skip));
+    }
+    let kind: Option<String> = conn
+        .prepare_cached("SELECT kind FROM audit_entries WHERE seq = ?1")?
+        .query_row([head.seq], |r| r.get(0))
+        .optional()?;
+    if kind.as_deref() == Some(EntryKind::SignedHead.as_str()) {
+        return Ok(Ok(SignedHead::Skip));
+    }
+    let mut signed = entry.clone();
+    signed.fields.extend(signer.sign(head.seq, &head.hash));
+    Ok(Ok(SignedHead::Insert(signed)))
 }
 
 /// Gives every intent that has no outcome a `reconciled` entry with outcome `unknown`: the
@@ -265,6 +325,8 @@ struct WriterState {
     fsync_outcomes: bool,
     /// The connection's `synchronous` setting now: true for FULL.
     synced: bool,
+    signer: Option<Arc<HeadSigner>>,
+    sink: Option<Arc<dyn EntrySink>>,
 }
 
 impl WriterState {
@@ -370,7 +432,7 @@ impl WriterState {
         }
         let started = Instant::now();
         let start_head = self.head.clone();
-        let mut results: Vec<Result<Vec<Committed>, AuditError>> = Vec::with_capacity(group.len());
+        let mut results: Vec<Result<Vec<ChainEntry>, AuditError>> = Vec::with_capacity(group.len());
         // A request that failed because of the store (I/O, full, read-only), not because of its
         // own entries (a constraint), means the trail is not writable even if the group commits.
         let mut store_failed = false;
@@ -388,10 +450,26 @@ impl WriterState {
                 let mut committed = Vec::with_capacity(req.entries.len());
                 let mut failed = None;
                 for entry in &req.entries {
-                    match insert(&tx, &mut self.head, entry) {
+                    let signed;
+                    let entry = if entry.kind == EntryKind::SignedHead {
+                        match sign_head(&tx, &self.head, entry, self.signer.as_deref())? {
+                            Ok(SignedHead::Insert(e)) => {
+                                signed = e;
+                                &signed
+                            }
+                            Ok(SignedHead::Skip) => continue,
+                            Err(why) => {
+                                failed = Some(Err(why));
+                                break;
+                            }
+                        }
+                    } else {
+                        entry
+                    };
+                    match insert_entry(&tx, &mut self.head, entry) {
                         Ok(c) => committed.push(c),
                         Err(e) => {
-                            failed = Some(e);
+                            failed = Some(Ok(e));
                             break;
                         }
                     }
@@ -402,13 +480,17 @@ impl WriterState {
                         results.push(Ok(committed));
                     }
                     Some(e) => {
-                        store_failed |= !matches!(
-                            e.sqlite_error_code(),
-                            Some(rusqlite::ErrorCode::ConstraintViolation)
-                        );
+                        // A refused signed head is the request's own fault, like a constraint.
+                        store_failed |= e.as_ref().is_ok_and(|e| {
+                            !matches!(
+                                e.sqlite_error_code(),
+                                Some(rusqlite::ErrorCode::ConstraintViolation)
+                            )
+                        });
                         tx.execute_batch("ROLLBACK TO request; RELEASE request")?;
                         self.head = sp_head;
-                        results.push(Err(AuditError::Write(e.to_string())));
+                        let why = e.map_or_else(|why| why, |e| e.to_string());
+                        results.push(Err(AuditError::Write(why)));
                     }
                 }
             }
@@ -421,12 +503,26 @@ impl WriterState {
                 let mut outcomes: Vec<Outcome> = Vec::new();
                 let mut ok_requests = 0;
                 for (req, res) in group.drain(..).zip(results) {
-                    if res.is_ok() {
-                        ok_requests += 1;
-                        outcomes.extend(req.entries.iter().filter_map(|e| e.outcome));
-                    } else {
-                        self.observer.write_failed();
-                    }
+                    let res = match res {
+                        Ok(stored) => {
+                            ok_requests += 1;
+                            outcomes.extend(req.entries.iter().filter_map(|e| e.outcome));
+                            if let Some(sink) = &self.sink {
+                                stored.iter().for_each(|e| sink.committed(e));
+                            }
+                            Ok(stored
+                                .into_iter()
+                                .map(|e| Committed {
+                                    seq: e.seq,
+                                    hash: e.hash,
+                                })
+                                .collect())
+                        }
+                        Err(e) => {
+                            self.observer.write_failed();
+                            Err(e)
+                        }
+                    };
                     self.observer
                         .request_latency(req.queued_at.elapsed().as_secs_f64());
                     // A dropped receiver means the request was cancelled; the entries stay.
@@ -475,6 +571,8 @@ mod tests {
             queue_capacity: 64,
             max_batch: 16,
             fsync_outcomes: false,
+            signer: None,
+            sink: None,
         }
     }
 

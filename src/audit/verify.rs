@@ -4,11 +4,15 @@
 //!
 //! Checks, per entry in `seq` order: the sequence has no gap; `prev_hash` is the previous
 //! entry's hash (or, at the start, the genesis hash or the hash a retention checkpoint names);
-//! `hash = SHA-256(prev_hash ‖ payload)`; the payload is canonical JSON; and the columns queries
-//! filter on (`seq`, `event_id`, `kind`, `method`, `solution_id`, `outcome`) say what the hashed
-//! payload says. Streams rows; memory does not grow with the trail.
+//! `hash = SHA-256(prev_hash ‖ payload)`; the payload is canonical JSON in the form it declares;
+//! the columns queries filter on (`seq`, `event_id`, `kind`, `method`, `solution_id`, `outcome`)
+//! say what the hashed payload says; and, given the public key, every `signed_head` entry's
+//! signature covers the entry before it. Streams rows; memory does not grow with the trail.
+//! `scripts/verify-trail` implements the same checks over `audit export --entries`.
 
-use super::chain::{canonical_json, entry_hash, GENESIS};
+use super::chain::{entry_hash, is_canonical, GENESIS};
+use super::signing;
+use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::fmt;
@@ -22,6 +26,59 @@ pub struct Verified {
     pub head_hash: String,
     /// Entries before `first_seq` were removed by retention (`audit prune`).
     pub pruned_through: Option<i64>,
+    /// `signed_head` entries seen (their signatures checked only with a public key).
+    pub signed_heads: u64,
+    /// The newest signed head entry's sequence number and time.
+    pub last_signed: Option<(i64, String)>,
+    /// Whether the signatures were checked (a public key was given).
+    pub signatures_checked: bool,
+}
+
+impl Verified {
+    /// Entries after the newest signed head, not yet covered by a signature.
+    pub fn unsigned_tail(&self) -> i64 {
+        let head = self.head_seq.unwrap_or(0);
+        match &self.last_signed {
+            Some((s, _)) => head - s,
+            None => head - self.first_seq.map_or(head, |f| f - 1),
+        }
+    }
+
+    /// One line for `audit verify` and `audit backup`; the head hash comes last, so scripts can
+    /// take the last word.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} entries verify (entries {}..{}{})",
+            self.entries,
+            self.first_seq.unwrap_or(0),
+            self.head_seq.unwrap_or(0),
+            self.pruned_through
+                .map_or(String::new(), |p| format!(", entries up to {p} pruned")),
+        );
+        if let Some((seq, time)) = &self.last_signed {
+            s.push_str(&format!(
+                "; {} signed heads{}, the last at entry {seq} ({time}), {} entries after it",
+                self.signed_heads,
+                if self.signatures_checked {
+                    " verify"
+                } else {
+                    " (signatures not checked: no --public-key)"
+                },
+                self.unsigned_tail()
+            ));
+        }
+        s.push_str(&format!(", head {}", self.head_hash));
+        s
+    }
+}
+
+/// What [`verify_with`] checks beyond the chain itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// A head hash recorded earlier that must still be present.
+    pub head: Option<&'a str>,
+    /// Check every signed head's signature; the trail must have at least one.
+    pub public_key: Option<&'a VerifyingKey>,
 }
 
 /// Why a chain does not verify.
@@ -33,6 +90,8 @@ pub enum Broken {
     Missing { expected: i64, found: Option<i64> },
     /// The `--head` given is not in the chain.
     HeadNotFound { head: String, head_seq: Option<i64> },
+    /// A public key was given but the trail holds no signed head.
+    NoSignedHead,
     /// The database could not be read.
     Unreadable(String),
 }
@@ -50,6 +109,7 @@ impl fmt::Display for Broken {
                 "head {head} is not in the trail (the newest entries were removed, or the head is from another trail); current head is entry {}",
                 head_seq.map_or_else(|| "none".to_owned(), |s| s.to_string())
             ),
+            Broken::NoSignedHead => write!(f, "the trail holds no signed head, so it cannot be checked against truncation"),
             Broken::Unreadable(e) => write!(f, "the audit database cannot be read: {e}"),
         }
     }
@@ -57,6 +117,18 @@ impl fmt::Display for Broken {
 
 /// Verifies the whole chain; `head` is a hash recorded earlier that must still be present.
 pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken> {
+    verify_with(
+        conn,
+        Options {
+            head,
+            public_key: None,
+        },
+    )
+}
+
+/// Verifies the whole chain with [`Options`].
+pub fn verify_with(conn: &Connection, opts: Options<'_>) -> Result<Verified, Broken> {
+    let head = opts.head;
     let db = |e: rusqlite::Error| Broken::Unreadable(e.to_string());
     let checkpoint = latest_checkpoint(conn)?;
     let mut stmt = conn
@@ -73,6 +145,9 @@ pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken>
         head_seq: None,
         head_hash: GENESIS.to_owned(),
         pruned_through: checkpoint.as_ref().map(|(s, _)| *s),
+        signed_heads: 0,
+        last_signed: None,
+        signatures_checked: opts.public_key.is_some(),
     };
     let mut head_found = head.is_none();
     while let Some(row) = rows.next().map_err(db)? {
@@ -111,7 +186,14 @@ pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken>
         if entry_hash(&prev_hash, &payload) != hash {
             return Err(altered("its payload does not match its hash".into()));
         }
-        check_payload(&payload, seq, &columns).map_err(altered)?;
+        let value = check_payload(&payload, seq, &columns).map_err(altered)?;
+        if columns.kind == "signed_head" {
+            if let Some(key) = opts.public_key {
+                signing::check(key, &value, seq - 1, &prev_hash).map_err(altered)?;
+            }
+            report.signed_heads += 1;
+            report.last_signed = Some((seq, value["time"].as_str().unwrap_or("").to_owned()));
+        }
         if head == Some(hash.as_str()) {
             head_found = true;
         }
@@ -128,6 +210,9 @@ pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken>
             expected: cp_seq + 1,
             found: None,
         });
+    }
+    if opts.public_key.is_some() && report.entries > 0 && report.signed_heads == 0 {
+        return Err(Broken::NoSignedHead);
     }
     if !head_found {
         return Err(Broken::HeadNotFound {
@@ -146,10 +231,10 @@ struct Columns {
     outcome: Option<String>,
 }
 
-fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<(), String> {
+fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<Value, String> {
     let v: Value =
         serde_json::from_str(payload).map_err(|_| "its payload is not JSON".to_owned())?;
-    if canonical_json(&v) != payload {
+    if !is_canonical(payload, &v) {
         return Err("its payload is not in canonical form".into());
     }
     let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
@@ -166,7 +251,7 @@ fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<(), String> {
     ];
     match checks.iter().find(|(_, ok)| !ok) {
         Some((name, _)) => Err(format!("its {name} column differs from the hashed payload")),
-        None => Ok(()),
+        None => Ok(v),
     }
 }
 

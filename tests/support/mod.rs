@@ -106,9 +106,10 @@ impl TestProxy {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
                  [upstream]\nurl = \"{url}\"\n{upstream_keys}\
-                 [audit]\ndatabase = \"{}\"\n\
+                 [audit]\ndatabase = \"{}\"\n{audit}\n\
                  {admin}{log}{rest}",
                 dir.join("audit.db").display(),
+                audit = opts.audit,
                 url = opts
                     .upstream_url
                     .map_or_else(|| format!("http://{upstream}"), str::to_owned),
@@ -259,6 +260,8 @@ pub struct ProxyOpts<'a> {
     pub shell_prelude: Option<&'a str>,
     /// `[upstream] url` instead of `http://{upstream}` (e.g. an `https://` portal).
     pub upstream_url: Option<&'a str>,
+    /// Lines added to the `[audit]` table, e.g. `signing_key_file = "..."`.
+    pub audit: &'a str,
 }
 
 /// One sample's value from a Prometheus text exposition.
