@@ -354,7 +354,12 @@ impl Pipeline {
                     reread.insert(id);
                 }
             }
-            reread.extend(p.side_effects.iter().map(|e| e.solution_id));
+            reread.extend(
+                p.side_effects
+                    .iter()
+                    .filter(|e| !shown_by_the_answer(r, e))
+                    .map(|e| e.solution_id),
+            );
         }
         let fresh = if reread.is_empty() {
             BTreeMap::new()
@@ -365,19 +370,27 @@ impl Pipeline {
         };
         let mut done = Vec::with_capacity(items.len());
         for (((item, p), r), event_id) in items.iter().zip(planned).zip(results).zip(event_ids) {
-            let after = match (r.after, r.reread, item.mutation.solution_id) {
+            let mut side_effects_after = None;
+            let after = match (r.after.clone(), r.reread, item.mutation.solution_id) {
                 (Some(a), _, _) => Some(a),
                 (None, true, Some(id)) => fresh.get(&id).cloned(),
                 (None, _, _) if r.outcome == Outcome::Failed => p.before.clone(),
                 _ => None,
             };
-            let mut out = outcome_fields(r.status, r.error, after.as_ref());
             if !p.side_effects.is_empty() {
                 let actual: Vec<Value> = p
                     .side_effects
                     .iter()
-                    .map(|e| json!({"solution_id": e.solution_id, "after": fresh.get(&e.solution_id)}))
+                    .map(|e| match fresh.get(&e.solution_id) {
+                        Some(seen) => json!({"solution_id": e.solution_id, "after": seen, "source": "re-read"}),
+                        None if shown_by_the_answer(&r, e) => json!({"solution_id": e.solution_id, "after": e.after, "source": "answer"}),
+                        None => json!({"solution_id": e.solution_id, "after": null}),
+                    })
                     .collect();
+                side_effects_after = Some(actual);
+            }
+            let mut out = outcome_fields(r.status, r.error, after.as_ref());
+            if let Some(actual) = side_effects_after {
                 out.insert("side_effects_after".into(), json!(actual));
             }
             let solution_id = item.mutation.solution_id.or(after.as_ref().map(|s| s.id));
@@ -971,6 +984,22 @@ struct CommandResult {
     reread: bool,
     status: Option<u16>,
     error: Option<Value>,
+}
+
+/// Does the portal's answer itself show what a side effect did? It does when the change
+/// applied and the target's state in the answer holds every smart process taken from the other
+/// workplace: a smart process belongs to one workplace at most, so that workplace (locked, so
+/// changed by nobody else through the proxy) now holds exactly its planned after-state, and no
+/// re-read is spent on it.
+fn shown_by_the_answer(r: &CommandResult, e: &plan::SideEffect) -> bool {
+    let Some(after) = r.after.as_ref().filter(|_| r.outcome == Outcome::Applied) else {
+        return false;
+    };
+    e.before
+        .type_ids
+        .iter()
+        .filter(|t| !e.after.type_ids.contains(t))
+        .all(|t| after.type_ids.contains(t))
 }
 
 fn outcome_fields(

@@ -144,7 +144,8 @@ async fn binding_a_type_records_and_polices_the_workplace_it_is_taken_from() {
         json!([{"solution_id": 267,
                 "before": {"id":267,"title":"Sales","typeIds":[31,190]},
                 "after": {"id":267,"title":"Sales","typeIds":[190]},
-                "after_seen": {"id":267,"title":"Sales","typeIds":[190]}}])
+                "after_seen": {"id":267,"title":"Sales","typeIds":[190]},
+                "after_source": "answer"}])
     );
     // 190 moving to 267 was a side effect on "Spare", which keeps 200.
     let give_event = &events[events.len() - 2];
@@ -367,7 +368,40 @@ async fn portal_requests_per_change_do_not_grow_with_the_workplaces() {
         last["side_effects"][0]["after_seen"]["typeIds"],
         json!([2001])
     );
+    assert_eq!(
+        last["side_effects"][0]["after_source"], "answer",
+        "the target's state in the answer shows it: no re-read spent"
+    );
     let held = |id: i64| sim.sim.solution(id).expect("owner").type_ids;
     assert_eq!(held(owners[0]), vec![2000]);
     assert_eq!(held(owners[1]), vec![2001]);
+}
+
+/// When the portal's answer does not show what a side effect did (it answered with an error
+/// after executing), the workplace the smart process was taken from is read back.
+#[tokio::test]
+async fn a_side_effect_the_answer_does_not_show_is_read_back() {
+    use b24_audit_proxy::portal_sim::{Fault, FaultKind};
+    let sim = sim().await;
+    let proxy = TestProxy::start(sim.addr, "");
+    sim.sim.insert_solution("Spare", &[190, 200]);
+    sim.sim.push_fault(Fault {
+        method: Some(UPDATE.into()),
+        times: 1,
+        kind: FaultKind::ErrorAfterExecute {
+            status: 400,
+            code: "BX_EMPTY_REQUIRED".into(),
+        },
+    });
+    let r = post_json(
+        &proxy.hook_url(UPDATE),
+        r#"{"id":267,"fields":{"typeIds":[31,190]}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let events = proxy.export();
+    let e = events.last().expect("event");
+    assert_eq!(e["outcome"], "rejected_by_portal");
+    assert_eq!(e["side_effects"][0]["after_source"], "re-read", "{e:#}");
+    assert_eq!(e["side_effects"][0]["after_seen"]["typeIds"], json!([200]));
 }

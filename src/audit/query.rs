@@ -36,7 +36,8 @@ pub struct EventRecord {
     /// The event this one reverts (`revert --apply`), if any.
     pub reverts: Option<String>,
     /// Other workplaces the change took smart processes from: `{solution_id, before, after}`
-    /// as planned, and `after_seen`, read back after the call.
+    /// as planned, and `after_seen`: read back after the call, or shown by the target's state in
+    /// the portal's own answer (`after_source`).
     pub side_effects: Value,
 }
 
@@ -197,12 +198,18 @@ fn side_effects(intent: &Value, outcome: &Value) -> Value {
             .map(|e| {
                 let mut e = e.clone();
                 let id = e.get("solution_id").cloned();
-                let after = seen
-                    .and_then(|s| s.iter().find(|x| x.get("solution_id") == id.as_ref()))
+                let found =
+                    seen.and_then(|s| s.iter().find(|x| x.get("solution_id") == id.as_ref()));
+                let after = found
                     .and_then(|x| x.get("after").cloned())
                     .unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut e {
                     m.insert("after_seen".into(), after);
+                    // `re-read` after the call, or `answer`: shown by the target's own state in
+                    // the portal's answer (older trails carry no source: re-read).
+                    if let Some(source) = found.and_then(|x| x.get("source")) {
+                        m.insert("after_source".into(), source.clone());
+                    }
                 }
                 e
             })
