@@ -381,7 +381,8 @@ impl Pipeline {
     /// Metrics and the access line, once per request.
     fn finish(&self, ctx: &RequestCtx, status: u16, target: Option<(http::Method, String)>) {
         let seconds = ctx.start.elapsed().as_secs_f64();
-        self.metrics.request(ctx.watched, status, seconds);
+        self.metrics
+            .request(ctx.watched, status, seconds, ctx.upstream_seconds);
         if let Some((method, target)) = target {
             tracing::info!(
                 target: "access",
