@@ -40,6 +40,8 @@ pub struct Admin {
     /// Whether the portal was reachable at the last exchange or probe.
     upstream_reachable: Arc<AtomicBool>,
     ready_requires_portal: bool,
+    /// With `[audit] signing_key_file`: `/v1/chain/verify` checks every signed head with it.
+    public_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl Admin {
@@ -58,7 +60,14 @@ impl Admin {
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             upstream_reachable,
             ready_requires_portal,
+            public_key: None,
         }
+    }
+
+    /// Checks signed heads with `key` in `/v1/chain/verify`.
+    pub fn with_public_key(mut self, key: Option<ed25519_dalek::VerifyingKey>) -> Admin {
+        self.public_key = key;
+        self
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -127,7 +136,9 @@ impl Admin {
                 let query = req.uri().query().unwrap_or("").to_owned();
                 let db = self.database.clone();
                 let p = p.to_owned();
-                let result = tokio::task::spawn_blocking(move || api(&db, &p, &query)).await;
+                let key = self.public_key;
+                let result =
+                    tokio::task::spawn_blocking(move || api(&db, key.as_ref(), &p, &query)).await;
                 match result {
                     Ok(Ok((status, body))) => json(status, Bytes::from(body.to_string())),
                     Ok(Err(ApiError(status, code, msg))) => {
@@ -205,7 +216,12 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
 }
 
 /// The `/v1/` routes; runs on the blocking pool.
-fn api(db: &std::path::Path, path: &str, query: &str) -> Result<(StatusCode, Value), ApiError> {
+fn api(
+    db: &std::path::Path,
+    public_key: Option<&ed25519_dalek::VerifyingKey>,
+    path: &str,
+    query: &str,
+) -> Result<(StatusCode, Value), ApiError> {
     let unavailable = |e: crate::audit::AuditError| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -239,10 +255,16 @@ fn api(db: &std::path::Path, path: &str, query: &str) -> Result<(StatusCode, Val
         }
         "/v1/chain/verify" => {
             let head = param(query, "head");
-            Ok(match verify::verify(&conn, head.as_deref()) {
+            let opts = verify::Options {
+                head: head.as_deref(),
+                public_key,
+            };
+            Ok(match verify::verify_with(&conn, opts) {
                 Ok(v) => (
                     StatusCode::OK,
-                    json!({"ok": true, "entries": v.entries, "head_seq": v.head_seq, "head_hash": v.head_hash, "pruned_through": v.pruned_through}),
+                    json!({"ok": true, "entries": v.entries, "head_seq": v.head_seq, "head_hash": v.head_hash, "pruned_through": v.pruned_through,
+                           "signed_heads": v.signed_heads, "signatures_checked": v.signatures_checked,
+                           "last_signed_seq": v.last_signed.as_ref().map(|(s, _)| *s)}),
                 ),
                 Err(e) => (StatusCode::OK, json!({"ok": false, "error": e.to_string()})),
             })

@@ -154,6 +154,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
     let (signer, sink, syslog) = audit_extras(config, &metrics)?;
     let signing = signer.is_some();
+    let public_key = signer.as_ref().map(|s| s.public_key());
     let (audit, writer, report) = store::open(
         &config.audit.database,
         OpenOptions {
@@ -207,14 +208,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Some(path) => Some(read_token(path)?),
         None => None,
     };
-    let admin = Arc::new(Admin::new(
-        metrics.clone(),
-        audit,
-        config.audit.database.clone(),
-        token,
-        reachable,
-        config.admin.ready_requires_portal,
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            metrics.clone(),
+            audit,
+            config.audit.database.clone(),
+            token,
+            reachable,
+            config.admin.ready_requires_portal,
+        )
+        .with_public_key(public_key),
+    );
 
     let proxy_listener = TcpListener::bind(config.server.listen)
         .await

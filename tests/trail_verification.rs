@@ -772,6 +772,13 @@ async fn heads_are_signed_every_interval_while_serving_and_idle_adds_nothing() {
     let v = verdicts(dir, &db, &["--public-key", &public]);
     v.ok();
     assert!(v.rust.1.contains("2 signed heads verify"), "{}", v.rust.1);
+    // The admin API checks the signatures with the proxy's own public key.
+    let api = get(&format!("http://{}/v1/chain/verify", proxy.admin))
+        .await
+        .json();
+    assert_eq!(api["ok"], true, "{api}");
+    assert_eq!(api["signatures_checked"], true, "{api}");
+    assert_eq!(api["signed_heads"], 2, "{api}");
     assert!(proxy.terminate().success());
     assert_eq!(
         signed(&db).len(),

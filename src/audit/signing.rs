@@ -61,6 +61,11 @@ impl HeadSigner {
         Ok(HeadSigner { key, id })
     }
 
+    /// The public half, for verifying what this signer signed.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
     pub fn key_id(&self) -> &str {
         &self.id
     }
