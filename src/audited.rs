@@ -541,14 +541,7 @@ impl Pipeline {
             pages,
             reads.iter().copied().collect::<Vec<_>>().as_slice(),
         ) {
-            return Ok(self
-                .read_one(ctx, credential, *id, headers, UpstreamPhase::Snapshot)
-                .await?
-                .map(|s| Read {
-                    states: BTreeMap::from([(*id, s)]),
-                    listing: None,
-                })
-                .map_err(Stop::Answer));
+            return self.read_single(ctx, credential, *id, headers).await;
         }
         if reads.is_empty() && pages == 0 {
             return Ok(Ok(Read {
@@ -574,14 +567,7 @@ impl Pipeline {
         if let Some((id, error)) = bundle.refused.iter().find(|(id, _)| targets.contains(id)) {
             if single {
                 // The portal's own answer to reading this workplace, as a single call gets it.
-                return Ok(self
-                    .read_one(ctx, credential, *id, headers, UpstreamPhase::Snapshot)
-                    .await?
-                    .map(|s| Read {
-                        states: BTreeMap::from([(*id, s)]),
-                        listing: None,
-                    })
-                    .map_err(Stop::Answer));
+                return self.read_single(ctx, credential, *id, headers).await;
             }
             let key = items
                 .iter()
@@ -621,6 +607,24 @@ impl Pipeline {
             states: bundle.states,
             listing,
         }))
+    }
+
+    /// One workplace read with a single `get`; a refusal is the portal's own answer.
+    async fn read_single(
+        &self,
+        ctx: &mut RequestCtx,
+        credential: &Credential,
+        id: i64,
+        headers: &HeaderMap,
+    ) -> Result<Result<Read, Stop>, ProxyError> {
+        Ok(self
+            .read_one(ctx, credential, id, headers, UpstreamPhase::Snapshot)
+            .await?
+            .map(|s| Read {
+                states: BTreeMap::from([(id, s)]),
+                listing: None,
+            })
+            .map_err(Stop::Answer))
     }
 
     /// One `batch` (one request toward the portal's rate limit): a `get` of each of `ids` and
