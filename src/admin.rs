@@ -13,7 +13,7 @@
 //! beside the writer); the token is compared in constant time.
 
 use crate::audit::query::{self, Filter, Order};
-use crate::audit::{verify, AuditStore};
+use crate::audit::{verify, AuditLog};
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::rest::envelope;
@@ -33,7 +33,7 @@ const MAX_PAGE: usize = 1000;
 
 pub struct Admin {
     metrics: Arc<Metrics>,
-    audit: AuditStore,
+    audit: AuditLog,
     database: PathBuf,
     /// SHA-256 of the configured token; `None`: the API is open.
     token_digest: Option<[u8; 32]>,
@@ -47,7 +47,7 @@ pub struct Admin {
 impl Admin {
     pub fn new(
         metrics: Arc<Metrics>,
-        audit: AuditStore,
+        audit: AuditLog,
         database: PathBuf,
         token: Option<String>,
         upstream_reachable: Arc<AtomicBool>,
@@ -289,7 +289,8 @@ fn api(
                 ));
             };
             let entries = query::entries_of(&conn, id).map_err(unavailable)?;
-            let (added, removed) = crate::audit::render::binding_diff(&event.before, &event.after);
+            let (added, removed) =
+                crate::audit::render::binding_diff(event.before.as_ref(), event.after.as_ref());
             Ok((
                 StatusCode::OK,
                 json!({

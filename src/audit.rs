@@ -1,12 +1,18 @@
-//! The audit trail: what an entry holds, and [`AuditStore`], the handle the pipeline appends
+//! The audit trail: what an entry holds, and [`AuditLog`], the handle the pipeline appends
 //! through.
 //!
-//! One writer thread owns the SQLite connection (`store.rs`); the async side only sends it
+//! - `record` — the typed intent, outcome and event every writer and reader uses
+//! - `backend` — the [`AuditStore`] trait a storage backend implements; `store` — SQLite
+//! - `writer` — the group-commit writer thread, generic over the backend
+//! - `chain` — canonical form and hashes; `query` — the readers ([`query::TrailReader`])
+//!
+//! One writer thread owns the store's connection; the async side only sends it
 //! requests over a bounded channel and awaits the commit. A request's entries travel together
 //! in one message and are committed in one transaction, so they are never split by a failure;
 //! many requests' messages are committed together (group commit: one fsync per batch).
 //! Reading (`query.rs`) uses its own connections and never blocks the writer (WAL).
 
+pub mod backend;
 pub mod backup;
 pub mod chain;
 pub mod export;
@@ -14,11 +20,15 @@ pub mod migrate;
 pub mod ocsf;
 pub mod prune;
 pub mod query;
+pub mod record;
 pub mod render;
 pub mod signing;
 pub mod store;
 pub mod syslog;
 pub mod verify;
+pub mod writer;
+
+pub use backend::AuditStore;
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,7 +67,7 @@ impl EntryKind {
 }
 
 /// How an audited mutation ended (design §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The portal answered with success.
@@ -165,13 +175,25 @@ pub trait AuditObserver: Send + Sync + 'static {
 
 /// The async handle to the audit writer. Cheap to clone.
 #[derive(Clone)]
-pub struct AuditStore {
+pub struct AuditLog {
     tx: mpsc::Sender<AppendRequest>,
     capacity: usize,
     writable: Arc<AtomicBool>,
 }
 
-impl AuditStore {
+impl AuditLog {
+    pub(crate) fn new(
+        tx: mpsc::Sender<AppendRequest>,
+        capacity: usize,
+        writable: Arc<AtomicBool>,
+    ) -> AuditLog {
+        AuditLog {
+            tx,
+            capacity,
+            writable,
+        }
+    }
+
     /// Appends one request's entries and waits until they are durable.
     pub async fn append(&self, entries: Vec<Entry>) -> Result<Vec<Committed>, AuditError> {
         let (reply, rx) = oneshot::channel();

@@ -21,7 +21,10 @@
 //! holding the locks: once the intents are handed to the trail, the change is carried through
 //! to its recorded outcome even if the client goes away; the request only awaits the result.
 
-use crate::audit::{new_event_id, Entry, EntryKind, Outcome};
+use crate::audit::record::{
+    AfterSource, BatchRef, Caller, Completion, Intent, RequestInfo, SideEffectAfter, Subject,
+};
+use crate::audit::{new_event_id, Entry, Outcome};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::identity;
@@ -178,42 +181,38 @@ impl Pipeline {
             .zip(&decisions)
             .zip(&event_ids)
             .map(|(((item, p), d), event_id)| {
-                let mut f = Map::new();
-                f.insert(
-                    "caller".into(),
-                    json!({"auth": credential.auth_kind(), "user_id": user, "fingerprint": fingerprint}),
-                );
-                f.insert("client_addr".into(), json!(client.to_string()));
-                f.insert(
-                    "request".into(),
-                    json!({"http_method": parts.method.as_str(), "encoding": encoding, "params": item.mutation.params_json()}),
-                );
-                f.insert("before".into(), json!(p.before));
-                f.insert("decision".into(), json!(d.verdict.label()));
-                f.insert("rule".into(), json!(d.rule));
-                f.insert("reason".into(), json!(d.reason));
-                f.insert(
-                    "batch".into(),
-                    match (&batch_id, &item.key) {
-                        (Some(b), Some(k)) => json!({"id": b, "key": k}),
-                        _ => Value::Null,
+                Intent {
+                    caller: Caller {
+                        auth: credential.auth_kind().to_owned(),
+                        user_id: user.clone(),
+                        fingerprint: fingerprint.clone(),
                     },
-                );
-                if !p.side_effects.is_empty() {
-                    f.insert("side_effects".into(), json!(p.side_effects));
+                    client_addr: Some(client.to_string()),
+                    request: RequestInfo {
+                        http_method: parts.method.as_str().to_owned(),
+                        encoding: encoding.to_owned(),
+                        params: item.mutation.params_json(),
+                    },
+                    before: p.before.clone(),
+                    decision: d.verdict.label().to_owned(),
+                    rule: d.rule.map(str::to_owned),
+                    reason: d.reason.clone(),
+                    batch: match (&batch_id, &item.key) {
+                        (Some(b), Some(k)) => Some(BatchRef {
+                            id: b.clone(),
+                            key: k.clone(),
+                        }),
+                        _ => None,
+                    },
+                    side_effects: p.side_effects.clone(),
+                    request_id: Some(rid.clone()),
+                    reverts: reverts.clone(),
                 }
-                f.insert("request_id".into(), json!(rid));
-                if let Some(r) = &reverts {
-                    f.insert("reverts".into(), json!(r));
-                }
-                Entry {
-                    event_id: event_id.clone(),
-                    kind: EntryKind::Received,
-                    method: item.mutation.kind.method().to_owned(),
-                    solution_id: item.mutation.solution_id,
-                    outcome: None,
-                    fields: f,
-                }
+                .entry(subject(
+                    event_id,
+                    &item.mutation,
+                    item.mutation.solution_id,
+                ))
             })
             .collect();
 
@@ -221,22 +220,20 @@ impl Pipeline {
             // The whole call is refused: every command is recorded, none forwarded.
             let mut entries = intents;
             for ((item, p), event_id) in items.iter().zip(&planned).zip(&event_ids) {
-                let mut out = outcome_fields(None, None, p.before.as_ref());
-                if item.key.is_some() && item.key != items[i].key {
-                    out.insert(
-                        "reason".into(),
-                        json!(format!(
-                            "refused with its batch: command '{}' was refused",
-                            items[i].key.as_deref().unwrap_or("")
-                        )),
-                    );
-                }
-                entries.push(outcome_entry(
-                    event_id,
-                    &item.mutation,
-                    item.mutation.solution_id,
+                let reason = (item.key.is_some() && item.key != items[i].key).then(|| {
+                    format!(
+                        "refused with its batch: command '{}' was refused",
+                        items[i].key.as_deref().unwrap_or("")
+                    )
+                });
+                let out = Completion {
+                    after: p.before.clone(),
+                    reason,
+                    ..Completion::default()
+                };
+                entries.push(out.entry(
+                    subject(event_id, &item.mutation, item.mutation.solution_id),
                     Outcome::Denied,
-                    out,
                 ));
             }
             self.audit
@@ -370,37 +367,40 @@ impl Pipeline {
         };
         let mut done = Vec::with_capacity(items.len());
         for (((item, p), r), event_id) in items.iter().zip(planned).zip(results).zip(event_ids) {
-            let mut side_effects_after = None;
             let after = match (r.after.clone(), r.reread, item.mutation.solution_id) {
                 (Some(a), _, _) => Some(a),
                 (None, true, Some(id)) => fresh.get(&id).cloned(),
                 (None, _, _) if r.outcome == Outcome::Failed => p.before.clone(),
                 _ => None,
             };
-            if !p.side_effects.is_empty() {
-                let actual: Vec<Value> = p
-                    .side_effects
+            let side_effects_after = (!p.side_effects.is_empty()).then(|| {
+                p.side_effects
                     .iter()
-                    .map(|e| match fresh.get(&e.solution_id) {
-                        Some(seen) => json!({"solution_id": e.solution_id, "after": seen, "source": "re-read"}),
-                        None if shown_by_the_answer(&r, e) => json!({"solution_id": e.solution_id, "after": e.after, "source": "answer"}),
-                        None => json!({"solution_id": e.solution_id, "after": null}),
+                    .map(|e| {
+                        let (after, source) = match fresh.get(&e.solution_id) {
+                            Some(seen) => (Some(seen.clone()), Some(AfterSource::Reread)),
+                            None if shown_by_the_answer(&r, e) => {
+                                (Some(e.after.clone()), Some(AfterSource::Answer))
+                            }
+                            None => (None, None),
+                        };
+                        SideEffectAfter {
+                            solution_id: e.solution_id,
+                            after,
+                            source,
+                        }
                     })
-                    .collect();
-                side_effects_after = Some(actual);
-            }
-            let mut out = outcome_fields(r.status, r.error, after.as_ref());
-            if let Some(actual) = side_effects_after {
-                out.insert("side_effects_after".into(), json!(actual));
-            }
+                    .collect()
+            });
             let solution_id = item.mutation.solution_id.or(after.as_ref().map(|s| s.id));
-            done.push(outcome_entry(
-                event_id,
-                &item.mutation,
-                solution_id,
-                r.outcome,
-                out,
-            ));
+            let out = Completion {
+                portal_status: r.status,
+                portal_error: r.error,
+                after,
+                side_effects_after,
+                reason: None,
+            };
+            done.push(out.entry(subject(event_id, &item.mutation, solution_id), r.outcome));
         }
         if let Err(e) = self.audit.append(done).await {
             // The intents are durable; start-up reconciliation marks them `unknown`.
@@ -1006,32 +1006,12 @@ fn shown_by_the_answer(r: &CommandResult, e: &plan::SideEffect) -> bool {
         .all(|t| after.type_ids.contains(t))
 }
 
-fn outcome_fields(
-    status: Option<u16>,
-    error: Option<Value>,
-    after: Option<&SolutionState>,
-) -> Map<String, Value> {
-    let mut f = Map::new();
-    f.insert("portal_status".into(), json!(status));
-    f.insert("portal_error".into(), error.unwrap_or(Value::Null));
-    f.insert("after".into(), json!(after));
-    f
-}
-
-fn outcome_entry(
-    event_id: &str,
-    m: &Mutation,
-    solution_id: Option<i64>,
-    outcome: Outcome,
-    fields: Map<String, Value>,
-) -> Entry {
-    Entry {
-        event_id: event_id.to_owned(),
-        kind: EntryKind::Completed,
-        method: m.kind.method().to_owned(),
+/// What identifies the change an entry of `m` belongs to.
+fn subject<'a>(event_id: &'a str, m: &'a Mutation, solution_id: Option<i64>) -> Subject<'a> {
+    Subject {
+        event_id,
+        method: m.kind.method(),
         solution_id,
-        outcome: Some(outcome),
-        fields,
     }
 }
 

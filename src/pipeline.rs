@@ -19,7 +19,7 @@
 //! audited work runs in its own task, so it is never cut short with it. Client bodies are read
 //! through `body::Timed` (`server.body_read_timeout`, 408 past it).
 
-use crate::audit::{AuditError, AuditStore};
+use crate::audit::{AuditError, AuditLog};
 use crate::audited::Shape;
 use crate::body::{read_capped, ProxyBody, ReadError, Timed};
 use crate::config::{Cidr, Config};
@@ -50,7 +50,7 @@ pub const AUDIT_EVENT_HEADER: HeaderName = HeaderName::from_static("x-audit-even
 /// Everything a request needs, shared by all connections.
 pub struct Pipeline {
     pub upstream: Upstream,
-    pub audit: AuditStore,
+    pub audit: AuditLog,
     /// Swapped whole by SIGHUP; a request reads it once.
     policy: std::sync::RwLock<Arc<Policy>>,
     pub key: FingerprintKey,
@@ -89,7 +89,7 @@ impl Pipeline {
     pub fn new(
         config: &Config,
         upstream: Upstream,
-        audit: AuditStore,
+        audit: AuditLog,
         key: FingerprintKey,
         metrics: Arc<Metrics>,
     ) -> Pipeline {

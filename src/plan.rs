@@ -7,16 +7,11 @@
 //! step 6). Pure: the caller reads the states, this only applies the portal's rules to them.
 
 use crate::mutation::{Mutation, MutationKind, SolutionState};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Another workplace changed by a mutation: a smart process it held was bound elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SideEffect {
-    pub solution_id: i64,
-    pub before: SolutionState,
-    pub after: SolutionState,
-}
+/// Another workplace changed by a mutation: a smart process it held was bound elsewhere. The
+/// audit record's own type, so the plan is recorded as it was made.
+pub use crate::audit::record::SideEffect;
 
 /// One mutation, planned.
 #[derive(Debug, Clone, PartialEq, Eq)]

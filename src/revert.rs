@@ -7,6 +7,7 @@
 //! The proxy never stores callers' secrets, so a revert cannot be sent "as" the original caller.
 
 use crate::audit::query::EventRecord;
+use crate::audit::Outcome;
 use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::pipeline::REVERT_HEADER;
@@ -30,33 +31,28 @@ pub struct Plan {
 
 /// What reverting `e` takes, or why it cannot be reverted.
 pub fn plan(e: &EventRecord) -> Result<Plan, String> {
-    let state = |v: &Value| -> Option<(String, Value)> {
-        Some((
-            v.get("title")?.as_str()?.to_owned(),
-            v.get("typeIds")?.clone(),
-        ))
-    };
-    match (e.method.as_str(), e.outcome.as_deref()) {
-        (_, Some("denied") | Some("failed")) => Err(format!(
+    let before = || e.before.as_ref().ok_or("the event has no before-state");
+    match (e.method.as_str(), e.outcome) {
+        (_, Some(o @ (Outcome::Denied | Outcome::Failed))) => Err(format!(
             "event {} changed nothing (outcome {}): there is nothing to revert",
             e.id,
-            e.outcome.as_deref().unwrap_or("-")
+            o.as_str()
         )),
         (_, None) => Err(format!("event {} is still in flight", e.id)),
         ("crm.automatedsolution.update", _) => {
             let id = e.solution_id.ok_or("the event names no workplace")?;
-            let (title, type_ids) = state(&e.before).ok_or("the event has no before-state")?;
+            let b = before()?;
             Ok(Plan {
                 method: "crm.automatedsolution.update",
-                params: json!({"id": id, "fields": {"title": title, "typeIds": type_ids}}),
+                params: json!({"id": id, "fields": {"title": b.title, "typeIds": b.type_ids}}),
                 solution_id: Some(id),
             })
         }
-        ("crm.automatedsolution.delete", Some("applied")) => {
-            let (title, type_ids) = state(&e.before).ok_or("the event has no before-state")?;
+        ("crm.automatedsolution.delete", Some(Outcome::Applied)) => {
+            let b = before()?;
             Ok(Plan {
                 method: "crm.automatedsolution.add",
-                params: json!({"fields": {"title": title, "typeIds": type_ids}}),
+                params: json!({"fields": {"title": b.title, "typeIds": b.type_ids}}),
                 solution_id: None,
             })
         }
@@ -64,7 +60,10 @@ pub fn plan(e: &EventRecord) -> Result<Plan, String> {
             "an add is undone by deleting workplace {}, which the portal refuses while smart processes are bound; unbind them first, then delete it",
             e.solution_id.map_or("?".into(), |i| i.to_string())
         )),
-        (m, o) => Err(format!("{m} events with outcome {} cannot be reverted", o.unwrap_or("-"))),
+        (m, o) => Err(format!(
+            "{m} events with outcome {} cannot be reverted",
+            o.map_or("-", Outcome::as_str)
+        )),
     }
 }
 
@@ -107,13 +106,14 @@ pub async fn apply(
         )
         .await?;
         let current = now["result"]["automatedSolution"].clone();
-        let same = |k: &str| current.get(k) == event.after.get(k);
+        let left = serde_json::to_value(&event.after).unwrap_or(Value::Null);
+        let same = |k: &str| current.get(k) == left.get(k);
         if !(same("title") && same("typeIds")) {
             bail!(
                 "workplace {id} changed since event {}: it is now {} but the event left it {}; pass --force to revert anyway",
                 event.id,
                 current,
-                event.after
+                left
             );
         }
     }
@@ -174,28 +174,29 @@ fn local(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::record::{Caller, RequestInfo};
 
-    fn event(method: &str, outcome: Option<&str>, before: Value, after: Value) -> EventRecord {
+    fn event(method: &str, outcome: Option<Outcome>, before: Value, after: Value) -> EventRecord {
         EventRecord {
             seq: 1,
             id: "e".into(),
             time: "t".into(),
             method: method.into(),
             solution_id: Some(238),
-            caller: Value::Null,
-            client_addr: Value::Null,
-            request: Value::Null,
-            before,
-            after,
-            decision: json!("allow"),
-            rule: Value::Null,
-            outcome: outcome.map(str::to_owned),
-            portal_status: Value::Null,
-            portal_error: Value::Null,
-            batch: Value::Null,
+            caller: Caller::default(),
+            client_addr: None,
+            request: RequestInfo::default(),
+            before: serde_json::from_value(before).expect("state"),
+            after: serde_json::from_value(after).expect("state"),
+            decision: "allow".into(),
+            rule: None,
+            outcome,
+            portal_status: None,
+            portal_error: None,
+            batch: None,
             hash: "h".into(),
             reverts: None,
-            side_effects: Value::Null,
+            side_effects: Vec::new(),
         }
     }
 
@@ -205,7 +206,7 @@ mod tests {
         let after = json!({"id":238,"title":"HR2","typeIds":[14]});
         let p = plan(&event(
             "crm.automatedsolution.update",
-            Some("applied"),
+            Some(Outcome::Applied),
             before.clone(),
             after.clone(),
         ))
@@ -216,7 +217,7 @@ mod tests {
         );
         let d = plan(&event(
             "crm.automatedsolution.delete",
-            Some("applied"),
+            Some(Outcome::Applied),
             before.clone(),
             Value::Null,
         ))
@@ -224,14 +225,14 @@ mod tests {
         assert_eq!(d.method, "crm.automatedsolution.add");
         assert!(plan(&event(
             "crm.automatedsolution.update",
-            Some("denied"),
+            Some(Outcome::Denied),
             before.clone(),
             before.clone()
         ))
         .is_err());
         assert!(plan(&event(
             "crm.automatedsolution.add",
-            Some("applied"),
+            Some(Outcome::Applied),
             Value::Null,
             after
         ))

@@ -7,9 +7,10 @@
 
 use crate::admin::Admin;
 use crate::audit::signing::{self, HeadSigner};
-use crate::audit::store::{self, OpenOptions, Writer};
+use crate::audit::store;
 use crate::audit::syslog::SyslogSink;
-use crate::audit::{AuditStore, EntrySink};
+use crate::audit::writer::{OpenOptions, Writer};
+use crate::audit::{AuditLog, EntrySink};
 use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::lifecycle::GaugeGuard;
@@ -52,7 +53,7 @@ pub struct Running {
     admin_cert: Option<Arc<ReloadableCert>>,
     metrics: Arc<Metrics>,
     /// With `[audit] signing_key_file`: signs the head once more on shutdown.
-    heads: Option<AuditStore>,
+    heads: Option<AuditLog>,
     /// The `[audit.syslog]` sender; it ends once the writer has stopped and its queue is sent.
     syslog: Option<JoinHandle<()>>,
 }
@@ -437,7 +438,7 @@ pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
 async fn log_chain_head(
     database: std::path::PathBuf,
     every: Duration,
-    signer: Option<AuditStore>,
+    signer: Option<AuditLog>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -467,7 +468,7 @@ async fn log_chain_head(
 }
 
 /// Appends a signed head entry (skipped by the writer when the head is already signed).
-async fn sign_head(store: &AuditStore, reason: &str) {
+async fn sign_head(store: &AuditLog, reason: &str) {
     match store.append(vec![signing::head_entry(reason)]).await {
         Ok(c) => {
             if let Some(c) = c.first() {

@@ -4,6 +4,7 @@
 //! travels in `unmapped` or in the resource's `data`, so nothing of the trail is lost.
 
 use super::query::EventRecord;
+use super::Outcome;
 use serde_json::{json, Value};
 
 /// OCSF schema version the events follow.
@@ -22,15 +23,15 @@ fn activity(method: &str) -> (u64, &'static str) {
 }
 
 /// `(status_id, status, severity_id, severity)` for an outcome.
-fn status(outcome: Option<&str>) -> (u64, &'static str, u64, &'static str) {
+fn status(outcome: Option<Outcome>) -> (u64, &'static str, u64, &'static str) {
     match outcome {
-        Some("applied") => (1, "Success", 1, "Informational"),
+        Some(Outcome::Applied) => (1, "Success", 1, "Informational"),
         // Refused by policy: the control worked, someone tried something it forbids.
-        Some("denied") => (2, "Failure", 3, "Medium"),
-        Some("rejected_by_portal") | Some("failed") => (2, "Failure", 2, "Low"),
+        Some(Outcome::Denied) => (2, "Failure", 3, "Medium"),
+        Some(Outcome::RejectedByPortal | Outcome::Failed) => (2, "Failure", 2, "Low"),
         // Forwarded, answer never seen: whether it changed anything must be checked.
-        Some("unknown") => (0, "Unknown", 3, "Medium"),
-        _ => (0, "Unknown", 1, "Informational"),
+        Some(Outcome::Unknown) => (0, "Unknown", 3, "Medium"),
+        None => (0, "Unknown", 1, "Informational"),
     }
 }
 
@@ -42,8 +43,8 @@ fn epoch_ms(time: &str) -> Value {
 }
 
 /// The `src_endpoint` of a recorded client address (`ip:port` or an address alone).
-fn endpoint(addr: &Value) -> Value {
-    let Some(text) = addr.as_str() else {
+fn endpoint(addr: Option<&str>) -> Value {
+    let Some(text) = addr else {
         return Value::Null;
     };
     if let Ok(sa) = text.parse::<std::net::SocketAddr>() {
@@ -58,18 +59,16 @@ fn endpoint(addr: &Value) -> Value {
 /// One event in OCSF API Activity form.
 pub fn api_activity(e: &EventRecord) -> Value {
     let (activity_id, activity_name) = activity(&e.method);
-    let (status_id, status_name, severity_id, severity) = status(e.outcome.as_deref());
+    let (status_id, status_name, severity_id, severity) = status(e.outcome);
     let caller = &e.caller;
     let mut user = serde_json::Map::new();
-    if let Some(uid) = caller.get("user_id").filter(|v| !v.is_null()) {
-        user.insert(
-            "uid".into(),
-            json!(uid.as_str().map_or_else(|| uid.to_string(), str::to_owned)),
-        );
+    if let Some(uid) = &caller.user_id {
+        user.insert("uid".into(), json!(uid));
     }
-    if let Some(fp) = caller.get("fingerprint").filter(|v| !v.is_null()) {
-        user.insert("credential_uid".into(), fp.clone());
+    if let Some(fp) = &caller.fingerprint {
+        user.insert("credential_uid".into(), json!(fp));
     }
+    let outcome = e.outcome.map(Outcome::as_str);
     json!({
         "class_uid": CLASS_UID,
         "class_name": "API Activity",
@@ -84,12 +83,12 @@ pub fn api_activity(e: &EventRecord) -> Value {
         "severity": severity,
         "status_id": status_id,
         "status": status_name,
-        "status_code": e.portal_error.as_str().map(str::to_owned).or_else(|| e.outcome.clone()),
+        "status_code": e.portal_error.as_ref().and_then(Value::as_str).or(outcome),
         "status_detail": e.rule,
         "message": format!("{} of workplace {} by {}: {}", e.method,
             e.solution_id.map_or_else(|| "(new)".to_owned(), |s| s.to_string()),
             user.get("uid").and_then(Value::as_str).unwrap_or("unknown user"),
-            e.outcome.as_deref().unwrap_or("pending")),
+            outcome.unwrap_or("pending")),
         "metadata": {
             "version": OCSF_VERSION,
             "uid": e.id,
@@ -98,7 +97,7 @@ pub fn api_activity(e: &EventRecord) -> Value {
                 "vendor_name": "b24-audit-proxy",
                 "version": env!("CARGO_PKG_VERSION"),
             },
-            "correlation_uid": e.batch.get("id").cloned().unwrap_or(Value::Null),
+            "correlation_uid": e.batch.as_ref().map(|b| &b.id),
         },
         "actor": {
             "user": Value::Object(user),
@@ -113,7 +112,7 @@ pub fn api_activity(e: &EventRecord) -> Value {
                 "error": e.portal_error,
             },
         },
-        "src_endpoint": endpoint(&e.client_addr),
+        "src_endpoint": endpoint(e.client_addr.as_deref()),
         "resources": [{
             "type": "crm.automatedsolution",
             "uid": e.solution_id.map(|s| s.to_string()),
@@ -123,7 +122,7 @@ pub fn api_activity(e: &EventRecord) -> Value {
             "outcome": e.outcome,
             "decision": e.decision,
             "rule": e.rule,
-            "auth": caller.get("auth").cloned().unwrap_or(Value::Null),
+            "auth": caller.auth,
             "request": e.request,
             "batch": e.batch,
             "side_effects": e.side_effects,
@@ -136,34 +135,54 @@ pub fn api_activity(e: &EventRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::record::{Caller, RequestInfo};
+    use crate::mutation::SolutionState;
 
-    fn record(method: &str, outcome: Option<&str>) -> EventRecord {
+    fn state(types: &[i64]) -> SolutionState {
+        SolutionState {
+            id: 238,
+            title: "HR".into(),
+            type_ids: types.to_vec(),
+        }
+    }
+
+    fn record(method: &str, outcome: Option<Outcome>) -> EventRecord {
         EventRecord {
             seq: 1,
             id: "0190a000-0000-7000-8000-000000000001".into(),
             time: "2026-11-24T10:00:00.250Z".into(),
             method: method.into(),
             solution_id: Some(238),
-            caller: json!({"auth": "webhook", "user_id": "7", "fingerprint": "fp1"}),
-            client_addr: json!("10.0.0.5:51234"),
-            request: json!({"params": {"id": 238}}),
-            before: json!({"typeIds": [14]}),
-            after: json!({"typeIds": []}),
-            decision: json!("deny"),
-            rule: json!("deny_empty_type_ids"),
-            outcome: outcome.map(str::to_owned),
-            portal_status: Value::Null,
-            portal_error: Value::Null,
-            batch: Value::Null,
+            caller: Caller {
+                auth: "webhook".into(),
+                user_id: Some("7".into()),
+                fingerprint: Some("fp1".into()),
+            },
+            client_addr: Some("10.0.0.5:51234".into()),
+            request: RequestInfo {
+                params: json!({"id": 238}),
+                ..RequestInfo::default()
+            },
+            before: Some(state(&[14])),
+            after: Some(state(&[])),
+            decision: "deny".into(),
+            rule: Some("deny_empty_type_ids".into()),
+            outcome,
+            portal_status: None,
+            portal_error: None,
+            batch: None,
             hash: "ab".repeat(32),
             reverts: None,
-            side_effects: json!([]),
+            side_effects: Vec::new(),
         }
     }
 
     #[test]
     fn maps_a_denied_update_to_api_activity() {
-        let v = api_activity(&record("crm.automatedsolution.update", Some("denied")));
+        let v = api_activity(&record(
+            "crm.automatedsolution.update",
+            Some(Outcome::Denied),
+        ));
         assert_eq!(v["class_uid"], 6003);
         assert_eq!(v["category_uid"], 6);
         assert_eq!(v["activity_id"], 3);
@@ -180,12 +199,15 @@ mod tests {
 
     #[test]
     fn activities_and_statuses_follow_method_and_outcome() {
-        let add = api_activity(&record("crm.automatedsolution.add", Some("applied")));
+        let add = api_activity(&record("crm.automatedsolution.add", Some(Outcome::Applied)));
         assert_eq!(
             (add["activity_id"].clone(), add["status_id"].clone()),
             (json!(1), json!(1))
         );
-        let del = api_activity(&record("crm.automatedsolution.delete", Some("unknown")));
+        let del = api_activity(&record(
+            "crm.automatedsolution.delete",
+            Some(Outcome::Unknown),
+        ));
         assert_eq!(
             (del["activity_id"].clone(), del["status_id"].clone()),
             (json!(4), json!(0))

@@ -6,7 +6,8 @@
 //! `audit verify` then starts the chain from that hash. All in one IMMEDIATE transaction, so a
 //! running proxy's writer simply waits for it and chains its next entries after the checkpoint.
 
-use super::store::{insert, open_connection, Head};
+use super::backend::Head;
+use super::store::{insert, load_head, open_connection};
 use super::{new_event_id, AuditError, Entry, EntryKind};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::json;
@@ -89,7 +90,7 @@ pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, 
         .map_err(err)?;
     tx.execute("DELETE FROM audit_prune_guard", [])
         .map_err(err)?;
-    let mut head = Head::load_in(&tx).map_err(err)?;
+    let mut head = load_head(&tx).map_err(err)?;
     if head.seq == 0 {
         // Everything went: the checkpoint continues right after the last removed entry.
         head = Head {

@@ -1,45 +1,18 @@
 //! Reading the trail: one [`EventRecord`] per audited mutation (its intent joined with its
-//! outcome), streamed in trail order; the JSON Lines export of design §6 and the readable table
-//! the demo prints. Uses its own read-only connection, so it can run beside a serving proxy.
+//! outcome, `record.rs`), streamed in trail order; the raw chain entries; the JSON Lines export.
+//!
+//! [`TrailReader`] is what a backend implements to be read; the functions here work on any
+//! reader. The SQLite reader is a read-only connection of its own, so it can run beside a
+//! serving proxy (WAL).
 
+pub use super::record::EventRecord;
+use super::record::{Completion, Intent, Stored};
 use super::{AuditError, ChainEntry};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
-
-/// One audited mutation, as exported (design §6 `audit export`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EventRecord {
-    /// Position of the intent in the chain: the pagination cursor, not part of the export.
-    #[serde(skip)]
-    pub seq: i64,
-    pub id: String,
-    pub time: String,
-    pub method: String,
-    pub solution_id: Option<i64>,
-    pub caller: Value,
-    pub client_addr: Value,
-    pub request: Value,
-    pub before: Value,
-    pub after: Value,
-    pub decision: Value,
-    pub rule: Value,
-    /// `null` while the call is still in flight.
-    pub outcome: Option<String>,
-    pub portal_status: Value,
-    pub portal_error: Value,
-    pub batch: Value,
-    /// Hash of the event's last entry in the chain.
-    pub hash: String,
-    /// The event this one reverts (`revert --apply`), if any.
-    pub reverts: Option<String>,
-    /// Other workplaces the change took smart processes from: `{solution_id, before, after}`
-    /// as planned, and `after_seen`: read back after the call, or shown by the target's state in
-    /// the portal's own answer (`after_source`).
-    pub side_effects: Value,
-}
 
 /// Opens the trail for reading only (it must exist).
 pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
@@ -108,119 +81,62 @@ macro_rules! events_sql {
     };
 }
 
+/// A trail that can be read: what `audit list|show|export|verify`, the admin API and the
+/// timeline need from a backend. Each method streams or pages, so memory stays bounded.
+pub trait TrailReader {
+    /// Calls `f` for each event matching `filter`, in `filter.order`; returns how many.
+    fn each_event(
+        &self,
+        filter: &Filter,
+        f: &mut dyn FnMut(EventRecord) -> Result<(), AuditError>,
+    ) -> Result<usize, AuditError>;
+    /// The chain entries of one event (intent, outcome), in chain order.
+    fn entries_of(&self, id: &str) -> Result<Vec<EntryRow>, AuditError>;
+    /// The newest entry and how many there are.
+    fn chain_head(&self) -> Result<ChainHead, AuditError>;
+    /// Calls `f` for each chain entry after `after_seq`, in chain order, at most `limit`.
+    fn each_entry(
+        &self,
+        after_seq: i64,
+        limit: Option<usize>,
+        f: &mut dyn FnMut(ChainEntry) -> Result<(), AuditError>,
+    ) -> Result<usize, AuditError>;
+    /// The events whose outcome entry comes after `after_seq`, in the order of those outcome
+    /// entries, at most `limit`: `(outcome seq, event)`.
+    fn completed_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, EventRecord)>, AuditError>;
+}
+
 /// Calls `f` for each event in `filter.order` (trail order by default).
-pub fn for_each_event(
-    conn: &Connection,
+pub fn for_each_event<R: TrailReader + ?Sized>(
+    reader: &R,
     filter: &Filter,
     mut f: impl FnMut(EventRecord) -> Result<(), AuditError>,
 ) -> Result<usize, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
-    // Two fixed statements rather than one with a computed ORDER BY: each keeps using the
-    // primary key for its direction, and nothing from the query string reaches the SQL text.
-    let sql = match filter.order {
-        Order::Asc => concat!(events_sql!(">"), " ORDER BY r.seq LIMIT ?8"),
-        Order::Desc => concat!(events_sql!("<"), " ORDER BY r.seq DESC LIMIT ?8"),
-    };
-    let mut stmt = conn.prepare_cached(sql).map_err(err)?;
-    let limit = filter.limit.map_or(-1, |l| l as i64);
-    let mut rows = stmt
-        .query(rusqlite::params![
-            filter.since,
-            filter.until,
-            filter.solution_id,
-            filter.outcome,
-            filter.caller,
-            filter.event_id,
-            filter.after_seq,
-            limit
-        ])
-        .map_err(err)?;
-    let mut n = 0;
-    while let Some(row) = rows.next().map_err(err)? {
-        let seq: i64 = row.get(0).map_err(err)?;
-        let intent: String = row.get(1).map_err(err)?;
-        let outcome: Option<String> = row.get(2).map_err(err)?;
-        let hash: String = row.get(3).map_err(err)?;
-        f(record(seq, &intent, outcome.as_deref(), hash)?)?;
-        n += 1;
-    }
-    Ok(n)
+    reader.each_event(filter, &mut f)
 }
 
-fn record(
-    seq: i64,
-    intent: &str,
-    outcome: Option<&str>,
-    hash: String,
-) -> Result<EventRecord, AuditError> {
-    let bad = |e: serde_json::Error| AuditError::Open(format!("unreadable audit entry: {e}"));
-    let i: Value = serde_json::from_str(intent).map_err(bad)?;
-    let o: Value = match outcome {
-        Some(text) => serde_json::from_str(text).map_err(bad)?,
-        None => Value::Null,
-    };
-    let get = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    Ok(EventRecord {
-        seq,
-        id: get(&i, "event_id").as_str().unwrap_or_default().to_owned(),
-        time: get(&i, "time").as_str().unwrap_or_default().to_owned(),
-        method: get(&i, "method").as_str().unwrap_or_default().to_owned(),
-        // An add has no id until the portal answers; its outcome entry carries the new one.
-        solution_id: get(&i, "solution_id")
-            .as_i64()
-            .or_else(|| get(&o, "solution_id").as_i64()),
-        caller: get(&i, "caller"),
-        client_addr: get(&i, "client_addr"),
-        request: get(&i, "request"),
-        before: get(&i, "before"),
-        after: get(&o, "after"),
-        decision: get(&i, "decision"),
-        rule: get(&i, "rule"),
-        outcome: o.get("outcome").and_then(Value::as_str).map(str::to_owned),
-        portal_status: get(&o, "portal_status"),
-        portal_error: get(&o, "portal_error"),
-        batch: get(&i, "batch"),
-        hash,
-        reverts: i.get("reverts").and_then(Value::as_str).map(str::to_owned),
-        side_effects: side_effects(&i, &o),
-    })
-}
-
-/// The planned side effects of an intent, each with what was read back after the call.
-fn side_effects(intent: &Value, outcome: &Value) -> Value {
-    let Some(planned) = intent.get("side_effects").and_then(Value::as_array) else {
-        return Value::Array(Vec::new());
-    };
-    let seen = outcome.get("side_effects_after").and_then(Value::as_array);
-    Value::Array(
-        planned
-            .iter()
-            .map(|e| {
-                let mut e = e.clone();
-                let id = e.get("solution_id").cloned();
-                let found =
-                    seen.and_then(|s| s.iter().find(|x| x.get("solution_id") == id.as_ref()));
-                let after = found
-                    .and_then(|x| x.get("after").cloned())
-                    .unwrap_or(Value::Null);
-                if let Value::Object(m) = &mut e {
-                    m.insert("after_seen".into(), after);
-                    // `re-read` after the call, or `answer`: shown by the target's own state in
-                    // the portal's answer (older trails carry no source: re-read).
-                    if let Some(source) = found.and_then(|x| x.get("source")) {
-                        m.insert("after_source".into(), source.clone());
-                    }
-                }
-                e
-            })
-            .collect(),
-    )
+/// Calls `f` for each chain entry after `after_seq`, in chain order, at most `limit` of them
+/// (the raw form `audit export --entries` writes); returns how many there were.
+pub fn for_each_entry<R: TrailReader + ?Sized>(
+    reader: &R,
+    after_seq: i64,
+    limit: Option<usize>,
+    mut f: impl FnMut(ChainEntry) -> Result<(), AuditError>,
+) -> Result<usize, AuditError> {
+    reader.each_entry(after_seq, limit, &mut f)
 }
 
 /// Collects the events matching `filter`.
-pub fn events(conn: &Connection, filter: &Filter) -> Result<Vec<EventRecord>, AuditError> {
+pub fn events<R: TrailReader + ?Sized>(
+    reader: &R,
+    filter: &Filter,
+) -> Result<Vec<EventRecord>, AuditError> {
     let mut out = Vec::new();
-    for_each_event(conn, filter, |e| {
+    for_each_event(reader, filter, |e| {
         out.push(e);
         Ok(())
     })?;
@@ -228,12 +144,49 @@ pub fn events(conn: &Connection, filter: &Filter) -> Result<Vec<EventRecord>, Au
 }
 
 /// One event by id.
-pub fn event(conn: &Connection, id: &str) -> Result<Option<EventRecord>, AuditError> {
+pub fn event<R: TrailReader + ?Sized>(
+    reader: &R,
+    id: &str,
+) -> Result<Option<EventRecord>, AuditError> {
     let filter = Filter {
         event_id: Some(id.to_owned()),
         ..Filter::default()
     };
-    Ok(events(conn, &filter)?.into_iter().next())
+    Ok(events(reader, &filter)?.into_iter().next())
+}
+
+/// The chain entries of one event, for `audit show`.
+pub fn entries_of<R: TrailReader + ?Sized>(
+    reader: &R,
+    id: &str,
+) -> Result<Vec<EntryRow>, AuditError> {
+    reader.entries_of(id)
+}
+
+/// The newest entry: what an external system should keep a copy of.
+pub fn chain_head<R: TrailReader + ?Sized>(reader: &R) -> Result<ChainHead, AuditError> {
+    reader.chain_head()
+}
+
+/// How `audit export --follow` learns which events finished (see [`TrailReader`]).
+pub fn completed_after<R: TrailReader + ?Sized>(
+    reader: &R,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, EventRecord)>, AuditError> {
+    reader.completed_after(after_seq, limit)
+}
+
+/// Writes the JSON Lines export; returns how many events were written.
+pub fn export<R: TrailReader + ?Sized>(
+    reader: &R,
+    filter: &Filter,
+    out: &mut impl Write,
+) -> Result<usize, AuditError> {
+    for_each_event(reader, filter, |rec| {
+        let line = serde_json::to_string(&rec).map_err(|e| AuditError::Open(e.to_string()))?;
+        writeln!(out, "{line}").map_err(|e| AuditError::Open(format!("write: {e}")))
+    })
 }
 
 /// The chain entries of one event (intent, outcome), for `audit show`.
@@ -247,26 +200,6 @@ pub struct EntryRow {
     pub payload: Value,
 }
 
-pub fn entries_of(conn: &Connection, id: &str) -> Result<Vec<EntryRow>, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
-    let mut stmt = conn
-        .prepare("SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries WHERE event_id = ?1 ORDER BY seq")
-        .map_err(err)?;
-    let rows = stmt
-        .query_map([id], |r| {
-            Ok(EntryRow {
-                seq: r.get(0)?,
-                kind: r.get(1)?,
-                time: r.get(2)?,
-                prev_hash: r.get(3)?,
-                hash: r.get(4)?,
-                payload: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
-            })
-        })
-        .map_err(err)?;
-    rows.collect::<Result<_, _>>().map_err(err)
-}
-
 /// The newest entry: what an external system should keep a copy of.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ChainHead {
@@ -275,96 +208,154 @@ pub struct ChainHead {
     pub entries: i64,
 }
 
-pub fn chain_head(conn: &Connection) -> Result<ChainHead, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
-    let head = super::store::Head::load_in(conn).map_err(err)?;
-    let entries: i64 = conn
-        .query_row("SELECT COUNT(*) FROM audit_entries", [], |r| r.get(0))
-        .map_err(err)?;
-    Ok(ChainHead {
-        seq: head.seq,
-        hash: head.hash,
-        entries,
-    })
+fn record(
+    seq: i64,
+    intent: &str,
+    outcome: Option<&str>,
+    hash: String,
+) -> Result<EventRecord, AuditError> {
+    let bad = |e: serde_json::Error| AuditError::Open(format!("unreadable audit entry: {e}"));
+    let i: Stored<Intent> = serde_json::from_str(intent).map_err(bad)?;
+    let o: Option<Stored<Completion>> = match outcome {
+        Some(text) => Some(serde_json::from_str(text).map_err(bad)?),
+        None => None,
+    };
+    Ok(EventRecord::join(seq, i, o, hash))
 }
 
-/// Calls `f` for each chain entry after `after_seq`, in chain order, at most `limit` of them
-/// (the raw form `audit export --entries` writes); returns how many there were.
-pub fn for_each_entry(
-    conn: &Connection,
-    after_seq: i64,
-    limit: Option<usize>,
-    mut f: impl FnMut(ChainEntry) -> Result<(), AuditError>,
-) -> Result<usize, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, prev_hash, hash, payload FROM audit_entries WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )
-        .map_err(err)?;
-    let limit = limit.map_or(-1, |l| l as i64);
-    let mut rows = stmt
-        .query(rusqlite::params![after_seq, limit])
-        .map_err(err)?;
-    let mut n = 0;
-    while let Some(row) = rows.next().map_err(err)? {
-        f(ChainEntry {
-            seq: row.get(0).map_err(err)?,
-            prev_hash: row.get(1).map_err(err)?,
-            hash: row.get(2).map_err(err)?,
-            payload: row.get(3).map_err(err)?,
-        })?;
-        n += 1;
+fn read_err(e: rusqlite::Error) -> AuditError {
+    AuditError::Open(e.to_string())
+}
+
+/// The SQLite reader: a connection to the trail's file.
+impl TrailReader for Connection {
+    fn each_event(
+        &self,
+        filter: &Filter,
+        f: &mut dyn FnMut(EventRecord) -> Result<(), AuditError>,
+    ) -> Result<usize, AuditError> {
+        // Two fixed statements rather than one with a computed ORDER BY: each keeps using the
+        // primary key for its direction, and nothing from the query string reaches the SQL text.
+        let sql = match filter.order {
+            Order::Asc => concat!(events_sql!(">"), " ORDER BY r.seq LIMIT ?8"),
+            Order::Desc => concat!(events_sql!("<"), " ORDER BY r.seq DESC LIMIT ?8"),
+        };
+        let mut stmt = self.prepare_cached(sql).map_err(read_err)?;
+        let limit = filter.limit.map_or(-1, |l| l as i64);
+        let mut rows = stmt
+            .query(rusqlite::params![
+                filter.since,
+                filter.until,
+                filter.solution_id,
+                filter.outcome,
+                filter.caller,
+                filter.event_id,
+                filter.after_seq,
+                limit
+            ])
+            .map_err(read_err)?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(read_err)? {
+            let seq: i64 = row.get(0).map_err(read_err)?;
+            let intent: String = row.get(1).map_err(read_err)?;
+            let outcome: Option<String> = row.get(2).map_err(read_err)?;
+            let hash: String = row.get(3).map_err(read_err)?;
+            f(record(seq, &intent, outcome.as_deref(), hash)?)?;
+            n += 1;
+        }
+        Ok(n)
     }
-    Ok(n)
-}
 
-/// The events whose outcome entry (`completed`, `reconciled`) comes after `after_seq`, in the
-/// order of those outcome entries, at most `limit`: `(outcome seq, event)` — how
-/// `audit export --follow` learns which events finished. One query per page: the intent is
-/// found through the unique index on intents' event ids.
-pub fn completed_after(
-    conn: &Connection,
-    after_seq: i64,
-    limit: usize,
-) -> Result<Vec<(i64, EventRecord)>, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Open(e.to_string());
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT o.seq, r.seq, r.payload, o.payload, o.hash FROM audit_entries o \
-             JOIN audit_entries r ON r.event_id = o.event_id AND r.kind = 'received' \
-             WHERE o.seq > ?1 AND o.kind IN ('completed', 'reconciled') ORDER BY o.seq LIMIT ?2",
-        )
-        .map_err(err)?;
-    let mut rows = stmt
-        .query(rusqlite::params![after_seq, limit as i64])
-        .map_err(err)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(err)? {
-        let outcome_seq: i64 = row.get(0).map_err(err)?;
-        let intent: String = row.get(2).map_err(err)?;
-        let outcome: String = row.get(3).map_err(err)?;
-        let rec = record(
-            row.get(1).map_err(err)?,
-            &intent,
-            Some(&outcome),
-            row.get(4).map_err(err)?,
-        )?;
-        out.push((outcome_seq, rec));
+    fn entries_of(&self, id: &str) -> Result<Vec<EntryRow>, AuditError> {
+        let mut stmt = self
+            .prepare("SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries WHERE event_id = ?1 ORDER BY seq")
+            .map_err(read_err)?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(EntryRow {
+                    seq: r.get(0)?,
+                    kind: r.get(1)?,
+                    time: r.get(2)?,
+                    prev_hash: r.get(3)?,
+                    hash: r.get(4)?,
+                    payload: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
+                })
+            })
+            .map_err(read_err)?;
+        rows.collect::<Result<_, _>>().map_err(read_err)
     }
-    Ok(out)
-}
 
-/// Writes the JSON Lines export; returns how many events were written.
-pub fn export(
-    conn: &Connection,
-    filter: &Filter,
-    out: &mut impl Write,
-) -> Result<usize, AuditError> {
-    for_each_event(conn, filter, |rec| {
-        let line = serde_json::to_string(&rec).map_err(|e| AuditError::Open(e.to_string()))?;
-        writeln!(out, "{line}").map_err(|e| AuditError::Open(format!("write: {e}")))
-    })
+    fn chain_head(&self) -> Result<ChainHead, AuditError> {
+        let head = super::store::load_head(self).map_err(read_err)?;
+        let entries: i64 = self
+            .query_row("SELECT COUNT(*) FROM audit_entries", [], |r| r.get(0))
+            .map_err(read_err)?;
+        Ok(ChainHead {
+            seq: head.seq,
+            hash: head.hash,
+            entries,
+        })
+    }
+
+    fn each_entry(
+        &self,
+        after_seq: i64,
+        limit: Option<usize>,
+        f: &mut dyn FnMut(ChainEntry) -> Result<(), AuditError>,
+    ) -> Result<usize, AuditError> {
+        let mut stmt = self
+            .prepare_cached(
+                "SELECT seq, prev_hash, hash, payload FROM audit_entries WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(read_err)?;
+        let limit = limit.map_or(-1, |l| l as i64);
+        let mut rows = stmt
+            .query(rusqlite::params![after_seq, limit])
+            .map_err(read_err)?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(read_err)? {
+            f(ChainEntry {
+                seq: row.get(0).map_err(read_err)?,
+                prev_hash: row.get(1).map_err(read_err)?,
+                hash: row.get(2).map_err(read_err)?,
+                payload: row.get(3).map_err(read_err)?,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// One query per page: the intent is found through the unique index on intents' event ids.
+    fn completed_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, EventRecord)>, AuditError> {
+        let mut stmt = self
+            .prepare_cached(
+                "SELECT o.seq, r.seq, r.payload, o.payload, o.hash FROM audit_entries o \
+                 JOIN audit_entries r ON r.event_id = o.event_id AND r.kind = 'received' \
+                 WHERE o.seq > ?1 AND o.kind IN ('completed', 'reconciled') ORDER BY o.seq LIMIT ?2",
+            )
+            .map_err(read_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params![after_seq, limit as i64])
+            .map_err(read_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(read_err)? {
+            let outcome_seq: i64 = row.get(0).map_err(read_err)?;
+            let intent: String = row.get(2).map_err(read_err)?;
+            let outcome: String = row.get(3).map_err(read_err)?;
+            let rec = record(
+                row.get(1).map_err(read_err)?,
+                &intent,
+                Some(&outcome),
+                row.get(4).map_err(read_err)?,
+            )?;
+            out.push((outcome_seq, rec));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

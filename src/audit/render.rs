@@ -2,6 +2,7 @@
 //! account of one event for `audit show`, with a diff of title and bound smart processes.
 
 use super::query::{EntryRow, EventRecord};
+use crate::mutation::SolutionState;
 use serde_json::Value;
 
 /// A readable table of events: when, who, which workplace, what changed, decision and outcome.
@@ -16,15 +17,11 @@ pub fn render_table(events: &[EventRecord]) -> String {
         "outcome".to_owned(),
     ]];
     for e in events {
-        let user = e
-            .caller
-            .get("user_id")
-            .and_then(Value::as_str)
-            .unwrap_or("-");
-        let auth = e.caller.get("auth").and_then(Value::as_str).unwrap_or("-");
-        let decision = match e.rule.as_str() {
-            Some(rule) => format!("{} ({rule})", e.decision.as_str().unwrap_or("-")),
-            None => e.decision.as_str().unwrap_or("-").to_owned(),
+        let user = e.caller.user_id.as_deref().unwrap_or("-");
+        let auth = &e.caller.auth;
+        let decision = match &e.rule {
+            Some(rule) => format!("{} ({rule})", e.decision),
+            None => e.decision.clone(),
         };
         rows.push([
             e.time.get(11..19).unwrap_or(&e.time).to_owned(),
@@ -36,9 +33,7 @@ pub fn render_table(events: &[EventRecord]) -> String {
             format!("{auth}:{user}"),
             describe_change(e),
             decision,
-            e.outcome
-                .clone()
-                .unwrap_or_else(|| "(in flight)".to_owned()),
+            outcome_text(e),
         ]);
     }
     let widths: Vec<usize> = (0..7)
@@ -62,21 +57,31 @@ pub fn render_table(events: &[EventRecord]) -> String {
     out
 }
 
+fn outcome_text(e: &EventRecord) -> String {
+    e.outcome
+        .map_or("(in flight)", super::Outcome::as_str)
+        .to_owned()
+}
+
 /// `title "A" → "B"; typeIds [14,158] → [14]`, from before and the requested fields.
 fn describe_change(e: &EventRecord) -> String {
-    let fields = e.request.get("params").and_then(|p| p.get("fields"));
+    let fields = e.request.params.get("fields");
     let mut parts = Vec::new();
-    let before_title = e.before.get("title").and_then(Value::as_str);
+    let before = e.before.as_ref();
     if let Some(t) = fields.and_then(|f| f.get("title")).and_then(Value::as_str) {
-        match before_title {
+        match before.map(|b| b.title.as_str()) {
             Some(b) if b != t => parts.push(format!("title \"{b}\" → \"{t}\"")),
             Some(_) => {}
             None => parts.push(format!("title \"{t}\"")),
         }
     }
     if let Some(ids) = fields.and_then(|f| f.get("typeIds")) {
-        match e.before.get("typeIds") {
-            Some(b) => parts.push(format!("typeIds {} → {}", compact(b), compact(ids))),
+        match before {
+            Some(b) => parts.push(format!(
+                "typeIds {} → {}",
+                compact(&b.type_ids),
+                compact(ids)
+            )),
             None => parts.push(format!("typeIds {}", compact(ids))),
         }
     }
@@ -87,94 +92,95 @@ fn describe_change(e: &EventRecord) -> String {
     }
 }
 
-fn compact(v: &Value) -> String {
+fn compact(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// The type ids of a `{id, title, typeIds}` state.
-fn type_ids(v: &Value) -> Vec<i64> {
-    v.get("typeIds")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_i64).collect())
-        .unwrap_or_default()
-}
-
 /// Smart processes added to and removed from a workplace between two states.
-pub fn binding_diff(before: &Value, after: &Value) -> (Vec<i64>, Vec<i64>) {
-    let (b, a) = (type_ids(before), type_ids(after));
+pub fn binding_diff(
+    before: Option<&SolutionState>,
+    after: Option<&SolutionState>,
+) -> (Vec<i64>, Vec<i64>) {
+    let ids = |s: Option<&SolutionState>| s.map(|s| s.type_ids.clone()).unwrap_or_default();
+    let (b, a) = (ids(before), ids(after));
     let added = a.iter().copied().filter(|t| !b.contains(t)).collect();
     let removed = b.iter().copied().filter(|t| !a.contains(t)).collect();
     (added, removed)
 }
 
-/// Everything about one event, for `audit show`.
-pub fn render_event(e: &EventRecord, entries: &[EntryRow], verified: &str) -> String {
-    let mut out = String::new();
-    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
-    let text = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    line(&mut out, "event", e.id.clone());
-    line(&mut out, "time", e.time.clone());
-    line(&mut out, "method", e.method.clone());
+/// `-` for nothing, a string as it is, anything else as JSON.
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn line(out: &mut String, k: &str, v: String) {
+    out.push_str(&format!("{k:<14}{v}\n"));
+}
+
+/// The header of `audit show`: who, what, decided how, answered how.
+fn render_summary(out: &mut String, e: &EventRecord) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    line(out, "event", e.id.clone());
+    line(out, "time", e.time.clone());
+    line(out, "method", e.method.clone());
     line(
-        &mut out,
+        out,
         "workplace",
         e.solution_id.map_or("-".into(), |i| i.to_string()),
     );
     line(
-        &mut out,
+        out,
         "caller",
         format!(
             "{} user {} (fingerprint {}) from {}",
-            text(&e.caller["auth"]),
-            text(&e.caller["user_id"]),
-            text(&e.caller["fingerprint"]),
-            text(&e.client_addr)
+            e.caller.auth,
+            opt(&e.caller.user_id),
+            opt(&e.caller.fingerprint),
+            opt(&e.client_addr)
         ),
     );
-    line(&mut out, "request", e.request.to_string());
-    let decision = match e.rule.as_str() {
-        Some(rule) => format!("{} by rule {rule}", text(&e.decision)),
-        None => text(&e.decision),
+    line(out, "request", compact(&e.request));
+    let decision = match &e.rule {
+        Some(rule) => format!("{} by rule {rule}", e.decision),
+        None => e.decision.clone(),
     };
-    line(&mut out, "decision", decision);
+    line(out, "decision", decision);
+    line(out, "outcome", outcome_text(e));
     line(
-        &mut out,
-        "outcome",
-        e.outcome.clone().unwrap_or_else(|| "(in flight)".into()),
-    );
-    line(
-        &mut out,
+        out,
         "portal",
         format!(
             "status {} error {}",
-            text(&e.portal_status),
-            text(&e.portal_error)
+            e.portal_status.map_or("-".into(), |s| s.to_string()),
+            text(e.portal_error.as_ref())
         ),
     );
-    if !e.batch.is_null() {
-        line(&mut out, "batch", e.batch.to_string());
+    if let Some(b) = &e.batch {
+        line(out, "batch", compact(b));
     }
+}
+
+/// The change section of `audit show`: title, states, bindings added and removed.
+fn render_change(out: &mut String, e: &EventRecord) {
     out.push_str("\nchange\n");
-    let (bt, at) = (e.before.get("title"), e.after.get("title"));
+    let (bt, at) = (
+        e.before.as_ref().map(|s| &s.title),
+        e.after.as_ref().map(|s| &s.title),
+    );
     match (bt, at) {
-        (Some(b), Some(a)) if b != a => {
-            out.push_str(&format!("  title         {} → {}\n", text(b), text(a)))
-        }
-        (Some(b), Some(_)) => out.push_str(&format!("  title         {} (unchanged)\n", text(b))),
-        (None, Some(a)) => out.push_str(&format!("  title         (none) → {}\n", text(a))),
-        (Some(b), None) => out.push_str(&format!(
-            "  title         {} → (deleted or unknown)\n",
-            text(b)
-        )),
+        (Some(b), Some(a)) if b != a => out.push_str(&format!("  title         {b} → {a}\n")),
+        (Some(b), Some(_)) => out.push_str(&format!("  title         {b} (unchanged)\n")),
+        (None, Some(a)) => out.push_str(&format!("  title         (none) → {a}\n")),
+        (Some(b), None) => out.push_str(&format!("  title         {b} → (deleted or unknown)\n")),
         (None, None) => {}
     }
     out.push_str(&format!("  before        {}\n", compact(&e.before)));
     out.push_str(&format!("  after         {}\n", compact(&e.after)));
-    let (added, removed) = binding_diff(&e.before, &e.after);
+    let (added, removed) = binding_diff(e.before.as_ref(), e.after.as_ref());
     let list = |ids: &[i64]| {
         if ids.is_empty() {
             "none".to_owned()
@@ -187,6 +193,13 @@ pub fn render_event(e: &EventRecord, entries: &[EntryRow], verified: &str) -> St
     };
     out.push_str(&format!("  bound         + {}\n", list(&added)));
     out.push_str(&format!("  unbound       - {}\n", list(&removed)));
+}
+
+/// Everything about one event, for `audit show`.
+pub fn render_event(e: &EventRecord, entries: &[EntryRow], verified: &str) -> String {
+    let mut out = String::new();
+    render_summary(&mut out, e);
+    render_change(&mut out, e);
     out.push_str("\nchain\n");
     for entry in entries {
         out.push_str(&format!(
