@@ -32,39 +32,17 @@ pub fn prune(path: &Path, before: &str) -> Result<Pruned, AuditError> {
 
 pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, AuditError> {
     let err = |e: rusqlite::Error| AuditError::Write(e.to_string());
+    let nothing = Pruned {
+        removed: 0,
+        through_seq: None,
+        checkpoint_seq: None,
+    };
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
-    let last_old: Option<i64> = tx
-        .query_row(
-            "SELECT MAX(seq) FROM audit_entries WHERE time < ?1",
-            [before],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
-    let Some(mut cut) = last_old else {
-        return Ok(Pruned {
-            removed: 0,
-            through_seq: None,
-            checkpoint_seq: None,
-        });
+    let Some(cut) = cut_point(&tx, before).map_err(err)? else {
+        return Ok(nothing);
     };
-    // Move the cut before any event that is open at it (intent at or before the cut, outcome
-    // after it or not yet written); repeat until no event straddles the cut.
-    loop {
-        let straddling: Option<i64> = tx
-            .query_row(
-                "SELECT MIN(r.seq) FROM audit_entries r WHERE r.kind = 'received' AND r.seq <= ?1 AND NOT EXISTS \
-                 (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled') AND o.seq <= ?1)",
-                [cut],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        match straddling {
-            Some(s) if s <= cut => cut = s - 1,
-            _ => break,
-        }
-    }
     let through: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit_entries WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1",
@@ -74,11 +52,7 @@ pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, 
         .optional()
         .map_err(err)?;
     let Some((through_seq, through_hash)) = through else {
-        return Ok(Pruned {
-            removed: 0,
-            through_seq: None,
-            checkpoint_seq: None,
-        });
+        return Ok(nothing);
     };
     tx.execute("INSERT INTO audit_prune_guard (pruning) VALUES (1)", [])
         .map_err(err)?;
@@ -118,4 +92,30 @@ pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, 
         through_seq: Some(through_seq),
         checkpoint_seq: Some(committed.seq),
     })
+}
+
+/// The last entry to remove: the last one written before `before`, moved before any event that
+/// is open at it (intent at or before the cut, outcome after it or not yet written), until no
+/// event straddles the cut. `None` when nothing is old enough.
+fn cut_point(tx: &Connection, before: &str) -> rusqlite::Result<Option<i64>> {
+    let last_old: Option<i64> = tx.query_row(
+        "SELECT MAX(seq) FROM audit_entries WHERE time < ?1",
+        [before],
+        |r| r.get(0),
+    )?;
+    let Some(mut cut) = last_old else {
+        return Ok(None);
+    };
+    loop {
+        let straddling: Option<i64> = tx.query_row(
+            "SELECT MIN(r.seq) FROM audit_entries r WHERE r.kind = 'received' AND r.seq <= ?1 AND NOT EXISTS \
+             (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled') AND o.seq <= ?1)",
+            [cut],
+            |r| r.get(0),
+        )?;
+        match straddling {
+            Some(s) if s <= cut => cut = s - 1,
+            _ => return Ok(Some(cut)),
+        }
+    }
 }

@@ -151,7 +151,86 @@ pub fn verify_with(conn: &Connection, opts: Options<'_>) -> Result<Verified, Bro
     };
     let mut head_found = head.is_none();
     while let Some(row) = rows.next().map_err(db)? {
-        let seq: i64 = row.get(0).map_err(db)?;
+        let r = StoredRow::read(row).map_err(db)?;
+        let value = r.check_link(expected_seq, &expected_prev)?;
+        let seq = r.seq;
+        if r.columns.kind == "signed_head" {
+            if let Some(key) = opts.public_key {
+                signing::check(key, &value, seq - 1, &r.prev_hash)
+                    .map_err(|reason| Broken::Altered { seq, reason })?;
+            }
+            report.signed_heads += 1;
+            report.last_signed = Some((seq, value["time"].as_str().unwrap_or("").to_owned()));
+        }
+        if head == Some(r.hash.as_str()) {
+            head_found = true;
+        }
+        report.first_seq.get_or_insert(seq);
+        report.entries += 1;
+        report.head_seq = Some(seq);
+        report.head_hash = r.hash.clone();
+        expected_prev = r.hash;
+        expected_seq += 1;
+    }
+    finish(report, checkpoint, &opts, head_found)
+}
+
+/// The checks that need the whole chain read: rows gone after a checkpoint, a signed head
+/// required by a public key, the head an external system kept.
+fn finish(
+    report: Verified,
+    checkpoint: Option<(i64, String)>,
+    opts: &Options<'_>,
+    head_found: bool,
+) -> Result<Verified, Broken> {
+    if let (Some((cp_seq, _)), None) = (&checkpoint, report.first_seq) {
+        // A checkpoint is itself an entry, so an empty table after one means rows are gone.
+        return Err(Broken::Missing {
+            expected: cp_seq + 1,
+            found: None,
+        });
+    }
+    if opts.public_key.is_some() && report.entries > 0 && report.signed_heads == 0 {
+        return Err(Broken::NoSignedHead);
+    }
+    if !head_found {
+        return Err(Broken::HeadNotFound {
+            head: opts.head.unwrap_or_default().to_owned(),
+            head_seq: report.head_seq,
+        });
+    }
+    Ok(report)
+}
+
+/// One row of the chain table.
+struct StoredRow {
+    seq: i64,
+    columns: Columns,
+    payload: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl StoredRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+        Ok(StoredRow {
+            seq: row.get(0)?,
+            columns: Columns {
+                event_id: row.get(1)?,
+                kind: row.get(2)?,
+                method: row.get(3)?,
+                solution_id: row.get(4)?,
+                outcome: row.get(5)?,
+            },
+            payload: row.get(6)?,
+            prev_hash: row.get(7)?,
+            hash: row.get(8)?,
+        })
+    }
+
+    /// Checks the row's place, link, hash and payload; returns the parsed payload.
+    fn check_link(&self, expected_seq: i64, expected_prev: &str) -> Result<Value, Broken> {
+        let seq = self.seq;
         if seq != expected_seq {
             return Err(if seq > expected_seq {
                 Broken::Missing {
@@ -167,60 +246,18 @@ pub fn verify_with(conn: &Connection, opts: Options<'_>) -> Result<Verified, Bro
                 }
             });
         }
-        let columns = Columns {
-            event_id: row.get(1).map_err(db)?,
-            kind: row.get(2).map_err(db)?,
-            method: row.get(3).map_err(db)?,
-            solution_id: row.get(4).map_err(db)?,
-            outcome: row.get(5).map_err(db)?,
-        };
-        let payload: String = row.get(6).map_err(db)?;
-        let prev_hash: String = row.get(7).map_err(db)?;
-        let hash: String = row.get(8).map_err(db)?;
         let altered = |reason: String| Broken::Altered { seq, reason };
-        if prev_hash != expected_prev {
+        if self.prev_hash != expected_prev {
             return Err(altered(format!(
-                "it does not link to the entry before it (prev_hash {prev_hash}, expected {expected_prev})"
+                "it does not link to the entry before it (prev_hash {}, expected {expected_prev})",
+                self.prev_hash
             )));
         }
-        if entry_hash(&prev_hash, &payload) != hash {
+        if entry_hash(&self.prev_hash, &self.payload) != self.hash {
             return Err(altered("its payload does not match its hash".into()));
         }
-        let value = check_payload(&payload, seq, &columns).map_err(altered)?;
-        if columns.kind == "signed_head" {
-            if let Some(key) = opts.public_key {
-                signing::check(key, &value, seq - 1, &prev_hash).map_err(altered)?;
-            }
-            report.signed_heads += 1;
-            report.last_signed = Some((seq, value["time"].as_str().unwrap_or("").to_owned()));
-        }
-        if head == Some(hash.as_str()) {
-            head_found = true;
-        }
-        report.first_seq.get_or_insert(seq);
-        report.entries += 1;
-        report.head_seq = Some(seq);
-        report.head_hash = hash.clone();
-        expected_prev = hash;
-        expected_seq += 1;
+        check_payload(&self.payload, seq, &self.columns).map_err(altered)
     }
-    if let (Some((cp_seq, _)), None) = (&checkpoint, report.first_seq) {
-        // A checkpoint is itself an entry, so an empty table after one means rows are gone.
-        return Err(Broken::Missing {
-            expected: cp_seq + 1,
-            found: None,
-        });
-    }
-    if opts.public_key.is_some() && report.entries > 0 && report.signed_heads == 0 {
-        return Err(Broken::NoSignedHead);
-    }
-    if !head_found {
-        return Err(Broken::HeadNotFound {
-            head: head.unwrap_or_default().to_owned(),
-            head_seq: report.head_seq,
-        });
-    }
-    Ok(report)
 }
 
 struct Columns {
