@@ -440,40 +440,54 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             "must differ from server.listen",
         ));
     }
-    let server = ServerConfig {
+    Ok(Config {
+        server: server_config(listen, raw.server)?,
+        upstream: upstream_config(raw.upstream)?,
+        audit: audit_config(raw.audit)?,
+        admin: admin_config(admin, raw.admin)?,
+        policy: policy_config(raw.policy)?,
+        log: log_config(raw.log)?,
+        identity: identity_config(raw.identity)?,
+        revert: RevertConfig {
+            webhook_file: raw.revert.webhook_file,
+        },
+    })
+}
+
+fn server_config(listen: SocketAddr, raw: FileServer) -> Result<ServerConfig, ConfigError> {
+    let value = ServerConfig {
         listen,
         max_body_bytes: positive(
             "server.max_body_bytes",
-            raw.server.max_body_bytes,
+            raw.max_body_bytes,
             defaults::MAX_BODY_BYTES,
         )?,
         max_connections: positive(
             "server.max_connections",
-            raw.server.max_connections,
+            raw.max_connections,
             defaults::MAX_CONNECTIONS,
         )?,
         header_read_timeout: duration(
             "server.header_read_timeout",
-            raw.server.header_read_timeout,
+            raw.header_read_timeout,
             defaults::HEADER_READ_TIMEOUT,
         )?,
         body_read_timeout: duration(
             "server.body_read_timeout",
-            raw.server.body_read_timeout,
+            raw.body_read_timeout,
             defaults::BODY_READ_TIMEOUT,
         )?,
         send_timeout: duration(
             "server.send_timeout",
-            raw.server.send_timeout,
+            raw.send_timeout,
             defaults::SEND_TIMEOUT,
         )?,
         shutdown_grace: duration(
             "server.shutdown_grace",
-            raw.server.shutdown_grace,
+            raw.shutdown_grace,
             defaults::SHUTDOWN_GRACE,
         )?,
         trusted_proxies: raw
-            .server
             .trusted_proxies
             .unwrap_or_default()
             .iter()
@@ -486,81 +500,87 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
                 })
             })
             .collect::<Result<_, _>>()?,
-        tls: tls_files("server", raw.server.tls_cert, raw.server.tls_key)?,
+        tls: tls_files("server", raw.tls_cert, raw.tls_key)?,
     };
-    let upstream = UpstreamConfig {
-        url: upstream_url(&raw.upstream.url)?,
+    Ok(value)
+}
+
+fn upstream_config(raw: FileUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let value = UpstreamConfig {
+        url: upstream_url(&raw.url)?,
         connect_timeout: duration(
             "upstream.connect_timeout",
-            raw.upstream.connect_timeout,
+            raw.connect_timeout,
             defaults::CONNECT_TIMEOUT,
         )?,
         request_timeout: duration(
             "upstream.request_timeout",
-            raw.upstream.request_timeout,
+            raw.request_timeout,
             defaults::REQUEST_TIMEOUT,
         )?,
         pool_idle_timeout: duration(
             "upstream.pool_idle_timeout",
-            raw.upstream.pool_idle_timeout,
+            raw.pool_idle_timeout,
             defaults::POOL_IDLE_TIMEOUT,
         )?,
-        pool_max_idle: raw
-            .upstream
-            .pool_max_idle
-            .unwrap_or(defaults::POOL_MAX_IDLE),
-        ca_file: raw.upstream.ca_file,
+        pool_max_idle: raw.pool_max_idle.unwrap_or(defaults::POOL_MAX_IDLE),
+        ca_file: raw.ca_file,
     };
-    if raw.audit.database.as_os_str().is_empty() {
+    Ok(value)
+}
+
+fn audit_config(raw: FileAudit) -> Result<AuditConfig, ConfigError> {
+    if raw.database.as_os_str().is_empty() {
         return Err(ConfigError::new("audit.database", "must not be empty"));
     }
-    let key_file = raw.audit.key_file.unwrap_or_else(|| {
-        let mut p = raw.audit.database.clone().into_os_string();
+    let key_file = raw.key_file.unwrap_or_else(|| {
+        let mut p = raw.database.clone().into_os_string();
         p.push(".key");
         PathBuf::from(p)
     });
-    let audit = AuditConfig {
-        database: raw.audit.database,
+    let value = AuditConfig {
+        database: raw.database,
         key_file,
         queue_capacity: positive(
             "audit.queue_capacity",
-            raw.audit.queue_capacity,
+            raw.queue_capacity,
             defaults::AUDIT_QUEUE,
         )?,
-        max_batch: positive(
-            "audit.max_batch",
-            raw.audit.max_batch,
-            defaults::AUDIT_MAX_BATCH,
-        )?,
+        max_batch: positive("audit.max_batch", raw.max_batch, defaults::AUDIT_MAX_BATCH)?,
         head_log_interval: duration(
             "audit.head_log_interval",
-            raw.audit.head_log_interval,
+            raw.head_log_interval,
             defaults::HEAD_LOG_INTERVAL,
         )?,
-        fsync_outcomes: raw.audit.fsync_outcomes.unwrap_or(false),
-        signing_key_file: raw.audit.signing_key_file,
-        syslog: raw.audit.syslog.map(syslog).transpose()?,
+        fsync_outcomes: raw.fsync_outcomes.unwrap_or(false),
+        signing_key_file: raw.signing_key_file,
+        syslog: raw.syslog.map(syslog).transpose()?,
     };
+    Ok(value)
+}
+
+fn policy_config(raw: FilePolicy) -> Result<PolicyConfig, ConfigError> {
     let d = PolicyConfig::default();
-    let policy = PolicyConfig {
-        shadow: raw.policy.shadow.unwrap_or(d.shadow),
-        deny_empty_type_ids: raw
-            .policy
-            .deny_empty_type_ids
-            .unwrap_or(d.deny_empty_type_ids),
-        protected_solution_ids: raw.policy.protected_solution_ids.unwrap_or_default(),
-        deny_delete: raw.policy.deny_delete.unwrap_or(d.deny_delete),
-        max_type_ids_removed: raw.policy.max_type_ids_removed,
-        allowed_user_ids: raw.policy.allowed_user_ids,
+    let value = PolicyConfig {
+        shadow: raw.shadow.unwrap_or(d.shadow),
+        deny_empty_type_ids: raw.deny_empty_type_ids.unwrap_or(d.deny_empty_type_ids),
+        protected_solution_ids: raw.protected_solution_ids.unwrap_or_default(),
+        deny_delete: raw.deny_delete.unwrap_or(d.deny_delete),
+        max_type_ids_removed: raw.max_type_ids_removed,
+        allowed_user_ids: raw.allowed_user_ids,
     };
-    if policy.protected_solution_ids.iter().any(|id| *id <= 0) {
+    if value.protected_solution_ids.iter().any(|id| *id <= 0) {
         return Err(ConfigError::new(
             "policy.protected_solution_ids",
             "ids must be positive integers",
         ));
     }
-    let log = LogConfig {
-        format: match raw.log.format.as_deref() {
+    Ok(value)
+}
+
+fn log_config(raw: FileLog) -> Result<LogConfig, ConfigError> {
+    let value = LogConfig {
+        format: match raw.format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -570,39 +590,28 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
                 ))
             }
         },
-        level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+        level: raw.level.unwrap_or_else(|| "info".to_owned()),
     };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+    if tracing_subscriber::EnvFilter::try_new(&value.level).is_err() {
         return Err(ConfigError::new(
             "log.level",
-            format!("invalid filter \"{}\"", log.level),
+            format!("invalid filter \"{}\"", value.level),
         ));
     }
-    let identity = IdentityConfig {
-        resolve_oauth_users: raw.identity.resolve_oauth_users.unwrap_or(true),
-        cache_ttl: duration(
-            "identity.cache_ttl",
-            raw.identity.cache_ttl,
-            defaults::IDENTITY_TTL,
-        )?,
+    Ok(value)
+}
+
+fn identity_config(raw: FileIdentity) -> Result<IdentityConfig, ConfigError> {
+    let value = IdentityConfig {
+        resolve_oauth_users: raw.resolve_oauth_users.unwrap_or(true),
+        cache_ttl: duration("identity.cache_ttl", raw.cache_ttl, defaults::IDENTITY_TTL)?,
         cache_entries: positive(
             "identity.cache_entries",
-            raw.identity.cache_entries,
+            raw.cache_entries,
             defaults::IDENTITY_ENTRIES,
         )?,
     };
-    Ok(Config {
-        server,
-        upstream,
-        audit,
-        admin: admin_config(admin, raw.admin)?,
-        policy,
-        log,
-        identity,
-        revert: RevertConfig {
-            webhook_file: raw.revert.webhook_file,
-        },
-    })
+    Ok(value)
 }
 
 fn tls_files(
