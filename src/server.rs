@@ -148,15 +148,20 @@ impl Running {
     }
 }
 
-/// Opens the audit store, binds both listeners and starts serving.
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let metrics = Arc::new(Metrics::new().context("metrics registry")?);
-    let key = FingerprintKey::load_or_create(&config.audit.key_file)
-        .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
-    let (signer, sink, syslog) = audit_extras(config, &metrics)?;
-    let signing = signer.is_some();
+/// The opened trail and what came with it.
+struct Trail {
+    log: AuditLog,
+    writer: Writer,
+    /// The key signed heads are checked with, when heads are signed.
+    public_key: Option<ed25519_dalek::VerifyingKey>,
+    syslog: Option<JoinHandle<()>>,
+}
+
+/// Opens the audit store (reconciling what an earlier run left open) with its signer and feed.
+fn open_trail(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Trail> {
+    let (signer, sink, syslog) = audit_extras(config, metrics)?;
     let public_key = signer.as_ref().map(|s| s.public_key());
-    let (audit, writer, report) = store::open(
+    let (log, writer, report) = store::open(
         &config.audit.database,
         OpenOptions {
             queue_capacity: config.audit.queue_capacity,
@@ -178,30 +183,62 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     for id in &report.reconciled {
         tracing::warn!(target: "audit", event_id = %id, "Intent without outcome reconciled as unknown");
     }
-    if !config.upstream.is_https() {
-        tracing::warn!(
-            "upstream.url is plain http://: use this only against a local portal or the simulator"
-        );
-    }
+    Ok(Trail {
+        log,
+        writer,
+        public_key,
+        syslog,
+    })
+}
+
+/// Both listeners' certificates (reloadable on SIGHUP) and their acceptors.
+struct Tls {
+    cert: Option<Arc<ReloadableCert>>,
+    acceptor: Option<TlsAcceptor>,
+    admin_cert: Option<Arc<ReloadableCert>>,
+    admin_acceptor: Option<TlsAcceptor>,
+}
+
+fn load_tls(config: &Config, metrics: &Metrics) -> anyhow::Result<Tls> {
     let cert = load_cert(config.server.tls.as_ref(), "server")?;
     let acceptor = acceptor_for(cert.as_ref())?;
     let admin_cert = load_cert(config.admin.tls.as_ref(), "admin")?;
     let admin_acceptor = acceptor_for(admin_cert.as_ref())?;
     for (name, c) in [("proxy", &cert), ("admin", &admin_cert)] {
         if let Some(c) = c {
-            record_expiry(&metrics, name, c);
+            record_expiry(metrics, name, c);
         }
     }
+    Ok(Tls {
+        cert,
+        acceptor,
+        admin_cert,
+        admin_acceptor,
+    })
+}
+
+/// Opens the audit store, binds both listeners and starts serving.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new().context("metrics registry")?);
+    let key = FingerprintKey::load_or_create(&config.audit.key_file)
+        .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
+    let trail = open_trail(config, &metrics)?;
+    if !config.upstream.is_https() {
+        tracing::warn!(
+            "upstream.url is plain http://: use this only against a local portal or the simulator"
+        );
+    }
+    let tls = load_tls(config, &metrics)?;
     metrics
         .max_connections
         .set(i64::try_from(config.server.max_connections).unwrap_or(i64::MAX));
     let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
     let reachable = upstream.reachability();
-    let heads = signing.then(|| audit.clone());
+    let heads = trail.public_key.is_some().then(|| trail.log.clone());
     let pipeline = Arc::new(Pipeline::new(
         config,
         upstream,
-        audit.clone(),
+        trail.log.clone(),
         key,
         metrics.clone(),
     ));
@@ -212,13 +249,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let admin = Arc::new(
         Admin::new(
             metrics.clone(),
-            audit,
+            trail.log,
             config.audit.database.clone(),
             token,
             reachable,
             config.admin.ready_requires_portal,
         )
-        .with_public_key(public_key),
+        .with_public_key(trail.public_key),
     );
 
     let proxy_listener = TcpListener::bind(config.server.listen)
@@ -229,92 +266,116 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("admin.listen {}", config.admin.listen))?;
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-
     let (stop, stop_rx) = watch::channel(false);
-    let stop_heads = stop_rx.clone();
-    let sign_heads = heads.clone();
-    let database = config.audit.database.clone();
-    let head_interval = config.audit.head_log_interval;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.server.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let limits = Arc::new(Semaphore::new(config.server.max_connections));
-    let grace = config.server.shutdown_grace;
-
-    let handshake_timeout = config.server.header_read_timeout;
-    let send_timeout = config.server.send_timeout;
-    let serving = pipeline.clone();
-    let running_metrics = metrics.clone();
-    let task = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let proxy = {
-            let pipeline = serving.clone();
-            accept_loop(
-                Accept {
-                    listener: proxy_listener,
-                    builder: builder.clone(),
-                    limits: limits.clone(),
-                    stop: stop_rx.clone(),
-                    metrics: Some(metrics.clone()),
-                    tls: acceptor.map(|a| (a, handshake_timeout)),
-                    first_byte: handshake_timeout,
-                    send_timeout,
-                },
-                &graceful,
-                move |req, peer| {
-                    let pipeline = pipeline.clone();
-                    async move { Ok::<_, Infallible>(pipeline.handle(req, peer).await) }
-                },
-            )
-        };
-        let admin_loop = accept_loop(
-            Accept {
-                listener: admin_listener,
-                builder,
-                limits: Arc::new(Semaphore::new(64)),
-                stop: stop_rx.clone(),
-                metrics: None,
-                tls: admin_acceptor.map(|a| (a, handshake_timeout)),
-                first_byte: handshake_timeout,
-                send_timeout,
-            },
-            &graceful,
-            move |req, _peer| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            },
-        );
-        let heads = log_chain_head(database, head_interval, sign_heads, stop_heads);
-        let probes = probe_upstream(serving.clone(), stop_rx);
-        tokio::join!(proxy, admin_loop, heads, probes);
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_s = grace.as_secs(),
-                "In-flight requests still running after the grace period; closing"
-            );
-        }
-    });
+    let task = tokio::spawn(serve(Serve {
+        config: config.clone(),
+        proxy_listener,
+        admin_listener,
+        pipeline: pipeline.clone(),
+        admin,
+        metrics: metrics.clone(),
+        acceptor: tls.acceptor,
+        admin_acceptor: tls.admin_acceptor,
+        heads: heads.clone(),
+        stop: stop_rx,
+    }));
     Ok(Running {
         proxy_addr,
         admin_addr,
         stop,
         task,
-        writer,
-        grace,
+        writer: trail.writer,
+        grace: config.server.shutdown_grace,
         pipeline,
-        cert,
-        admin_cert,
-        metrics: running_metrics,
+        cert: tls.cert,
+        admin_cert: tls.admin_cert,
+        metrics,
         heads,
-        syslog,
+        syslog: trail.syslog,
     })
+}
+
+/// Everything the serving task owns.
+struct Serve {
+    config: Config,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    pipeline: Arc<Pipeline>,
+    admin: Arc<Admin>,
+    metrics: Arc<Metrics>,
+    acceptor: Option<TlsAcceptor>,
+    admin_acceptor: Option<TlsAcceptor>,
+    heads: Option<AuditLog>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Serves both listeners, logs and signs the chain head, probes the portal; once stopped,
+/// lets connections finish within the grace period.
+async fn serve(s: Serve) {
+    let server = &s.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let handshake_timeout = server.header_read_timeout;
+    let graceful = GracefulShutdown::new();
+    let pipeline = s.pipeline.clone();
+    let proxy = accept_loop(
+        Accept {
+            listener: s.proxy_listener,
+            builder: builder.clone(),
+            limits: Arc::new(Semaphore::new(server.max_connections)),
+            stop: s.stop.clone(),
+            metrics: Some(s.metrics.clone()),
+            tls: s.acceptor.map(|a| (a, handshake_timeout)),
+            first_byte: handshake_timeout,
+            send_timeout: server.send_timeout,
+        },
+        &graceful,
+        move |req, peer| {
+            let pipeline = pipeline.clone();
+            async move { Ok::<_, Infallible>(pipeline.handle(req, peer).await) }
+        },
+    );
+    let admin = s.admin;
+    let admin_loop = accept_loop(
+        Accept {
+            listener: s.admin_listener,
+            builder,
+            limits: Arc::new(Semaphore::new(64)),
+            stop: s.stop.clone(),
+            metrics: None,
+            tls: s.admin_acceptor.map(|a| (a, handshake_timeout)),
+            first_byte: handshake_timeout,
+            send_timeout: server.send_timeout,
+        },
+        &graceful,
+        move |req, _peer| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+        },
+    );
+    let heads = log_chain_head(
+        s.config.audit.database.clone(),
+        s.config.audit.head_log_interval,
+        s.heads,
+        s.stop.clone(),
+    );
+    let probes = probe_upstream(s.pipeline, s.stop);
+    tokio::join!(proxy, admin_loop, heads, probes);
+    let grace = server.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "In-flight requests still running after the grace period; closing"
+        );
+    }
 }
 
 fn load_cert(
