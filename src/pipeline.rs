@@ -7,9 +7,9 @@
 //! 1. **classify** (`rest::route`): path → method and path credential; never reads a body.
 //! 2. **pass through** unwatched calls, streamed both ways.
 //! 3. **interpret** watched calls (`mutation`, `rest::params`, `rest::batch`), body size-capped.
-//! 4. **snapshot** the prior state under the workplace's lock (`locks`).
-//! 5. **decide** (`policy`).
-//! 6. **record intent** durably (`audit`), or refuse with 503.
+//! 4. **snapshot** the prior state under the workplace's lock (`locks`; `snapshot`).
+//! 5. **decide** (`policy`; `audited` from here on).
+//! 6. **record intent** durably (`audit`; entries built in `record`), or refuse with 503.
 //! 7. **forward** the canonical re-encoding (`upstream`).
 //! 8. **record outcome**, with the after-state (re-read when the portal answered with an error).
 //! 9. **respond** with the portal's bytes plus `X-Audit-Event-Id`.
@@ -19,8 +19,15 @@
 //! audited work runs in its own task, so it is never cut short with it. Client bodies are read
 //! through `body::Timed` (`server.body_read_timeout`, 408 past it).
 
+mod audited;
+mod change;
+mod record;
+mod snapshot;
+
+pub use audited::AUDIT_BATCH_HEADER;
+pub(crate) use change::Shape;
+
 use crate::audit::{AuditError, AuditStore};
-use crate::audited::Shape;
 use crate::body::{read_capped, ProxyBody, ReadError, Timed};
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
