@@ -39,7 +39,7 @@ use crate::mutation::{self, outbound, Credential, MutationKind};
 use crate::owners::Owners;
 use crate::policy::{rules, Policy};
 use crate::rest::envelope;
-use crate::rest::route::{classify, ApiVersion, Route};
+use crate::rest::route::{classify, ApiVersion, Route, RouteError};
 use crate::secrets::{redact_target, FingerprintKey};
 use crate::upstream::{Answer, Upstream};
 use crate::watched::Watched;
@@ -462,4 +462,14 @@ pub(crate) fn answer_response(a: Answer, event_id: Option<&str>) -> Response<Pro
         resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
     }
     resp
+}
+
+/// A path the classifier does not serve, as the client is answered.
+impl From<RouteError> for ProxyError {
+    fn from(e: RouteError) -> ProxyError {
+        match e {
+            RouteError::NotFound => ProxyError::NotFound,
+            RouteError::NonCanonical(why) => ProxyError::NonCanonicalPath(why),
+        }
+    }
 }
