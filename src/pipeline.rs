@@ -50,6 +50,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The response header naming the audit event of a watched call.
 pub const AUDIT_EVENT_HEADER: HeaderName = HeaderName::from_static("x-audit-event-id");
@@ -168,7 +169,16 @@ impl Pipeline {
             answered: false,
             _in_flight: GaugeGuard::new(&self.metrics.in_flight),
         };
-        let resp = match self.route(&mut t.ctx, req).await {
+        // One span for the request's life, so its log lines can be followed; it carries ids
+        // and names only, never a credential.
+        let span = tracing::info_span!(
+            "request",
+            request_id = t.ctx.request_id.as_deref(),
+            rest_method = tracing::field::Empty,
+            solution_id = tracing::field::Empty,
+        );
+        let routed = self.route(&mut t.ctx, req).instrument(span).await;
+        let resp = match routed {
             Ok(resp) => resp,
             Err(e) => {
                 let mut resp = self.error_response(&t.ctx, &e);
@@ -197,6 +207,7 @@ impl Pipeline {
             None => self.pass_through(ctx, req).await,
             Some(w) => {
                 ctx.watched = Some(w.method());
+                tracing::Span::current().record("rest_method", w.method());
                 // Boxed: the audited path's future is large, and unboxed it would size the
                 // per-connection state of every pass-through connection too.
                 Box::pin(self.watched(ctx, req, route, w)).await

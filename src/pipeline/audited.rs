@@ -37,6 +37,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The response header naming a batch's id.
 pub const AUDIT_BATCH_HEADER: HeaderName = HeaderName::from_static("x-audit-batch-id");
@@ -110,6 +111,9 @@ impl Pipeline {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (credential, encoding, items, batch) = items_of(shape);
         let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
+        if let [Some(id)] = mutations.iter().map(|m| m.solution_id).collect::<Vec<_>>()[..] {
+            tracing::Span::current().record("solution_id", id);
+        }
         let headers = &parts.headers;
         let fingerprint = credential
             .secret_material()
@@ -186,9 +190,11 @@ impl Pipeline {
     ) -> Result<Answer, ProxyError> {
         let me = self.clone();
         let own_ctx = ctx.clone();
+        // The request's span goes with the work, which may outlive the request.
+        let span = tracing::Span::current();
         let (done, answer) = self
             .detached
-            .spawn(async move { me.carry_out(own_ctx, work).await })
+            .spawn(async move { me.carry_out(own_ctx, work).await }.instrument(span))
             .await
             .map_err(|_| ProxyError::Internal("the audited work ended abnormally".into()))?;
         ctx.upstream_seconds = done.upstream_seconds;
