@@ -9,17 +9,6 @@
 use http::StatusCode;
 use thiserror::Error;
 
-/// Where a failure came from: it picks the status class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorOrigin {
-    /// The caller sent something the proxy will not forward (4xx).
-    Client,
-    /// The portal could not be reached or answered badly (502/504).
-    Upstream,
-    /// The proxy itself could not do its job (503/500).
-    Internal,
-}
-
 /// How an upstream exchange failed, as counted in metrics (`kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
@@ -110,20 +99,6 @@ impl ProxyError {
         ProxyError::Uninterpretable {
             code,
             reason: reason.into(),
-        }
-    }
-
-    pub fn origin(&self) -> ErrorOrigin {
-        match self {
-            ProxyError::NotFound
-            | ProxyError::NonCanonicalPath(_)
-            | ProxyError::Uninterpretable { .. }
-            | ProxyError::BodyTooLarge { .. }
-            | ProxyError::ClientBody
-            | ProxyError::BodyTimeout { .. }
-            | ProxyError::PolicyViolation { .. } => ErrorOrigin::Client,
-            ProxyError::Upstream(_) => ErrorOrigin::Upstream,
-            ProxyError::AuditUnavailable | ProxyError::Internal(_) => ErrorOrigin::Internal,
         }
     }
 

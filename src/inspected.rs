@@ -12,12 +12,11 @@
 //! Also the dispatch of those calls (`batch`, which is audited when a command is watched, and
 //! `crm.type.*`): the interpret phase for inspected methods.
 
-use crate::audited::Shape;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::metrics::UpstreamPhase;
 use crate::mutation::{self, outbound, Credential, OutboundCall};
-use crate::pipeline::{Pipeline, RequestCtx};
+use crate::pipeline::{Pipeline, RequestCtx, Shape};
 use crate::rest::batch;
 use crate::rest::credentials::is_credential_param;
 use crate::rest::encode::form_query;

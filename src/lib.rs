@@ -6,13 +6,14 @@
 //! reads it, checked against policy, recorded in a tamper-evident SQLite trail before it is
 //! forwarded, and recorded again with its outcome.
 //!
-//! ## The pipeline, in order (`pipeline.rs`)
+//! ## The pipeline, in order (`pipeline.rs`; the audited phases in `pipeline/`)
 //! 1. classify — `rest::route`: path → REST method and path credential (never reads a body)
 //! 2. pass through — `upstream`: unwatched calls, streamed both ways
 //! 3. interpret — `mutation`, `rest::params`, `rest::batch`: watched calls → `Mutation`
-//! 4. snapshot — prior state under the workplace's lock (`locks`)
+//! 4. snapshot — `pipeline::snapshot`: prior state under the workplace's lock (`locks`)
 //! 5. decide — `policy`
-//! 6. record intent — `audit` (durable before anything is forwarded)
+//! 6. record intent — `audit` (durable before anything is forwarded); entries built in
+//!    `pipeline::record`
 //! 7. forward — the canonical re-encoding (`mutation::canonical`)
 //! 8. record outcome — status, portal error, after-state
 //! 9. respond — the portal's bytes plus `X-Audit-Event-Id`
@@ -36,7 +37,6 @@
 
 pub mod admin;
 pub mod audit;
-pub mod audited;
 pub mod body;
 pub mod config;
 pub mod demo;

@@ -7,9 +7,9 @@
 //! 1. **classify** (`rest::route`): path → method and path credential; never reads a body.
 //! 2. **pass through** unwatched calls, streamed both ways.
 //! 3. **interpret** watched calls (`mutation`, `rest::params`, `rest::batch`), body size-capped.
-//! 4. **snapshot** the prior state under the workplace's lock (`locks`).
-//! 5. **decide** (`policy`).
-//! 6. **record intent** durably (`audit`), or refuse with 503.
+//! 4. **snapshot** the prior state under the workplace's lock (`locks`; `snapshot`).
+//! 5. **decide** (`policy`; `audited` from here on).
+//! 6. **record intent** durably (`audit`; entries built in `record`), or refuse with 503.
 //! 7. **forward** the canonical re-encoding (`upstream`).
 //! 8. **record outcome**, with the after-state (re-read when the portal answered with an error).
 //! 9. **respond** with the portal's bytes plus `X-Audit-Event-Id`.
@@ -19,8 +19,15 @@
 //! audited work runs in its own task, so it is never cut short with it. Client bodies are read
 //! through `body::Timed` (`server.body_read_timeout`, 408 past it).
 
+mod audited;
+mod change;
+mod record;
+mod snapshot;
+
+pub use audited::AUDIT_BATCH_HEADER;
+pub(crate) use change::Shape;
+
 use crate::audit::{AuditError, AuditLog};
-use crate::audited::Shape;
 use crate::body::{read_capped, ProxyBody, ReadError, Timed};
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
@@ -32,7 +39,7 @@ use crate::mutation::{self, outbound, Credential, MutationKind};
 use crate::owners::Owners;
 use crate::policy::{rules, Policy};
 use crate::rest::envelope;
-use crate::rest::route::{classify, ApiVersion, Route};
+use crate::rest::route::{classify, ApiVersion, Route, RouteError};
 use crate::secrets::{redact_target, FingerprintKey};
 use crate::upstream::{Answer, Upstream};
 use crate::watched::Watched;
@@ -43,6 +50,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The response header naming the audit event of a watched call.
 pub const AUDIT_EVENT_HEADER: HeaderName = HeaderName::from_static("x-audit-event-id");
@@ -161,7 +169,16 @@ impl Pipeline {
             answered: false,
             _in_flight: GaugeGuard::new(&self.metrics.in_flight),
         };
-        let resp = match self.route(&mut t.ctx, req).await {
+        // One span for the request's life, so its log lines can be followed; it carries ids
+        // and names only, never a credential.
+        let span = tracing::info_span!(
+            "request",
+            request_id = t.ctx.request_id.as_deref(),
+            rest_method = tracing::field::Empty,
+            solution_id = tracing::field::Empty,
+        );
+        let routed = self.route(&mut t.ctx, req).instrument(span).await;
+        let resp = match routed {
             Ok(resp) => resp,
             Err(e) => {
                 let mut resp = self.error_response(&t.ctx, &e);
@@ -190,6 +207,7 @@ impl Pipeline {
             None => self.pass_through(ctx, req).await,
             Some(w) => {
                 ctx.watched = Some(w.method());
+                tracing::Span::current().record("rest_method", w.method());
                 // Boxed: the audited path's future is large, and unboxed it would size the
                 // per-connection state of every pass-through connection too.
                 Box::pin(self.watched(ctx, req, route, w)).await
@@ -455,4 +473,14 @@ pub(crate) fn answer_response(a: Answer, event_id: Option<&str>) -> Response<Pro
         resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
     }
     resp
+}
+
+/// A path the classifier does not serve, as the client is answered.
+impl From<RouteError> for ProxyError {
+    fn from(e: RouteError) -> ProxyError {
+        match e {
+            RouteError::NotFound => ProxyError::NotFound,
+            RouteError::NonCanonical(why) => ProxyError::NonCanonicalPath(why),
+        }
+    }
 }

@@ -13,8 +13,14 @@
 //! whatever the method: a real client never sends one, and refusing them all means no spelling
 //! of a watched method can slip through as "unwatched".
 
-use crate::error::ProxyError;
 use std::borrow::Cow;
+
+/// Why a path is not served: not under `/rest/`, or not in a canonical spelling (the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    NonCanonical(&'static str),
+}
 
 /// Which REST API generation the path addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,17 +61,17 @@ pub struct Route {
 const PREFIX: &str = "/rest/";
 
 /// Classifies a raw request path (without the query string).
-pub fn classify(path: &str) -> Result<Route, ProxyError> {
-    let rest = path.strip_prefix(PREFIX).ok_or(ProxyError::NotFound)?;
+pub fn classify(path: &str) -> Result<Route, RouteError> {
+    let rest = path.strip_prefix(PREFIX).ok_or(RouteError::NotFound)?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() {
-        return Err(ProxyError::NonCanonicalPath("no method in the path"));
+        return Err(RouteError::NonCanonical("no method in the path"));
     }
     let mut segs: [&str; 5] = [""; 5];
     let mut n = 0;
     for seg in rest.split('/') {
         if n == segs.len() {
-            return Err(ProxyError::NonCanonicalPath(
+            return Err(RouteError::NonCanonical(
                 "too many path segments: the portal would take the method from a parameter",
             ));
         }
@@ -86,18 +92,18 @@ pub fn classify(path: &str) -> Result<Route, ProxyError> {
             }),
             *m,
         ),
-        _ => return Err(ProxyError::NonCanonicalPath(
+        _ => return Err(RouteError::NonCanonical(
             "unexpected number of path segments: the portal would take the method from a parameter",
         )),
     };
     if segs[0] == "api" && version == ApiVersion::V1 {
-        return Err(ProxyError::NonCanonicalPath(
+        return Err(RouteError::NonCanonical(
             "ambiguous between a REST 3.0 path and a webhook named \"api\"",
         ));
     }
     let (method, transport) = normalise_method(&decode_segment(method_seg)?);
     if method == "index.php" {
-        return Err(ProxyError::NonCanonicalPath("explicit index.php"));
+        return Err(RouteError::NonCanonical("explicit index.php"));
     }
     Ok(Route {
         method,
@@ -122,19 +128,19 @@ pub fn normalise_method(raw: &str) -> (String, Option<&'static str>) {
 }
 
 /// Percent-decodes one segment, refusing what would change the path's structure once decoded.
-fn decode_segment(seg: &str) -> Result<Cow<'_, str>, ProxyError> {
+fn decode_segment(seg: &str) -> Result<Cow<'_, str>, RouteError> {
     if seg.is_empty() {
-        return Err(ProxyError::NonCanonicalPath("empty path segment (//)"));
+        return Err(RouteError::NonCanonical("empty path segment (//)"));
     }
     if seg.contains('\\') {
-        return Err(ProxyError::NonCanonicalPath("backslash in the path"));
+        return Err(RouteError::NonCanonical("backslash in the path"));
     }
     let decoded: Cow<'_, str> = if seg.contains('%') {
         let bytes: Vec<u8> = percent_encoding::percent_decode_str(seg).collect();
         let s = String::from_utf8(bytes)
-            .map_err(|_| ProxyError::NonCanonicalPath("path is not UTF-8 once decoded"))?;
+            .map_err(|_| RouteError::NonCanonical("path is not UTF-8 once decoded"))?;
         if s.contains(['/', '\\', '%', '\0']) {
-            return Err(ProxyError::NonCanonicalPath(
+            return Err(RouteError::NonCanonical(
                 "encoded '/', '\\', '%' or NUL in the path",
             ));
         }
@@ -143,12 +149,10 @@ fn decode_segment(seg: &str) -> Result<Cow<'_, str>, ProxyError> {
         Cow::Borrowed(seg)
     };
     if decoded == "." || decoded == ".." {
-        return Err(ProxyError::NonCanonicalPath("'.' or '..' segment"));
+        return Err(RouteError::NonCanonical("'.' or '..' segment"));
     }
     if decoded.chars().any(|c| c.is_control()) {
-        return Err(ProxyError::NonCanonicalPath(
-            "control character in the path",
-        ));
+        return Err(RouteError::NonCanonical("control character in the path"));
     }
     Ok(decoded)
 }
@@ -163,7 +167,7 @@ mod tests {
     }
 
     fn refused(path: &str) -> bool {
-        matches!(classify(path), Err(ProxyError::NonCanonicalPath(_)))
+        matches!(classify(path), Err(RouteError::NonCanonical(_)))
     }
 
     #[test]
@@ -253,7 +257,7 @@ mod tests {
             "/REST/1/k/x",
             "/bitrix/services/main/ajax.php",
         ] {
-            assert!(matches!(classify(p), Err(ProxyError::NotFound)), "{p}");
+            assert!(matches!(classify(p), Err(RouteError::NotFound)), "{p}");
         }
     }
 
