@@ -5,13 +5,13 @@
 use crate::audit::query;
 use crate::body::ProxyBody;
 use crate::config::Config;
-use crate::portal_sim::{self, SimOptions};
 use crate::server;
 use anyhow::Context as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use portal_sim::SimOptions;
 use std::net::SocketAddr;
 
 /// The ports the README talks about; the demo falls back to free ones when they are taken.

@@ -32,7 +32,7 @@ async fn watched_call(proxy: &TestProxy, title: &str) -> Reply {
 }
 
 /// What every store fault must look like from outside, while it lasts.
-async fn assert_refusing(proxy: &TestProxy, sim: &b24_audit_proxy::portal_sim::SimHandle) {
+async fn assert_refusing(proxy: &TestProxy, sim: &portal_sim::SimHandle) {
     let updates_before = calls_of(sim, UPDATE);
     let r = watched_call(proxy, "during the fault").await;
     assert_eq!(
@@ -71,7 +71,7 @@ async fn assert_refusing(proxy: &TestProxy, sim: &b24_audit_proxy::portal_sim::S
 }
 
 /// After the fault is gone: ready again without any traffic, then watched calls work.
-async fn assert_recovered(proxy: &TestProxy, sim: &b24_audit_proxy::portal_sim::SimHandle) {
+async fn assert_recovered(proxy: &TestProxy, sim: &portal_sim::SimHandle) {
     let updates_before = calls_of(sim, UPDATE);
     eventually_async(
         "/readyz is ready again",

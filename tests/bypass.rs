@@ -6,8 +6,8 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::SimHandle;
 use http::{Method, StatusCode};
+use portal_sim::SimHandle;
 use serde_json::json;
 use support::*;
 
@@ -551,7 +551,7 @@ async fn row17_semantic_side_doors() {
 
 #[tokio::test]
 async fn row18_failure_is_not_a_no_op() {
-    use b24_audit_proxy::portal_sim::{Fault, FaultKind};
+    use portal_sim::{Fault, FaultKind};
     let (sim, proxy) = setup().await;
     sim.sim.push_fault(Fault {
         method: Some(UPDATE.into()),

@@ -9,8 +9,8 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::{Fault, FaultKind};
 use http::StatusCode;
+use portal_sim::{Fault, FaultKind};
 use serde::Deserialize as _;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,8 +11,8 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::{Fault, FaultKind, SimHandle};
 use http::StatusCode;
+use portal_sim::{Fault, FaultKind, SimHandle};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;

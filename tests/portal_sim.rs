@@ -5,10 +5,10 @@
 //! Requests are written by hand on a `TcpStream` (so faults that break the connection can be
 //! observed byte by byte); h2c and keep-alive use hyper's client connections.
 
-use b24_audit_proxy::portal_sim::{spawn, Fault, FaultKind, SimHandle, SimOptions};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portal_sim::{spawn, Fault, FaultKind, SimHandle, SimOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -14,7 +14,7 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::SimHandle;
+use portal_sim::SimHandle;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};

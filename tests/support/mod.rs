@@ -6,12 +6,12 @@
 #![allow(dead_code)]
 
 use b24_audit_proxy::body::ProxyBody;
-use b24_audit_proxy::portal_sim::{self, SimHandle, SimOptions};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use portal_sim::{SimHandle, SimOptions};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
