@@ -19,7 +19,6 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const FAILURES: &str = "b24proxy_audit_write_failures_total";
 
 /// A watched call that would succeed if the trail were writable.

@@ -9,8 +9,6 @@ use portal_sim::{Fault, FaultKind};
 use serde_json::json;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 fn updates_seen(sim: &portal_sim::SimHandle) -> usize {
     sim.sim
         .calls()

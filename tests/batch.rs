@@ -9,8 +9,6 @@ use http::StatusCode;
 use serde_json::json;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 fn gets_seen(sim: &portal_sim::SimHandle) -> usize {
     calls_of(sim, "crm.automatedsolution.get")
 }

@@ -11,7 +11,6 @@ use portal_sim::SimHandle;
 use serde_json::json;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const EMPTY_JSON: &str = r#"{"id":238,"fields":{"typeIds":[]}}"#;
 
 /// No change executed that the trail does not show as applied, with the same after-state.

@@ -26,7 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const GET: &str = "crm.automatedsolution.get";
 const LIMIT: Duration = Duration::from_secs(15);
 

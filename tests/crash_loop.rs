@@ -32,7 +32,6 @@ use support::*;
 const CYCLES: usize = 30;
 const CLIENTS: usize = 8;
 const WORKPLACES: usize = 6;
-const UPDATE: &str = "crm.automatedsolution.update";
 
 #[derive(Default)]
 struct Counters {

@@ -21,8 +21,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 /// Labels that Prometheus attaches to every scraped series (target labels), so queries may
 /// use them although the proxy does not export them.
 const TARGET_LABELS: [&str; 3] = ["job", "instance", "__name__"];

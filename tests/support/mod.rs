@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use portal_sim::{SimHandle, SimOptions};
+use portal_sim::{Fault, FaultKind, SimHandle, SimOptions};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,10 +26,22 @@ pub const USER: &str = "1";
 pub const SECRET: &str = "sim-secret-1";
 pub const TOKEN: &str = "sim-oauth-token-1";
 
+/// The watched method most tests drive.
+pub const UPDATE: &str = "crm.automatedsolution.update";
+
 pub async fn sim() -> SimHandle {
     portal_sim::spawn("127.0.0.1:0".parse().expect("addr"), SimOptions::default())
         .await
         .expect("simulator starts")
+}
+
+/// A fault for the next call of `method`, once.
+pub fn fault(method: &str, kind: FaultKind) -> Fault {
+    Fault {
+        method: Some(method.into()),
+        times: 1,
+        kind,
+    }
 }
 
 /// The proxy binary, running.
