@@ -5,13 +5,13 @@
 use crate::audit::query;
 use crate::body::ProxyBody;
 use crate::config::Config;
-use crate::portal_sim::{self, SimOptions};
 use crate::server;
 use anyhow::Context as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use portal_sim::SimOptions;
 use std::net::SocketAddr;
 
 /// The ports the README talks about; the demo falls back to free ones when they are taken.
@@ -58,6 +58,18 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  audit database    {}", config.audit.database.display());
     println!();
 
+    send_calls(&base).await?;
+    print_trail(&config.audit.database)?;
+    print_try_it(&base, hook, running.admin_addr, &config_path);
+    println!("\nRunning until Ctrl-C.");
+    server::shutdown_signal().await;
+    running.shutdown().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The three calls of the demo, each printed with its verdict and audit event id.
+async fn send_calls(base: &str) -> anyhow::Result<()> {
     let client: Client<HttpConnector, ProxyBody> =
         Client::builder(TokioExecutor::new()).build_http();
     let calls: [(&str, &str, &str, String); 3] = [
@@ -103,8 +115,12 @@ pub async fn run() -> anyhow::Result<()> {
             println!("    {}", String::from_utf8_lossy(&body));
         }
     }
+    Ok(())
+}
 
-    let conn = query::open_read_only(&config.audit.database)?;
+/// The audit trail the calls left, as the `audit list` table.
+fn print_trail(database: &std::path::Path) -> anyhow::Result<()> {
+    let conn = query::open_read_only(database)?;
     let mut events = Vec::new();
     query::for_each_event(&conn, &query::Filter::default(), |e| {
         events.push(e);
@@ -112,6 +128,11 @@ pub async fn run() -> anyhow::Result<()> {
     })?;
     println!("\nThe audit trail:\n");
     print!("{}", crate::audit::render::render_table(&events));
+    Ok(())
+}
+
+/// The commands to try next against the running demo.
+fn print_try_it(base: &str, hook: (u64, String), admin: SocketAddr, config_path: &std::path::Path) {
     println!(
         "\nTry it yourself (the simulator's webhook is user {}, secret {}):",
         hook.0, hook.1
@@ -120,19 +141,11 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "  curl -s -H 'Content-Type: application/json' -d '{{\"id\":301,\"fields\":{{\"typeIds\":[]}}}}' '{base}/crm.automatedsolution.update'"
     );
-    println!(
-        "  curl -s 'http://{}/metrics' | grep b24proxy_policy",
-        running.admin_addr
-    );
+    println!("  curl -s 'http://{admin}/metrics' | grep b24proxy_policy");
     println!(
         "  cargo run --release -- audit list --config {}    (also: audit show ID, audit verify, revert ID)",
         config_path.display()
     );
-    println!("\nRunning until Ctrl-C.");
-    server::shutdown_signal().await;
-    running.shutdown().await;
-    sim.shutdown().await;
-    Ok(())
 }
 
 fn port_free(port: u16) -> bool {

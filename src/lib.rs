@@ -27,7 +27,8 @@
 //!   `timed_io` — writes to clients bounded by `server.send_timeout`
 //! - `audit` — entries, the writer thread with group commit, hash chain, migrations, queries
 //! - `secrets` — keyed fingerprints and log redaction; `metrics` — every metric, defined once
-//! - `portal_sim` — the bundled portal simulator; `demo` — the guided demo
+//! - `demo` — the guided demo, against the portal simulator (the `portal-sim` crate); the
+//!   protocol code the proxy and the simulator share is the `b24-rest` crate (`rest` re-exports it)
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -52,7 +53,6 @@ pub mod owners;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
-pub mod portal_sim;
 pub mod rest;
 pub mod revert;
 pub mod secrets;

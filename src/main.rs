@@ -292,7 +292,7 @@ async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn portal_sim(listen: SocketAddr) -> anyhow::Result<()> {
-    let handle = b24_audit_proxy::portal_sim::spawn(listen, Default::default()).await?;
+    let handle = portal_sim::spawn(listen, Default::default()).await?;
     println!("portal simulator listening on http://{}", handle.addr);
     b24_audit_proxy::server::shutdown_signal().await;
     handle.shutdown().await;

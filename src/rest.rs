@@ -1,14 +1,11 @@
-//! The portal's REST protocol as the proxy needs it: how a call is addressed (`route`), how its
-//! parameters are read (`php`, `params`), how `batch` wraps other calls (`batch`) and how errors
-//! are shaped (`envelope`); which parameters are credentials (`credentials`); how a batch
-//! command splits (`command`) and how the proxy writes back what it read (`encode`). Nothing
-//! here does I/O.
+//! The portal's REST protocol as the proxy needs it: how a call is addressed (`route`) and how
+//! `batch` wraps other calls (`batch`). The protocol code the portal simulator shares — the PHP
+//! value model and parameter readers (`php`, `params`), the encoders (`encode`), batch command
+//! splitting (`command`), the credential list (`credentials`) and the error envelope
+//! (`envelope`) — lives in the `b24-rest` crate and is re-exported here, so every reader of the
+//! protocol says `rest::...`. Nothing here does I/O.
 
 pub mod batch;
-pub mod command;
-pub mod credentials;
-pub mod encode;
-pub mod envelope;
-pub mod params;
-pub mod php;
 pub mod route;
+
+pub use b24_rest::{command, credentials, encode, envelope, params, php};

@@ -19,7 +19,6 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const FAILURES: &str = "b24proxy_audit_write_failures_total";
 
 /// A watched call that would succeed if the trail were writable.
@@ -32,7 +31,7 @@ async fn watched_call(proxy: &TestProxy, title: &str) -> Reply {
 }
 
 /// What every store fault must look like from outside, while it lasts.
-async fn assert_refusing(proxy: &TestProxy, sim: &b24_audit_proxy::portal_sim::SimHandle) {
+async fn assert_refusing(proxy: &TestProxy, sim: &portal_sim::SimHandle) {
     let updates_before = calls_of(sim, UPDATE);
     let r = watched_call(proxy, "during the fault").await;
     assert_eq!(
@@ -71,7 +70,7 @@ async fn assert_refusing(proxy: &TestProxy, sim: &b24_audit_proxy::portal_sim::S
 }
 
 /// After the fault is gone: ready again without any traffic, then watched calls work.
-async fn assert_recovered(proxy: &TestProxy, sim: &b24_audit_proxy::portal_sim::SimHandle) {
+async fn assert_recovered(proxy: &TestProxy, sim: &portal_sim::SimHandle) {
     let updates_before = calls_of(sim, UPDATE);
     eventually_async(
         "/readyz is ready again",

@@ -4,14 +4,12 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::{Fault, FaultKind};
 use http::{Method, StatusCode};
+use portal_sim::{Fault, FaultKind};
 use serde_json::json;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
-fn updates_seen(sim: &b24_audit_proxy::portal_sim::SimHandle) -> usize {
+fn updates_seen(sim: &portal_sim::SimHandle) -> usize {
     sim.sim
         .calls()
         .iter()

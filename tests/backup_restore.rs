@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 fn audit(config: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
         .arg("audit")

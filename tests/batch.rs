@@ -9,9 +9,7 @@ use http::StatusCode;
 use serde_json::json;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
-fn gets_seen(sim: &b24_audit_proxy::portal_sim::SimHandle) -> usize {
+fn gets_seen(sim: &portal_sim::SimHandle) -> usize {
     calls_of(sim, "crm.automatedsolution.get")
 }
 
@@ -260,7 +258,7 @@ async fn a_command_the_portal_rejects_inside_a_batch_is_recorded_as_such() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_changes_to_one_workplace_go_one_at_a_time_and_others_in_parallel() {
-    use b24_audit_proxy::portal_sim::{self, SimOptions};
+    use portal_sim::SimOptions;
     // A slow portal widens every window in which two changes could interleave.
     let sim = portal_sim::spawn(
         "127.0.0.1:0".parse().expect("addr"),
@@ -324,7 +322,7 @@ async fn portal_requests_per_change_do_not_grow_with_the_workplaces() {
     }
     assert_eq!(sim.sim.solutions().len(), 122);
     let proxy = TestProxy::start(sim.addr, "");
-    let requests = |sim: &b24_audit_proxy::portal_sim::SimHandle| sim.sim.calls().len();
+    let requests = |sim: &portal_sim::SimHandle| sim.sim.calls().len();
 
     // Cold: nobody is known to hold 1000 yet; the listing goes in the snapshot's request.
     let before = requests(&sim);
@@ -381,7 +379,7 @@ async fn portal_requests_per_change_do_not_grow_with_the_workplaces() {
 /// after executing), the workplace the smart process was taken from is read back.
 #[tokio::test]
 async fn a_side_effect_the_answer_does_not_show_is_read_back() {
-    use b24_audit_proxy::portal_sim::{Fault, FaultKind};
+    use portal_sim::{Fault, FaultKind};
     let sim = sim().await;
     let proxy = TestProxy::start(sim.addr, "");
     sim.sim.insert_solution("Spare", &[190, 200]);

@@ -6,12 +6,11 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::SimHandle;
 use http::{Method, StatusCode};
+use portal_sim::SimHandle;
 use serde_json::json;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const EMPTY_JSON: &str = r#"{"id":238,"fields":{"typeIds":[]}}"#;
 
 /// No change executed that the trail does not show as applied, with the same after-state.
@@ -551,7 +550,7 @@ async fn row17_semantic_side_doors() {
 
 #[tokio::test]
 async fn row18_failure_is_not_a_no_op() {
-    use b24_audit_proxy::portal_sim::{Fault, FaultKind};
+    use portal_sim::{Fault, FaultKind};
     let (sim, proxy) = setup().await;
     sim.sim.push_fault(Fault {
         method: Some(UPDATE.into()),

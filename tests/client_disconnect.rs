@@ -11,11 +11,11 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::{Fault, FaultKind, SimHandle};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portal_sim::{Fault, FaultKind, SimHandle};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -26,7 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const GET: &str = "crm.automatedsolution.get";
 const LIMIT: Duration = Duration::from_secs(15);
 

@@ -18,8 +18,8 @@
 mod support;
 
 use b24_audit_proxy::body::ProxyBody;
-use b24_audit_proxy::portal_sim::{self, SimOptions};
 use http_body_util::BodyExt;
+use portal_sim::SimOptions;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +32,6 @@ use support::*;
 const CYCLES: usize = 30;
 const CLIENTS: usize = 8;
 const WORKPLACES: usize = 6;
-const UPDATE: &str = "crm.automatedsolution.update";
 
 #[derive(Default)]
 struct Counters {

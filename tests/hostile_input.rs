@@ -11,8 +11,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 /// The status of a raw HTTP/1.1 answer, if there is one.
 fn status_of(reply: &[u8]) -> Option<u16> {
     let line = reply.split(|b| *b == b'\n').next()?;

@@ -242,7 +242,7 @@ async fn refused_paths_never_leak_the_secret() {
     assert_no_secrets(&proxy.dir);
 }
 
-async fn sim_and_proxy() -> (b24_audit_proxy::portal_sim::SimHandle, TestProxy) {
+async fn sim_and_proxy() -> (portal_sim::SimHandle, TestProxy) {
     let sim = sim().await;
     let proxy = TestProxy::start(sim.addr, "");
     (sim, proxy)

@@ -9,8 +9,8 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::{Fault, FaultKind};
 use http::StatusCode;
+use portal_sim::{Fault, FaultKind};
 use serde::Deserialize as _;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
-
-const UPDATE: &str = "crm.automatedsolution.update";
 
 /// Labels that Prometheus attaches to every scraped series (target labels), so queries may
 /// use them although the proxy does not export them.

@@ -11,24 +11,15 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::{Fault, FaultKind, SimHandle};
 use http::StatusCode;
+use portal_sim::{Fault, FaultKind, SimHandle};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const GET: &str = "crm.automatedsolution.get";
 /// Debug logs, so the secret scan covers every log line a fault can produce.
 const DEBUG_LOG: &str = "[log]\nlevel = \"debug\"\n";
-
-fn fault(method: &str, kind: FaultKind) -> Fault {
-    Fault {
-        method: Some(method.into()),
-        times: 1,
-        kind,
-    }
-}
 
 fn status_fault(status: u16, code: &str) -> FaultKind {
     FaultKind::Status {

@@ -5,12 +5,15 @@
 //! Requests are written by hand on a `TcpStream` (so faults that break the connection can be
 //! observed byte by byte); h2c and keep-alive use hyper's client connections.
 
-use b24_audit_proxy::portal_sim::{spawn, Fault, FaultKind, SimHandle, SimOptions};
+mod support;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portal_sim::{spawn, FaultKind, SimHandle, SimOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use support::{fault, UPDATE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -625,22 +628,17 @@ async fn lists_page_by_fifty() {
     h.shutdown().await;
 }
 
-fn fault(kind: FaultKind) -> Fault {
-    Fault {
-        method: Some("crm.automatedsolution.update".to_owned()),
-        times: 1,
-        kind,
-    }
-}
-
 #[tokio::test]
 async fn fault_status_answers_without_executing() {
     let h = start().await;
-    h.sim.push_fault(fault(FaultKind::Status {
-        status: 503,
-        code: "QUERY_LIMIT_EXCEEDED".into(),
-        description: "Too many requests".into(),
-    }));
+    h.sim.push_fault(fault(
+        UPDATE,
+        FaultKind::Status {
+            status: 503,
+            code: "QUERY_LIMIT_EXCEEDED".into(),
+            description: "Too many requests".into(),
+        },
+    ));
     // Other methods do not consume it.
     assert_eq!(
         raw(&h, "GET", &format!("{HOOK}/user.current"), &[], b"")
@@ -665,10 +663,13 @@ async fn fault_status_answers_without_executing() {
 #[tokio::test]
 async fn fault_error_after_execute_changes_state_anyway() {
     let h = start().await;
-    h.sim.push_fault(fault(FaultKind::ErrorAfterExecute {
-        status: 400,
-        code: "BX_EMPTY_REQUIRED".into(),
-    }));
+    h.sim.push_fault(fault(
+        UPDATE,
+        FaultKind::ErrorAfterExecute {
+            status: 400,
+            code: "BX_EMPTY_REQUIRED".into(),
+        },
+    ));
     let r = post_json(
         &h,
         &update_url(),
@@ -688,7 +689,7 @@ async fn fault_error_after_execute_changes_state_anyway() {
 async fn fault_delay_postpones_the_answer() {
     let h = start().await;
     let delay = Duration::from_millis(150);
-    h.sim.push_fault(fault(FaultKind::Delay(delay)));
+    h.sim.push_fault(fault(UPDATE, FaultKind::Delay(delay)));
     let t = Instant::now();
     let r = post_json(
         &h,
@@ -705,7 +706,7 @@ async fn fault_delay_postpones_the_answer() {
 #[tokio::test]
 async fn fault_invalid_json_after_executing() {
     let h = start().await;
-    h.sim.push_fault(fault(FaultKind::InvalidJson));
+    h.sim.push_fault(fault(UPDATE, FaultKind::InvalidJson));
     let r = post_json(
         &h,
         &update_url(),
@@ -721,7 +722,7 @@ async fn fault_invalid_json_after_executing() {
 #[tokio::test]
 async fn fault_reset_mid_response_after_executing() {
     let h = start().await;
-    h.sim.push_fault(fault(FaultKind::ResetMidResponse));
+    h.sim.push_fault(fault(UPDATE, FaultKind::ResetMidResponse));
     let r = post_json(
         &h,
         &update_url(),
@@ -752,7 +753,8 @@ async fn fault_reset_mid_response_after_executing() {
 #[tokio::test]
 async fn fault_close_without_response_after_executing() {
     let h = start().await;
-    h.sim.push_fault(fault(FaultKind::CloseWithoutResponse));
+    h.sim
+        .push_fault(fault(UPDATE, FaultKind::CloseWithoutResponse));
     let r = post_json(
         &h,
         &update_url(),

@@ -14,7 +14,7 @@
 
 mod support;
 
-use b24_audit_proxy::portal_sim::SimHandle;
+use portal_sim::SimHandle;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 /// One script run: a few calls on loopback plus the interpreter's start-up. The SDKs back off
 /// for seconds on a 5xx; no scenario may trigger that, and a retry loop must fail, not hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,8 +13,6 @@ use std::time::Duration;
 use support::*;
 use tokio::io::AsyncReadExt;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 /// Longest wait for something a test expects (a line, an exit); never a fixed sleep.
 const PATIENCE: Duration = Duration::from_secs(20);
 

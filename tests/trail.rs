@@ -10,8 +10,6 @@ use serde_json::{json, Value};
 use std::process::Command;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 fn cli(proxy: &TestProxy, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)

@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
-
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -215,12 +213,7 @@ fn head(db: &Path) -> (i64, String) {
 }
 
 /// Serves a few audited calls (allowed and denied) with the proxy, then stops it cleanly.
-async fn serve_some_calls(
-    dir: &Path,
-    sim: &b24_audit_proxy::portal_sim::SimHandle,
-    audit: &str,
-    n: usize,
-) {
+async fn serve_some_calls(dir: &Path, sim: &portal_sim::SimHandle, audit: &str, n: usize) {
     let mut proxy = TestProxy::start_in_opts(
         dir,
         sim.addr,

@@ -18,7 +18,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-const UPDATE: &str = "crm.automatedsolution.update";
 const TOKEN_VALUE: &str = "ui-test-admin-token";
 
 fn root() -> PathBuf {

@@ -26,7 +26,7 @@ fn one() -> u32 {
     1
 }
 
-/// What goes wrong. Serialised with a `kind` tag; see the module docs of `portal_sim` for the
+/// What goes wrong. Serialised with a `kind` tag; see the crate docs for the
 /// JSON form. `Delay` travels as `{"kind":"delay","ms":N}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "FaultKindRepr", from = "FaultKindRepr")]

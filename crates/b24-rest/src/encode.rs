@@ -8,8 +8,8 @@
 //! tests) and gives up unless the result is the array it started from. A caller that gets `None`
 //! refuses the call: it cannot be forwarded meaning exactly what was read.
 
-use super::params::parse_str;
-use super::php::{Array, Key, Value};
+use crate::params::parse_str;
+use crate::php::{Array, Key, Value};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Everything but RFC 3986's unreserved characters is escaped.

@@ -10,8 +10,8 @@
 
 use super::multipart;
 use super::route::{self, PathVars, RestPath, Transport};
-use crate::rest::params::{parse_str_lossy, portal_request_params};
-use crate::rest::php::{Array, Key, Value};
+use b24_rest::params::{parse_str_lossy, portal_request_params};
+use b24_rest::php::{Array, Key, Value};
 use http::Method;
 
 /// The parts of an HTTP request the portal reads.

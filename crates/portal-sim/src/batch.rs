@@ -13,9 +13,9 @@
 //! state lock is taken per command, as the portal commits per command: there is no transaction.
 
 use super::methods::{MethodError, Outcome};
-use crate::rest::envelope::time_object;
-use crate::rest::params::parse_str_lossy;
-use crate::rest::php::{Array, Key, Value};
+use b24_rest::envelope::time_object;
+use b24_rest::params::parse_str_lossy;
+use b24_rest::php::{Array, Key, Value};
 use std::time::SystemTime;
 
 /// `BATCH_MAX_LENGTH`.
@@ -265,7 +265,7 @@ fn resolve_text(s: &str, out: &Outputs) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portal_sim::methods::MethodOk;
+    use crate::methods::MethodOk;
     use serde_json::json;
 
     fn outputs() -> Outputs {

@@ -2,7 +2,7 @@
 //! them; the values are made up but shaped like the portal's (string ids, upper-case keys).
 
 use super::MethodOk;
-use crate::portal_sim::auth::Caller;
+use crate::auth::Caller;
 use serde_json::json;
 
 pub fn current(caller: Caller) -> MethodOk {

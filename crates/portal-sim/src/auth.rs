@@ -11,7 +11,7 @@
 //! checks (on-premise `REST_APAUTH_ALLOW_HTTP` is assumed).
 
 use super::{SimOptions, Simulator};
-use crate::rest::php::{Array, Key, Value};
+use b24_rest::php::{Array, Key, Value};
 
 /// Parameters that carry credentials; the portal removes them before the method runs.
 const AUTH_PARAMS: [&str; 4] = ["auth", "access_token", "aplogin", "ap"];
@@ -106,7 +106,7 @@ fn php_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::params::parse_str_lossy;
+    use b24_rest::params::parse_str_lossy;
 
     fn caller(auth: Option<&str>, query: &str) -> (Result<Caller, AuthFailed>, Array) {
         let sim = Simulator::new(SimOptions::default());

@@ -1,3 +1,5 @@
+//! # portal-sim
+//!
 //! The portal simulator: an in-memory stand-in for a Bitrix24 portal's REST module, which the
 //! proxy's tests, demo and benchmarks run against instead of a real portal.
 //!
@@ -56,6 +58,12 @@
 //! Rate and operating-time limits, scopes and per-user rights (every known user is an admin),
 //! session (`sessid`) auth, webhook login names, HTTPS checks, `crm.type.*`, uploads, and REST 3.0
 //! methods (none of the simulated methods is migrated there; see `route.rs`).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod auth;
 mod batch;

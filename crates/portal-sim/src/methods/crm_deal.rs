@@ -6,9 +6,9 @@
 //! and `select` is ignored (every field is returned).
 
 use super::{page, MethodError, MethodOk, Outcome};
-use crate::portal_sim::bind::coerce_int;
-use crate::portal_sim::state::{Deal, State};
-use crate::rest::php::{Array, Value};
+use crate::bind::coerce_int;
+use crate::state::{Deal, State};
+use b24_rest::php::{Array, Value};
 use serde_json::json;
 
 pub fn list(state: &State, params: &Array, start: Option<&Value>) -> MethodOk {
@@ -72,7 +72,7 @@ fn upper_keys(a: &Array) -> Array {
     a.iter()
         .map(|(k, v)| {
             (
-                crate::rest::php::Key::from_php_string(&k.as_text().to_uppercase()),
+                b24_rest::php::Key::from_php_string(&k.as_text().to_uppercase()),
                 v.clone(),
             )
         })

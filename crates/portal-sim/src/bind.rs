@@ -6,7 +6,7 @@
 //! `100` (an integer in the JSON) with HTTP 400, worded as the portal words them.
 
 use super::methods::MethodError;
-use crate::rest::php::{Array, Value};
+use b24_rest::php::{Array, Value};
 
 /// `int $id` (required): any PHP numeric value, coerced; booleans, arrays and non-numeric strings
 /// are refused.
@@ -120,7 +120,7 @@ fn invalid(name: &str, v: &Value, ty: &str) -> MethodError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::params::parse_str_lossy;
+    use b24_rest::params::parse_str_lossy;
 
     #[test]
     fn id_binds_like_php() {

@@ -7,9 +7,9 @@
 //! order are broken by id so pages are stable. Not modelled: SQL `NULL` handling of empty values.
 
 use super::MethodError;
-use crate::portal_sim::bind::php_string;
-use crate::portal_sim::state::Solution;
-use crate::rest::php::{Array, Key, Value};
+use crate::bind::php_string;
+use crate::state::Solution;
+use b24_rest::php::{Array, Key, Value};
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +233,7 @@ fn like(text: &str, pattern: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portal_sim::state::State;
+    use crate::state::State;
     use serde_json::json;
 
     fn run(

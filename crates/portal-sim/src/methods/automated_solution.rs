@@ -11,9 +11,9 @@
 
 use super::list_query;
 use super::{page, Ctx, MethodError, MethodOk, Outcome};
-use crate::portal_sim::bind::{self, php_string};
-use crate::portal_sim::state::{Solution, State};
-use crate::rest::php::{Array, Key, Value};
+use crate::bind::{self, php_string};
+use crate::state::{Solution, State};
+use b24_rest::php::{Array, Key, Value};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -232,8 +232,8 @@ fn empty_required() -> MethodError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portal_sim::auth::{AuthKind, Caller};
-    use crate::portal_sim::methods::CaseCache;
+    use crate::auth::{AuthKind, Caller};
+    use crate::methods::CaseCache;
 
     fn ctx() -> Ctx {
         Ctx {

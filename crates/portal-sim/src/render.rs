@@ -5,7 +5,7 @@
 
 use super::methods::{MethodError, MethodOk};
 use super::route::Transport;
-use crate::rest::envelope::{error_body, time_object};
+use b24_rest::envelope::{error_body, time_object};
 use bytes::Bytes;
 use std::time::SystemTime;
 

@@ -12,7 +12,7 @@ mod user;
 
 use super::auth::Caller;
 use super::state::State;
-use crate::rest::php::{Array, Value};
+use b24_rest::php::{Array, Value};
 use std::collections::HashSet;
 
 /// What the portal's list methods return per page.

@@ -15,7 +15,7 @@ use super::request::{self, HttpInput, Routed};
 use super::route::Transport;
 use super::state::RecordedCall;
 use super::Simulator;
-use crate::rest::php::Key;
+use b24_rest::php::Key;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use std::time::{Duration, SystemTime};
@@ -196,7 +196,7 @@ fn not_a_rest_path() -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portal_sim::{Fault, SimOptions};
+    use crate::{Fault, SimOptions};
 
     fn call(
         sim: &Simulator,

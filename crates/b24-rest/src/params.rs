@@ -11,7 +11,7 @@
 //! the readers return an error instead: the proxy refuses such a watched call rather than guess.
 //! Unwatched calls never come here.
 
-use super::php::{Array, Key, Value};
+use crate::php::{Array, Key, Value};
 use http::Method;
 use std::fmt;
 

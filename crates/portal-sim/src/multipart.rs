@@ -7,8 +7,8 @@
 //! Part headers other than `Content-Disposition` are ignored; a malformed body yields whatever
 //! parts were complete, like PHP.
 
-use crate::rest::params::parse_str_lossy;
-use crate::rest::php::Array;
+use b24_rest::params::parse_str_lossy;
+use b24_rest::php::Array;
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 
 /// The boundary parameter of a `multipart/form-data` content type.
@@ -99,7 +99,7 @@ fn split<'a>(mut hay: &'a [u8], delim: &[u8]) -> Vec<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::php::Value;
+    use b24_rest::php::Value;
 
     #[test]
     fn text_fields_become_parameters_with_bracket_rules() {

@@ -1,11 +1,11 @@
 //! The `/_sim/` control surface, for the demo, benchmarks and crash tests that run the simulator
 //! as a separate process: read the state, queue and clear faults. The JSON forms are documented
-//! in the `portal_sim` module docs. No authentication: the simulator is a local test tool.
+//! in the crate docs. No authentication: the simulator is a local test tool.
 //! These requests are not recorded as calls and never consume faults.
 
 use super::render::{Answer, JSON};
 use super::{Fault, Simulator};
-use crate::rest::envelope::error_body;
+use b24_rest::envelope::error_body;
 use bytes::Bytes;
 use http::Method;
 
@@ -56,7 +56,7 @@ fn json(status: u16, body: Bytes) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portal_sim::SimOptions;
+    use crate::SimOptions;
 
     #[test]
     fn state_and_faults() {

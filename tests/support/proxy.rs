@@ -1,0 +1,350 @@
+//! The proxy binary under test: `TestProxy` started on `127.0.0.1:0` with a temporary config and
+//! database, its options (`ProxyOpts`), and checks over what it leaves on disk.
+
+use super::http::get;
+use super::{find, BIN, SECRET, TOKEN, USER};
+use http::StatusCode;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The proxy binary, running.
+pub struct TestProxy {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Child,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestProxy {
+    /// Starts a proxy in front of `upstream` with `extra` appended to the config.
+    pub fn start(upstream: SocketAddr, extra: &str) -> TestProxy {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut p = TestProxy::start_in(&dir, upstream, extra);
+        p._tmp = Some(tmp);
+        p
+    }
+
+    /// Starts a proxy whose files live in `dir` (kept by the caller, e.g. across a restart).
+    pub fn start_in(dir: &Path, upstream: SocketAddr, extra: &str) -> TestProxy {
+        TestProxy::start_in_opts(
+            dir,
+            upstream,
+            &ProxyOpts {
+                extra,
+                ..ProxyOpts::default()
+            },
+        )
+    }
+
+    /// A proxy in front of `url` (e.g. `https://127.0.0.1:PORT`), `extra` as in [`TestProxy::start`].
+    pub fn start_with_upstream_url(url: &str, extra: &str) -> TestProxy {
+        let unused: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        TestProxy::start_opts(
+            unused,
+            &ProxyOpts {
+                extra,
+                upstream_url: Some(url),
+                ..ProxyOpts::default()
+            },
+        )
+    }
+
+    /// Like [`TestProxy::start`], with [`ProxyOpts`] (upstream keys overridden, a shell prelude).
+    pub fn start_opts(upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut p = TestProxy::start_in_opts(&dir, upstream, opts);
+        p._tmp = Some(tmp);
+        p
+    }
+
+    /// Like [`TestProxy::start_in`], with [`ProxyOpts`].
+    pub fn start_in_opts(dir: &Path, upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
+        let config = dir.join("proxy.toml");
+        let (server_extra, rest) = split_server_extra(opts.extra);
+        let mut upstream_keys = vec![("request_timeout", "\"5s\"")];
+        for (k, v) in opts.upstream {
+            match upstream_keys.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v,
+                None => upstream_keys.push((k, v)),
+            }
+        }
+        let upstream_keys: String = upstream_keys
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
+                 [upstream]\nurl = \"{url}\"\n{upstream_keys}\
+                 [audit]\ndatabase = \"{}\"\n{audit}\n\
+                 {admin}{log}{rest}",
+                dir.join("audit.db").display(),
+                audit = opts.audit,
+                url = opts
+                    .upstream_url
+                    .map_or_else(|| format!("http://{upstream}"), str::to_owned),
+                admin = if rest.contains("[admin]") {
+                    ""
+                } else {
+                    "[admin]\nlisten = \"127.0.0.1:0\"\n"
+                },
+                log = if rest.contains("[log]") {
+                    ""
+                } else {
+                    "[log]\nlevel = \"info\"\n"
+                },
+            ),
+        )
+        .expect("write config");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("proxy.log"))
+            .expect("log file");
+        let mut command = match opts.shell_prelude {
+            None => Command::new(BIN),
+            Some(prelude) => {
+                // `exec` keeps the pid: the child we hold is the proxy itself.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("{prelude}\nexec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+        };
+        let mut child = command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("proxy starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("listening line");
+        // Keep draining stdout so the proxy never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {key} in {line:?}; log: {}",
+                        std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default()
+                    )
+                })
+                .parse()
+                .expect("addr")
+        };
+        TestProxy {
+            proxy: addr("proxy="),
+            admin: addr("admin="),
+            dir: dir.to_path_buf(),
+            config,
+            child,
+            _tmp: None,
+        }
+    }
+
+    pub fn hook_url(&self, method: &str) -> String {
+        format!("http://{}/rest/{USER}/{SECRET}/{method}", self.proxy)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// `kill -9`: the process gets no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+
+    /// `audit export` over this proxy's database, parsed.
+    pub fn export(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["audit", "export", "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("export runs");
+        assert!(
+            out.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// The proxy's process id (the binary itself, also when started through a shell prelude).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("audit.db")
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `GET /readyz` on the admin listener.
+    pub async fn readyz(&self) -> StatusCode {
+        get(&format!("http://{}/readyz", self.admin)).await.status
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `b24proxy_upstream_errors_total{kind="timeout"}`; `None` when it is not exported.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = get(&format!("http://{}/metrics", self.admin)).await;
+        metric_value(&String::from_utf8_lossy(&text.body), sample)
+    }
+}
+
+/// More ways to start a [`TestProxy`]. `ProxyOpts::default()` is exactly what `start` does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProxyOpts<'a> {
+    /// Appended to the config, as `extra` of [`TestProxy::start`].
+    pub extra: &'a str,
+    /// `[upstream]` keys as `(key, TOML value)`, e.g. `("request_timeout", "\"1s\"")`;
+    /// they replace the helper's own (`request_timeout = "5s"`) or are added.
+    pub upstream: &'a [(&'a str, &'a str)],
+    /// Shell commands run before the binary is exec'd (same pid), e.g. `trap '' XFSZ`.
+    pub shell_prelude: Option<&'a str>,
+    /// `[upstream] url` instead of `http://{upstream}` (e.g. an `https://` portal).
+    pub upstream_url: Option<&'a str>,
+    /// Lines added to the `[audit]` table, e.g. `signing_key_file = "..."`.
+    pub audit: &'a str,
+}
+
+/// One sample's value from a Prometheus text exposition.
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Checks the hash chain of an audit database directly: `seq` runs 1..=n without a gap, the
+/// first `prev_hash` is [`GENESIS`](b24_audit_proxy::audit::chain::GENESIS), each `prev_hash` is
+/// the previous row's `hash`, and `hash == sha256(prev_hash || payload)`. Returns the number of
+/// entries; panics naming the first broken one.
+pub fn verify_chain(db: &Path) -> usize {
+    use b24_audit_proxy::audit::chain::{entry_hash, GENESIS};
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the audit database");
+    let mut stmt = conn
+        .prepare("SELECT seq, payload, prev_hash, hash FROM audit_entries ORDER BY seq")
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .expect("query");
+    let mut prev = GENESIS.to_owned();
+    let mut n = 0usize;
+    for row in rows {
+        let (seq, payload, prev_hash, hash) = row.expect("row");
+        n += 1;
+        assert_eq!(seq, n as i64, "gap in the chain before seq {seq}");
+        assert_eq!(
+            prev_hash, prev,
+            "entry {seq}: prev_hash is not the previous hash"
+        );
+        assert_eq!(
+            entry_hash(&prev_hash, &payload),
+            hash,
+            "entry {seq}: hash does not match its payload"
+        );
+        prev = hash;
+    }
+    n
+}
+
+/// Fails if a webhook secret or OAuth token of the simulator appears in any file of `dir`
+/// (database, WAL, key, config excluded, log).
+pub fn assert_no_secrets(dir: &Path) {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_file() && p.extension().is_none_or(|x| x != "toml") {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for secret in [SECRET, TOKEN] {
+            assert!(
+                find(&bytes, secret.as_bytes()).is_none(),
+                "{secret} found in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// Lines of `extra` before the first `[section]` belong to `[server]`.
+fn split_server_extra(extra: &str) -> (String, String) {
+    match extra.find("\n[").or(if extra.starts_with('[') {
+        Some(0)
+    } else {
+        None
+    }) {
+        Some(i) => (extra[..i].to_owned(), extra[i..].to_owned()),
+        None => (extra.to_owned(), String::new()),
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every file of the proxy's directory (database, WAL, logs), concatenated.
+pub fn all_files(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_file() {
+                out.extend(std::fs::read(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
