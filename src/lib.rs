@@ -25,7 +25,8 @@
 //!   `healthcheck` — the `healthcheck` sub-command's `/readyz` client
 //! - `lifecycle` — guards for what a request holds, and the audited work that outlives it;
 //!   `timed_io` — writes to clients bounded by `server.send_timeout`
-//! - `audit` — entries, the writer thread with group commit, hash chain, migrations, queries
+//! - `audit` — typed records, the `AuditStore` backend trait (SQLite first), the writer thread
+//!   with group commit, hash chain, migrations, the `TrailReader` queries (`docs/architecture.md`)
 //! - `secrets` — keyed fingerprints and log redaction; `metrics` — every metric, defined once
 //! - `demo` — the guided demo, against the portal simulator (the `portal-sim` crate); the
 //!   protocol code the proxy and the simulator share is the `b24-rest` crate (`rest` re-exports it)
