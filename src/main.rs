@@ -328,96 +328,13 @@ fn time_arg(v: Option<String>) -> Result<Option<String>, String> {
 }
 
 fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
-    use b24_audit_proxy::audit::{prune, render, signing, verify};
     let db = &cfg.audit.database;
-    let open = || query::open_read_only(db).map_err(|e| e.to_string());
     match command {
-        AuditCommand::List { filter, json, .. } => {
-            let f = query::Filter {
-                since: time_arg(filter.since)?,
-                until: time_arg(filter.until)?,
-                solution_id: filter.solution,
-                outcome: filter.outcome,
-                caller: filter.caller,
-                limit: filter.limit,
-                ..Default::default()
-            };
-            let events = query::events(&open()?, &f).map_err(|e| e.to_string())?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&events).map_err(|e| e.to_string())?
-                );
-            } else {
-                print!("{}", render::render_table(&events));
-                // The same command proves the rows untouched: the whole chain is re-verified.
-                match verify::verify(&open()?, None) {
-                    Ok(v) => println!(
-                        "\nchain: ok, {} entries verify, head {} (entry {})",
-                        v.entries,
-                        v.head_hash,
-                        v.head_seq.unwrap_or(0)
-                    ),
-                    Err(e) => {
-                        println!("\nchain: FAILED: {e}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AuditCommand::Show { id, .. } => {
-            let conn = open()?;
-            let Some(event) = query::event(&conn, &id).map_err(|e| e.to_string())? else {
-                return Err(format!("no event {id}"));
-            };
-            let entries = query::entries_of(&conn, &id).map_err(|e| e.to_string())?;
-            let verified = match verify::verify(&conn, entries.last().map(|e| e.hash.as_str())) {
-                Ok(v) => format!(
-                    "ok: the chain verifies through entry {}",
-                    v.head_seq.unwrap_or(0)
-                ),
-                Err(e) => format!("FAILED: {e}"),
-            };
-            print!("{}", render::render_event(&event, &entries, &verified));
-            match b24_audit_proxy::revert::plan(&event) {
-                Ok(_) => println!(
-                    "\nrevert        b24-audit-proxy revert {} --config FILE [--apply]",
-                    event.id
-                ),
-                Err(why) => println!("\nrevert        not possible: {why}"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        AuditCommand::List { filter, json, .. } => audit_list(db, filter, json),
+        AuditCommand::Show { id, .. } => audit_show(db, &id),
         AuditCommand::Verify {
             head, public_key, ..
-        } => {
-            let key = public_key
-                .as_deref()
-                .map(signing::load_public_key)
-                .transpose()?;
-            let opts = verify::Options {
-                head: head.as_deref(),
-                public_key: key.as_ref(),
-            };
-            match query::open_read_only(db)
-                .map_err(|e| verify::Broken::Unreadable(e.to_string()))
-                .and_then(|conn| verify::verify_with(&conn, opts))
-            {
-                Ok(v) => {
-                    println!("ok: {}", v.summary());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e @ verify::Broken::Unreadable(_)) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::from(EXIT_UNREADABLE))
-                }
-                Err(e) => {
-                    println!("FAILED: {e}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        } => audit_verify(db, head.as_deref(), public_key.as_deref()),
         AuditCommand::Export {
             since,
             until,
@@ -429,24 +346,126 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
         } => {
             let follow = follow.then_some(poll_interval);
             let opts = export_options(since, until, entries, &format, follow.as_deref())?;
-            export_until_signal(open()?, opts)
+            export_until_signal(open(db)?, opts)
         }
         AuditCommand::Backup { to, public_key, .. } => backup(db, &to, public_key.as_deref()),
         AuditCommand::Keygen { out } => Ok(keygen(&out)),
-        AuditCommand::Prune { before, .. } => {
-            let before = b24_audit_proxy::audit::parse_time_arg(&before)?;
-            let p = prune::prune(db, &before).map_err(|e| e.to_string())?;
-            match p.through_seq {
-                Some(through) => println!(
-                    "pruned {} entries (through entry {through}); checkpoint is entry {}",
-                    p.removed,
-                    p.checkpoint_seq.unwrap_or(0)
-                ),
-                None => println!("nothing to prune before {before}"),
+        AuditCommand::Prune { before, .. } => audit_prune(db, &before),
+    }
+}
+
+fn open(db: &std::path::Path) -> Result<rusqlite::Connection, String> {
+    query::open_read_only(db).map_err(|e| e.to_string())
+}
+
+/// `audit list`: the table (or JSON) of matching events, then the whole chain re-verified.
+fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{render, verify};
+    let f = query::Filter {
+        since: time_arg(filter.since)?,
+        until: time_arg(filter.until)?,
+        solution_id: filter.solution,
+        outcome: filter.outcome,
+        caller: filter.caller,
+        limit: filter.limit,
+        ..Default::default()
+    };
+    let events = query::events(&open(db)?, &f).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&events).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render::render_table(&events));
+        // The same command proves the rows untouched: the whole chain is re-verified.
+        match verify::verify(&open(db)?, None) {
+            Ok(v) => println!(
+                "\nchain: ok, {} entries verify, head {} (entry {})",
+                v.entries,
+                v.head_hash,
+                v.head_seq.unwrap_or(0)
+            ),
+            Err(e) => {
+                println!("\nchain: FAILED: {e}");
+                return Ok(ExitCode::FAILURE);
             }
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit show`: one event with its diff, chain entries, verification and revert line.
+fn audit_show(db: &std::path::Path, id: &str) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{render, verify};
+    let conn = open(db)?;
+    let Some(event) = query::event(&conn, id).map_err(|e| e.to_string())? else {
+        return Err(format!("no event {id}"));
+    };
+    let entries = query::entries_of(&conn, id).map_err(|e| e.to_string())?;
+    let verified = match verify::verify(&conn, entries.last().map(|e| e.hash.as_str())) {
+        Ok(v) => format!(
+            "ok: the chain verifies through entry {}",
+            v.head_seq.unwrap_or(0)
+        ),
+        Err(e) => format!("FAILED: {e}"),
+    };
+    print!("{}", render::render_event(&event, &entries, &verified));
+    match b24_audit_proxy::revert::plan(&event) {
+        Ok(_) => println!(
+            "\nrevert        b24-audit-proxy revert {} --config FILE [--apply]",
+            event.id
+        ),
+        Err(why) => println!("\nrevert        not possible: {why}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`: 0 verified, 1 broken, `EXIT_UNREADABLE` when the trail cannot be read.
+fn audit_verify(
+    db: &std::path::Path,
+    head: Option<&str>,
+    public_key: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{signing, verify};
+    let key = public_key.map(signing::load_public_key).transpose()?;
+    let opts = verify::Options {
+        head,
+        public_key: key.as_ref(),
+    };
+    match query::open_read_only(db)
+        .map_err(|e| verify::Broken::Unreadable(e.to_string()))
+        .and_then(|conn| verify::verify_with(&conn, opts))
+    {
+        Ok(v) => {
+            println!("ok: {}", v.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ verify::Broken::Unreadable(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_UNREADABLE))
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `audit prune --before`.
+fn audit_prune(db: &std::path::Path, before: &str) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::prune;
+    let before = b24_audit_proxy::audit::parse_time_arg(before)?;
+    let p = prune::prune(db, &before).map_err(|e| e.to_string())?;
+    match p.through_seq {
+        Some(through) => println!(
+            "pruned {} entries (through entry {through}); checkpoint is entry {}",
+            p.removed,
+            p.checkpoint_seq.unwrap_or(0)
+        ),
+        None => println!("nothing to prune before {before}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn export_options(
