@@ -314,10 +314,9 @@ impl<S: AuditStore> WriterState<S> {
             } else {
                 entry
             };
-            let mut head = self.head.clone();
-            let sealed = seal(&mut head, entry);
+            // On failure the caller rolls the request back and puts the head back with it.
+            let sealed = seal(&mut self.head, entry);
             self.store.append(entry, &sealed)?;
-            self.head = head;
             committed.push(sealed.chain);
         }
         Ok(committed)
