@@ -112,97 +112,225 @@ fn class_index(status: u16) -> usize {
     usize::from((status / 100).clamp(1, 5)) - 1
 }
 
-impl Metrics {
-    /// Builds and registers every metric. Only fails on a programming error (a duplicate or
-    /// malformed name), which the unit test below catches.
-    pub fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("b24proxy_requests_total", "REST calls answered, by method (watched methods by name, everything else \"other\") and status class."),
-            &["method", "status_class"],
-        )?;
-        let pass_through_requests =
-            STATUS_CLASSES.map(|c| requests.with_label_values(&["other", c]));
-        for w in Watched::ALL {
-            for c in STATUS_CLASSES {
-                requests.with_label_values(&[w.method(), c]);
-            }
+/// Registers `c` and hands it back, so that a metric is registered where it is defined.
+fn reg<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: Result<C, prometheus::Error>,
+) -> Result<C, prometheus::Error> {
+    let c = c?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Requests, their durations and the proxy's own share, policy decisions, identity look-ups,
+/// refusals.
+struct TrafficFamilies {
+    requests: IntCounterVec,
+    pass_through_requests: [IntCounter; 5],
+    request_duration: HistogramVec,
+    pass_through_duration: Histogram,
+    own_duration: [Histogram; 2],
+    policy_decisions: IntCounterVec,
+    identity_cache: [IntCounter; 2],
+    refusals: IntCounterVec,
+}
+
+/// The portal: time waiting for it, failed exchanges, reachability.
+struct UpstreamFamilies {
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    upstream_reachable: IntGauge,
+}
+
+/// Audit writes: outcomes recorded, commit and write times, group sizes, the queue, failures,
+/// writability.
+struct TrailFamilies {
+    audit_events: IntCounterVec,
+    audit_write_duration: Histogram,
+    audit_commit_duration: Histogram,
+    audit_commit_requests: Histogram,
+    audit_queue_depth: IntGauge,
+    audit_write_failures: IntCounter,
+    audit_writable: IntGauge,
+}
+
+/// The chain and its feed: the head, the database size, the last commit, the syslog receiver.
+struct ChainFamilies {
+    syslog_sent: IntCounter,
+    syslog_dropped: IntCounter,
+    audit_last_commit: Gauge,
+    audit_chain_head_seq: IntGauge,
+    audit_database_bytes: IntGauge,
+}
+
+/// The process and its listeners: requests in flight, connections, the build, certificates,
+/// reloads.
+struct ProcessFamilies {
+    in_flight: IntGauge,
+    open_connections: IntGauge,
+    max_connections: IntGauge,
+    tls_cert_expiry: GaugeVec,
+    reload_successful: IntGauge,
+    reload_success_time: Gauge,
+}
+
+/// Defines and registers the traffic families.
+fn traffic_families(registry: &Registry) -> Result<TrafficFamilies, prometheus::Error> {
+    let requests = reg(registry, IntCounterVec::new(
+        Opts::new("b24proxy_requests_total", "REST calls answered, by method (watched methods by name, everything else \"other\") and status class."),
+        &["method", "status_class"],
+    ))?;
+    let pass_through_requests = STATUS_CLASSES.map(|c| requests.with_label_values(&["other", c]));
+    for w in Watched::ALL {
+        for c in STATUS_CLASSES {
+            requests.with_label_values(&[w.method(), c]);
         }
-        let request_duration = HistogramVec::new(
+    }
+    let request_duration = reg(
+        registry,
+        HistogramVec::new(
             HistogramOpts::new(
                 "b24proxy_request_duration_seconds",
                 "Time from request head received to response head sent, by route.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
-        )?;
-        let pass_through_duration = request_duration.with_label_values(&["pass_through"]);
-        let own = HistogramVec::new(
-            HistogramOpts::new(
-                "b24proxy_own_duration_seconds",
-                "The proxy's own share of a request: its duration less the time spent waiting for the portal (audit durability included), by route.",
-            )
-            .buckets(OWN_BUCKETS.to_vec()),
-            &["route"],
-        )?;
-        let own_duration = [
-            own.with_label_values(&["pass_through"]),
-            own.with_label_values(&["watched"]),
-        ];
-        request_duration.with_label_values(&["watched"]);
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "b24proxy_upstream_duration_seconds",
-                "Time waiting for the portal, by phase (snapshot, forward, reread, identity, pass_through).",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["phase"],
-        )?;
-        for p in [
-            UpstreamPhase::Snapshot,
-            UpstreamPhase::Forward,
-            UpstreamPhase::Reread,
-            UpstreamPhase::Identity,
-            UpstreamPhase::PassThrough,
-        ] {
-            upstream_duration.with_label_values(&[p.label()]);
-        }
-        let policy_decisions = IntCounterVec::new(
+        ),
+    )?;
+    let pass_through_duration = request_duration.with_label_values(&["pass_through"]);
+    let own = reg(registry, HistogramVec::new(
+        HistogramOpts::new(
+            "b24proxy_own_duration_seconds",
+            "The proxy's own share of a request: its duration less the time spent waiting for the portal (audit durability included), by route.",
+        )
+        .buckets(OWN_BUCKETS.to_vec()),
+        &["route"],
+    ))?;
+    let own_duration = [
+        own.with_label_values(&["pass_through"]),
+        own.with_label_values(&["watched"]),
+    ];
+    request_duration.with_label_values(&["watched"]);
+    let policy_decisions = reg(
+        registry,
+        IntCounterVec::new(
             Opts::new(
                 "b24proxy_policy_decisions_total",
                 "Policy decisions on watched calls, by rule (\"none\" when allowed) and decision.",
             ),
             &["rule", "decision"],
-        )?;
-        policy_decisions.with_label_values(&["none", "allow"]);
-        for r in crate::policy::rules::ALL {
-            policy_decisions.with_label_values(&[r, "deny"]);
-        }
-        let audit_events = IntCounterVec::new(
+        ),
+    )?;
+    policy_decisions.with_label_values(&["none", "allow"]);
+    for r in crate::policy::rules::ALL {
+        policy_decisions.with_label_values(&[r, "deny"]);
+    }
+    let identity = reg(registry, IntCounterVec::new(
+        Opts::new(
+            "b24proxy_identity_cache_requests_total",
+            "OAuth caller look-ups in the identity cache, by result (hit, miss: user.current is called).",
+        ),
+        &["result"],
+    ))?;
+    let identity_cache = ["hit", "miss"].map(|r| identity.with_label_values(&[r]));
+    let refusals = reg(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                "b24proxy_refusals_total",
+                "Requests the proxy answered with its own error envelope, by error code.",
+            ),
+            &["code"],
+        ),
+    )?;
+    Ok(TrafficFamilies {
+        requests,
+        pass_through_requests,
+        request_duration,
+        pass_through_duration,
+        own_duration,
+        policy_decisions,
+        identity_cache,
+        refusals,
+    })
+}
+
+/// Defines and registers the upstream families.
+fn upstream_families(registry: &Registry) -> Result<UpstreamFamilies, prometheus::Error> {
+    let upstream_duration = reg(registry, HistogramVec::new(
+        HistogramOpts::new(
+            "b24proxy_upstream_duration_seconds",
+            "Time waiting for the portal, by phase (snapshot, forward, reread, identity, pass_through).",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["phase"],
+    ))?;
+    for p in [
+        UpstreamPhase::Snapshot,
+        UpstreamPhase::Forward,
+        UpstreamPhase::Reread,
+        UpstreamPhase::Identity,
+        UpstreamPhase::PassThrough,
+    ] {
+        upstream_duration.with_label_values(&[p.label()]);
+    }
+    let upstream_reachable = reg(registry, IntGauge::new(
+        "b24proxy_upstream_reachable",
+        "1 while the portal answered the last exchange or connection probe, else 0 (in the /readyz body).",
+    ))?;
+    upstream_reachable.set(1);
+    let upstream_errors = reg(registry, IntCounterVec::new(
+        Opts::new("b24proxy_upstream_errors_total", "Failed exchanges with the portal, by kind (connect, timeout, reset, invalid, status)."),
+        &["kind"],
+    ))?;
+    for k in ["connect", "timeout", "reset", "invalid", "status"] {
+        upstream_errors.with_label_values(&[k]);
+    }
+    Ok(UpstreamFamilies {
+        upstream_duration,
+        upstream_errors,
+        upstream_reachable,
+    })
+}
+
+/// Defines and registers the trail families.
+fn trail_families(registry: &Registry) -> Result<TrailFamilies, prometheus::Error> {
+    let audit_events = reg(
+        registry,
+        IntCounterVec::new(
             Opts::new(
                 "b24proxy_audit_events_total",
                 "Audited mutations whose outcome was committed to the trail, by outcome.",
             ),
             &["outcome"],
-        )?;
-        for o in Outcome::ALL {
-            audit_events.with_label_values(&[o.as_str()]);
-        }
-        let audit_write_duration = Histogram::with_opts(
+        ),
+    )?;
+    for o in Outcome::ALL {
+        audit_events.with_label_values(&[o.as_str()]);
+    }
+    let audit_write_duration = reg(
+        registry,
+        Histogram::with_opts(
             HistogramOpts::new(
                 "b24proxy_audit_write_duration_seconds",
                 "Time for one request's entries to become durable: queue wait plus group commit.",
             )
             .buckets(AUDIT_BUCKETS.to_vec()),
-        )?;
-        let audit_commit_duration = Histogram::with_opts(
+        ),
+    )?;
+    let audit_commit_duration = reg(
+        registry,
+        Histogram::with_opts(
             HistogramOpts::new(
                 "b24proxy_audit_commit_duration_seconds",
                 "Duration of one group-commit transaction (including fsync).",
             )
             .buckets(AUDIT_BUCKETS.to_vec()),
-        )?;
-        let audit_commit_requests = Histogram::with_opts(
+        ),
+    )?;
+    let audit_commit_requests = reg(
+        registry,
+        Histogram::with_opts(
             HistogramOpts::new(
                 "b24proxy_audit_commit_requests",
                 "Requests committed together in one group-commit transaction.",
@@ -210,130 +338,182 @@ impl Metrics {
             .buckets(vec![
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
             ]),
-        )?;
-        let audit_queue_depth = IntGauge::new(
+        ),
+    )?;
+    let audit_queue_depth = reg(
+        registry,
+        IntGauge::new(
             "b24proxy_audit_queue_depth",
             "Requests waiting for the audit writer.",
-        )?;
-        let audit_write_failures = IntCounter::new(
-            "b24proxy_audit_write_failures_total",
-            "Requests whose audit entries could not be committed (the change was not forwarded, or its outcome awaits reconciliation).",
-        )?;
-        let syslog_sent = IntCounter::new(
+        ),
+    )?;
+    let audit_write_failures = reg(registry, IntCounter::new(
+        "b24proxy_audit_write_failures_total",
+        "Requests whose audit entries could not be committed (the change was not forwarded, or its outcome awaits reconciliation).",
+    ))?;
+    let audit_writable = reg(registry, IntGauge::new(
+        "b24proxy_audit_writable",
+        "1 while the audit trail accepts writes, 0 while watched calls are refused with 503 (readiness).",
+    ))?;
+    audit_writable.set(1);
+    Ok(TrailFamilies {
+        audit_events,
+        audit_write_duration,
+        audit_commit_duration,
+        audit_commit_requests,
+        audit_queue_depth,
+        audit_write_failures,
+        audit_writable,
+    })
+}
+
+/// Defines and registers the chain families.
+fn chain_families(registry: &Registry) -> Result<ChainFamilies, prometheus::Error> {
+    let syslog_sent = reg(
+        registry,
+        IntCounter::new(
             "b24proxy_syslog_sent_total",
             "Committed audit entries sent to the [audit.syslog] receiver.",
-        )?;
-        let syslog_dropped = IntCounter::new(
-            "b24proxy_syslog_dropped_total",
-            "Committed audit entries not sent to the [audit.syslog] receiver because its queue was full (they are in the trail).",
-        )?;
-        let audit_writable = IntGauge::new(
-            "b24proxy_audit_writable",
-            "1 while the audit trail accepts writes, 0 while watched calls are refused with 503 (readiness).",
-        )?;
-        audit_writable.set(1);
-        let upstream_reachable = IntGauge::new(
-            "b24proxy_upstream_reachable",
-            "1 while the portal answered the last exchange or connection probe, else 0 (in the /readyz body).",
-        )?;
-        upstream_reachable.set(1);
-        let upstream_errors = IntCounterVec::new(
-            Opts::new("b24proxy_upstream_errors_total", "Failed exchanges with the portal, by kind (connect, timeout, reset, invalid, status)."),
-            &["kind"],
-        )?;
-        for k in ["connect", "timeout", "reset", "invalid", "status"] {
-            upstream_errors.with_label_values(&[k]);
-        }
-        let in_flight = IntGauge::new("b24proxy_in_flight_requests", "Requests being handled.")?;
-        let open_connections =
-            IntGauge::new("b24proxy_open_connections", "Client connections open.")?;
-        let build_info = IntGaugeVec::new(
+        ),
+    )?;
+    let syslog_dropped = reg(registry, IntCounter::new(
+        "b24proxy_syslog_dropped_total",
+        "Committed audit entries not sent to the [audit.syslog] receiver because its queue was full (they are in the trail).",
+    ))?;
+    let audit_last_commit = reg(
+        registry,
+        Gauge::new(
+            "b24proxy_audit_last_commit_timestamp_seconds",
+            "Unix time of the last successful audit commit (0: none since start).",
+        ),
+    )?;
+    let audit_chain_head_seq = reg(
+        registry,
+        IntGauge::new(
+            "b24proxy_audit_chain_head_seq",
+            "Sequence number of the newest entry of the audit hash chain, read from the database.",
+        ),
+    )?;
+    let audit_database_bytes = reg(
+        registry,
+        IntGauge::new(
+            "b24proxy_audit_database_bytes",
+            "Size of the audit database and its write-ahead log.",
+        ),
+    )?;
+    Ok(ChainFamilies {
+        syslog_sent,
+        syslog_dropped,
+        audit_last_commit,
+        audit_chain_head_seq,
+        audit_database_bytes,
+    })
+}
+
+/// Defines and registers the process families.
+fn process_families(registry: &Registry) -> Result<ProcessFamilies, prometheus::Error> {
+    let in_flight = reg(
+        registry,
+        IntGauge::new("b24proxy_in_flight_requests", "Requests being handled."),
+    )?;
+    let open_connections = reg(
+        registry,
+        IntGauge::new("b24proxy_open_connections", "Client connections open."),
+    )?;
+    let build_info = reg(
+        registry,
+        IntGaugeVec::new(
             Opts::new(
                 "b24proxy_build_info",
                 "Always 1; the labels say which build is running.",
             ),
             &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let max_connections = IntGauge::new(
+        ),
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    let max_connections = reg(
+        registry,
+        IntGauge::new(
             "b24proxy_max_connections",
             "Client connections served at once at most (server.max_connections).",
-        )?;
-        let audit_last_commit = Gauge::new(
-            "b24proxy_audit_last_commit_timestamp_seconds",
-            "Unix time of the last successful audit commit (0: none since start).",
-        )?;
-        let audit_chain_head_seq = IntGauge::new(
-            "b24proxy_audit_chain_head_seq",
-            "Sequence number of the newest entry of the audit hash chain, read from the database.",
-        )?;
-        let audit_database_bytes = IntGauge::new(
-            "b24proxy_audit_database_bytes",
-            "Size of the audit database and its write-ahead log.",
-        )?;
-        let tls_cert_expiry = GaugeVec::new(
-            Opts::new(
-                "b24proxy_tls_certificate_expiry_timestamp_seconds",
-                "Unix time at which the certificate served by a TLS listener expires, by listener (proxy, admin).",
-            ),
-            &["listener"],
-        )?;
-        let reload_successful = IntGauge::new(
-            "b24proxy_config_last_reload_successful",
-            "1 when the last configuration load (start-up or SIGHUP) succeeded, 0 when it failed and the previous one is still in force.",
-        )?;
-        reload_successful.set(1);
-        let reload_success_time = Gauge::new(
+        ),
+    )?;
+    let tls_cert_expiry = reg(registry, GaugeVec::new(
+        Opts::new(
+            "b24proxy_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the certificate served by a TLS listener expires, by listener (proxy, admin).",
+        ),
+        &["listener"],
+    ))?;
+    let reload_successful = reg(registry, IntGauge::new(
+        "b24proxy_config_last_reload_successful",
+        "1 when the last configuration load (start-up or SIGHUP) succeeded, 0 when it failed and the previous one is still in force.",
+    ))?;
+    reload_successful.set(1);
+    let reload_success_time = reg(
+        registry,
+        Gauge::new(
             "b24proxy_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load (start-up or SIGHUP).",
-        )?;
-        reload_success_time.set(unix_now());
-        let identity = IntCounterVec::new(
-            Opts::new(
-                "b24proxy_identity_cache_requests_total",
-                "OAuth caller look-ups in the identity cache, by result (hit, miss: user.current is called).",
-            ),
-            &["result"],
-        )?;
-        let identity_cache = ["hit", "miss"].map(|r| identity.with_label_values(&[r]));
-        let refusals = IntCounterVec::new(
-            Opts::new(
-                "b24proxy_refusals_total",
-                "Requests the proxy answered with its own error envelope, by error code.",
-            ),
-            &["code"],
-        )?;
+        ),
+    )?;
+    reload_success_time.set(unix_now());
+    Ok(ProcessFamilies {
+        in_flight,
+        open_connections,
+        max_connections,
+        tls_cert_expiry,
+        reload_successful,
+        reload_success_time,
+    })
+}
 
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(own.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(policy_decisions.clone()))?;
-        registry.register(Box::new(audit_events.clone()))?;
-        registry.register(Box::new(audit_write_duration.clone()))?;
-        registry.register(Box::new(audit_commit_duration.clone()))?;
-        registry.register(Box::new(audit_commit_requests.clone()))?;
-        registry.register(Box::new(audit_queue_depth.clone()))?;
-        registry.register(Box::new(audit_write_failures.clone()))?;
-        registry.register(Box::new(syslog_sent.clone()))?;
-        registry.register(Box::new(syslog_dropped.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
-        registry.register(Box::new(audit_writable.clone()))?;
-        registry.register(Box::new(upstream_reachable.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(open_connections.clone()))?;
-        registry.register(Box::new(build_info))?;
-        registry.register(Box::new(max_connections.clone()))?;
-        registry.register(Box::new(audit_last_commit.clone()))?;
-        registry.register(Box::new(audit_chain_head_seq.clone()))?;
-        registry.register(Box::new(audit_database_bytes.clone()))?;
-        registry.register(Box::new(tls_cert_expiry.clone()))?;
-        registry.register(Box::new(reload_successful.clone()))?;
-        registry.register(Box::new(reload_success_time.clone()))?;
-        registry.register(Box::new(identity))?;
-        registry.register(Box::new(refusals.clone()))?;
+impl Metrics {
+    /// Builds and registers every metric. Only fails on a programming error (a duplicate or
+    /// malformed name), which the unit test below catches.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let TrafficFamilies {
+            requests,
+            pass_through_requests,
+            request_duration,
+            pass_through_duration,
+            own_duration,
+            policy_decisions,
+            identity_cache,
+            refusals,
+        } = traffic_families(&registry)?;
+        let UpstreamFamilies {
+            upstream_duration,
+            upstream_errors,
+            upstream_reachable,
+        } = upstream_families(&registry)?;
+        let TrailFamilies {
+            audit_events,
+            audit_write_duration,
+            audit_commit_duration,
+            audit_commit_requests,
+            audit_queue_depth,
+            audit_write_failures,
+            audit_writable,
+        } = trail_families(&registry)?;
+        let ChainFamilies {
+            syslog_sent,
+            syslog_dropped,
+            audit_last_commit,
+            audit_chain_head_seq,
+            audit_database_bytes,
+        } = chain_families(&registry)?;
+        let ProcessFamilies {
+            in_flight,
+            open_connections,
+            max_connections,
+            tls_cert_expiry,
+            reload_successful,
+            reload_success_time,
+        } = process_families(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
