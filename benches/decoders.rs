@@ -6,10 +6,11 @@
 
 use b24_audit_proxy::audit::chain::{canonical_json, canonical_json_v1, entry_hash, GENESIS};
 use b24_audit_proxy::config::PolicyConfig;
+use b24_audit_proxy::mutation::parse_batch;
 use b24_audit_proxy::mutation::{self, Mutation, MutationKind, SolutionState};
 use b24_audit_proxy::policy::Policy;
+use b24_audit_proxy::rest::params;
 use b24_audit_proxy::rest::route::classify;
-use b24_audit_proxy::rest::{batch, params};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::json;
@@ -117,7 +118,7 @@ fn decoders(c: &mut Criterion) {
             b.iter(|| {
                 let p = params::request_params(&post, ct, b"", black_box(input))
                     .expect("batch decodes");
-                let call = batch::parse(&p.params).expect("batch reads");
+                let call = parse_batch(&p.params).expect("batch reads");
                 assert_eq!(call.is_watched(), watched);
                 call.commands.len()
             })

@@ -196,10 +196,7 @@ impl Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(crate::rest::credentials::bearer_token)
             .unwrap_or("");
         let got: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
         got.iter()

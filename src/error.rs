@@ -94,6 +94,16 @@ fn upstream_message(kind: UpstreamFailure) -> &'static str {
     }
 }
 
+/// A batch the portal's way of reading cannot make sense of.
+impl From<crate::rest::batch::BatchError> for ProxyError {
+    fn from(e: crate::rest::batch::BatchError) -> ProxyError {
+        ProxyError::Uninterpretable {
+            code: e.code,
+            reason: e.reason,
+        }
+    }
+}
+
 impl ProxyError {
     pub fn uninterpretable(code: &'static str, reason: impl Into<String>) -> ProxyError {
         ProxyError::Uninterpretable {

@@ -23,7 +23,7 @@ use crate::rest::encode::form_query;
 use crate::rest::params::{self, parse_str};
 use crate::rest::php::Array;
 use crate::rest::route::Route;
-use crate::watched::Watched;
+use crate::watched::{TypeCall, Watched};
 use http::request::Parts;
 use http::Response;
 use std::sync::Arc;
@@ -143,18 +143,13 @@ impl Pipeline {
         body: &[u8],
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let decoded = decode_params(parts, query, body)?;
-        let call = batch::parse(&decoded.params)?;
+        let call = mutation::parse_batch(&decoded.params)?;
         let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
         if !call.is_watched() {
             let out = rebuilt(route, "batch", &credential, call.forward_params());
             return self.forward_inspected(ctx, &out, &parts.headers).await;
         }
-        if route.transport == Some("xml") {
-            return Err(self.refused(ProxyError::uninterpretable(
-                "UNSUPPORTED_TRANSPORT",
-                "audited calls are accepted with the JSON transport only (drop the .xml suffix)",
-            )));
-        }
+        mutation::json_transport_only(route).map_err(|e| self.refused(e))?;
         // Each command is a query string inside the batch's own transport.
         let encoding = match mutation::encoding_name(decoded.body) {
             "json" => "batch/json",
@@ -174,15 +169,15 @@ impl Pipeline {
     pub(crate) async fn type_call(
         &self,
         ctx: &mut RequestCtx,
-        w: Watched,
+        t: TypeCall,
         route: &Route,
         parts: &Parts,
         query: &[u8],
         body: &[u8],
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let decoded = decode_params(parts, query, body)?;
-        let type_id = match w {
-            Watched::TypeDelete => Some(mutation::read_id(decoded.params.get_str("id"))?),
+        let type_id = match t {
+            TypeCall::Delete => Some(mutation::read_id(decoded.params.get_str("id"))?),
             _ => None,
         };
         let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
@@ -193,7 +188,7 @@ impl Pipeline {
             {
                 return Ok(stopped);
             }
-        } else if batch::touches_bindings(&decoded.params) {
+        } else if mutation::touches_bindings(&decoded.params) {
             return Err(ProxyError::uninterpretable(
                 "BINDING_CHANGE_NOT_AUDITED",
                 "crm.type calls that change digital-workplace bindings (customSectionId, customSections, isExternal) are refused; bind smart processes with crm.automatedsolution.update",
@@ -201,7 +196,7 @@ impl Pipeline {
         }
         let out = rebuilt(
             route,
-            w.method(),
+            Watched::Type(t).method(),
             &credential,
             params_without_credentials(&decoded.params),
         );

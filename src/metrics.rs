@@ -181,7 +181,7 @@ fn traffic_families(registry: &Registry) -> Result<TrafficFamilies, prometheus::
         &["method", "status_class"],
     ))?;
     let pass_through_requests = STATUS_CLASSES.map(|c| requests.with_label_values(&["other", c]));
-    for w in Watched::ALL {
+    for w in Watched::all() {
         for c in STATUS_CLASSES {
             requests.with_label_values(&[w.method(), c]);
         }

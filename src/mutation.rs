@@ -7,33 +7,22 @@
 //! keys, ids that only PHP's coercion turns into numbers, more than one credential, unknown
 //! field names — all refused with a 400 that says which parameter.
 
+mod batch;
+mod credential;
+mod outbound;
+
+pub use crate::watched::MutationKind;
+pub use batch::{parse_batch, touches_bindings, BatchCall, Command};
+pub use credential::{credential, Credential, Place};
+pub use outbound::{canonical, canonical_command, outbound, path_segment, OutboundCall};
+
 use crate::error::ProxyError;
-use crate::rest::credentials as cred;
-use crate::rest::params::{parse_str, request_params_of, BodyEncoding, ParamError};
+use crate::rest::params::{request_params_of, BodyEncoding, ParamError};
 use crate::rest::php::{Array, Value};
-use crate::rest::route::{PathWebhook, Route};
+use crate::rest::route::Route;
 use http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::json;
-
-/// Which change a call makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MutationKind {
-    Update,
-    Add,
-    Delete,
-}
-
-impl MutationKind {
-    pub fn method(self) -> &'static str {
-        match self {
-            MutationKind::Update => "crm.automatedsolution.update",
-            MutationKind::Add => "crm.automatedsolution.add",
-            MutationKind::Delete => "crm.automatedsolution.delete",
-        }
-    }
-}
 
 /// What one call will do, with every value already normalised the way the portal normalises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,86 +57,6 @@ impl Mutation {
     }
 }
 
-/// Where a parameter credential was found; it is forwarded in the same place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    Query,
-    Body,
-}
-
-/// The caller's credential, exactly as it was presented. `Debug` never prints a secret.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    /// `/rest/{user}/{secret}/...`
-    WebhookPath(PathWebhook),
-    /// `aplogin` + `ap` parameters.
-    WebhookParams {
-        user: String,
-        secret: String,
-        place: Place,
-    },
-    /// `Authorization: Bearer ...` (the header value is forwarded as is).
-    Bearer(String),
-    /// `auth` or `access_token` parameter.
-    TokenParam {
-        name: &'static str,
-        token: String,
-        place: Place,
-    },
-    /// No credential: the portal will answer with its own auth error.
-    None,
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.auth_kind())?;
-        if let Some(u) = self.user_id() {
-            write!(f, "(user {u})")?;
-        }
-        Ok(())
-    }
-}
-
-impl Credential {
-    /// `webhook`, `oauth` or `none`, as recorded in the trail.
-    pub fn auth_kind(&self) -> &'static str {
-        match self {
-            Credential::WebhookPath(_) | Credential::WebhookParams { .. } => "webhook",
-            Credential::Bearer(_) | Credential::TokenParam { .. } => "oauth",
-            Credential::None => "none",
-        }
-    }
-
-    /// The webhook's user id (from the path or `aplogin`); OAuth callers have none here.
-    pub fn user_id(&self) -> Option<&str> {
-        match self {
-            Credential::WebhookPath(w) => Some(&w.user),
-            Credential::WebhookParams { user, .. } => Some(user),
-            _ => None,
-        }
-    }
-
-    /// The secret material to fingerprint: webhook secret (with its user) or token.
-    pub fn secret_material(&self) -> Option<String> {
-        match self {
-            Credential::WebhookPath(w) => Some(format!("webhook:{}:{}", w.user, w.secret)),
-            Credential::WebhookParams { user, secret, .. } => {
-                Some(format!("webhook:{user}:{secret}"))
-            }
-            Credential::Bearer(h) => Some(format!("oauth:{}", bearer_token(h))),
-            Credential::TokenParam { token, .. } => Some(format!("oauth:{token}")),
-            Credential::None => None,
-        }
-    }
-}
-
-fn bearer_token(header: &str) -> &str {
-    header
-        .get(..7)
-        .filter(|p| p.eq_ignore_ascii_case("bearer "))
-        .map_or(header, |_| header[7..].trim())
-}
-
 /// A watched call, read.
 #[derive(Debug, Clone)]
 pub struct Interpreted {
@@ -166,12 +75,7 @@ pub fn interpret(
     query: &[u8],
     body: &[u8],
 ) -> Result<Interpreted, ProxyError> {
-    if route.transport == Some("xml") {
-        return Err(ProxyError::uninterpretable(
-            "UNSUPPORTED_TRANSPORT",
-            "audited methods are accepted with the JSON transport only (drop the .xml suffix)",
-        ));
-    }
+    json_transport_only(route)?;
     let decoded = request_params_of(method, headers, query, body).map_err(param_error)?;
     let params = decoded.params;
     let credential = credential(route, headers, query, &params)?;
@@ -183,6 +87,18 @@ pub fn interpret(
         credential,
         encoding,
     })
+}
+
+/// An audited call's answer is read by the proxy, so it must come in JSON: a `.xml` call is
+/// refused (an inspected call that changes nothing audited keeps its transport).
+pub fn json_transport_only(route: &Route) -> Result<(), ProxyError> {
+    if route.transport == Some("xml") {
+        return Err(ProxyError::uninterpretable(
+            "UNSUPPORTED_TRANSPORT",
+            "audited calls are accepted with the JSON transport only (drop the .xml suffix)",
+        ));
+    }
+    Ok(())
 }
 
 /// How the client encoded a call, as recorded in the trail.
@@ -226,33 +142,6 @@ pub fn read_mutation(kind: MutationKind, params: &Array) -> Result<Mutation, Pro
         title,
         type_ids,
     })
-}
-
-/// A batch command string for a mutation: `method?query` with the query in PHP form syntax
-/// (`id=5&fields[title]=...&fields[typeIds][0]=14`), every value percent-encoded. An empty
-/// binding set is `fields[typeIds]=`, which the portal's normaliser reads as "none".
-pub fn canonical_command(m: &Mutation) -> String {
-    use percent_encoding::utf8_percent_encode;
-    let enc = |s: &str| utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
-    let mut parts = Vec::new();
-    if let Some(id) = m.solution_id {
-        parts.push(format!("id={id}"));
-    }
-    if m.kind != MutationKind::Delete {
-        if let Some(t) = &m.title {
-            parts.push(format!("fields[title]={}", enc(t)));
-        }
-        match &m.type_ids {
-            Some(ids) if ids.is_empty() => parts.push("fields[typeIds]=".to_owned()),
-            Some(ids) => {
-                for (i, t) in ids.iter().enumerate() {
-                    parts.push(format!("fields[typeIds][{i}]={t}"));
-                }
-            }
-            None => {}
-        }
-    }
-    format!("{}?{}", m.kind.method(), parts.join("&"))
 }
 
 pub fn param_error(e: ParamError) -> ProxyError {
@@ -362,174 +251,6 @@ pub fn normalise_type_ids(v: &Value) -> Result<Vec<i64>, ProxyError> {
     out.sort_unstable();
     out.dedup();
     Ok(out)
-}
-
-/// Finds the one credential of the call. More than one is refused: the portal would pick one
-/// by an order the proxy cannot be sure of, and the snapshot must use the same one.
-pub fn credential(
-    route: &Route,
-    headers: &HeaderMap,
-    query: &[u8],
-    params: &Array,
-) -> Result<Credential, ProxyError> {
-    if params.get_str(cred::SESSID).is_some() || headers.contains_key("x-bitrix-csrf-token") {
-        return Err(ProxyError::uninterpretable(
-            "UNSUPPORTED_AUTH",
-            "browser-session authentication is not accepted for audited calls; use a webhook or an OAuth token",
-        ));
-    }
-    let query_params = parse_str(query).map(|p| p.params).unwrap_or_default();
-    let place = |key: &str| {
-        if query_params.get_str(key).is_some() && query_params.get_str(key) == params.get_str(key) {
-            Place::Query
-        } else {
-            Place::Body
-        }
-    };
-    let text = |key: &str| -> Result<Option<String>, ProxyError> {
-        match params.get_str(key) {
-            None => Ok(None),
-            Some(Value::Str(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(ProxyError::uninterpretable(
-                "INVALID_PARAMETER",
-                format!("credential parameter '{key}' must be a non-empty string"),
-            )),
-        }
-    };
-    let mut found = Vec::new();
-    if let Some(w) = &route.webhook {
-        found.push(Credential::WebhookPath(w.clone()));
-    }
-    if let Some(h) = headers.get(http::header::AUTHORIZATION) {
-        let h = h.to_str().map_err(|_| {
-            ProxyError::uninterpretable("INVALID_PARAMETER", "Authorization header is not text")
-        })?;
-        if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
-            found.push(Credential::Bearer(h.to_owned()));
-        }
-    }
-    for name in [cred::AUTH, cred::ACCESS_TOKEN] {
-        if let Some(token) = text(name)? {
-            found.push(Credential::TokenParam {
-                name,
-                token,
-                place: place(name),
-            });
-        }
-    }
-    match (text(cred::APLOGIN)?, text(cred::AP)?) {
-        (Some(user), Some(secret)) => {
-            if place(cred::APLOGIN) != place(cred::AP) {
-                return Err(ProxyError::uninterpretable(
-                    "AMBIGUOUS_CREDENTIALS",
-                    "'aplogin' and 'ap' must be sent in the same place",
-                ));
-            }
-            found.push(Credential::WebhookParams {
-                user,
-                secret,
-                place: place(cred::AP),
-            })
-        }
-        (None, None) => {}
-        _ => {
-            return Err(ProxyError::uninterpretable(
-                "AMBIGUOUS_CREDENTIALS",
-                "'aplogin' and 'ap' must be sent together",
-            ))
-        }
-    }
-    match found.len() {
-        0 => Ok(Credential::None),
-        1 => Ok(found.remove(0)),
-        _ => Err(ProxyError::uninterpretable(
-            "AMBIGUOUS_CREDENTIALS",
-            "the call carries more than one credential; send exactly one",
-        )),
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, so credentials that were
-/// plain in the caller's URL stay plain (and compare equal) in the forwarded one.
-const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// A path segment or query value, percent-encoded the way every call the proxy builds writes it.
-pub fn path_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string()
-}
-
-/// A request to send to the portal: path and query, extra headers, JSON body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundCall {
-    pub path_and_query: String,
-    /// `Authorization` to send, when the caller used a Bearer token.
-    pub authorization: Option<String>,
-    pub body: String,
-}
-
-/// Builds a call of `method` with `params`, carrying `credential` where the caller put it.
-pub fn outbound(method: &str, credential: &Credential, params: serde_json::Value) -> OutboundCall {
-    let enc = path_segment;
-    let mut body = match params {
-        serde_json::Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    let mut query = Vec::new();
-    let mut authorization = None;
-    let path = match credential {
-        Credential::WebhookPath(w) => format!("/rest/{}/{}/{method}", enc(&w.user), enc(&w.secret)),
-        _ => format!("/rest/{method}"),
-    };
-    match credential {
-        Credential::WebhookParams {
-            user,
-            secret,
-            place,
-        } => match place {
-            Place::Query => query.push(format!(
-                "{}={}&{}={}",
-                cred::APLOGIN,
-                enc(user),
-                cred::AP,
-                enc(secret)
-            )),
-            Place::Body => {
-                body.insert(cred::APLOGIN.into(), json!(user));
-                body.insert(cred::AP.into(), json!(secret));
-            }
-        },
-        Credential::TokenParam { name, token, place } => match place {
-            Place::Query => query.push(format!("{name}={}", enc(token))),
-            Place::Body => {
-                body.insert((*name).into(), json!(token));
-            }
-        },
-        Credential::Bearer(h) => authorization = Some(h.clone()),
-        Credential::WebhookPath(_) | Credential::None => {}
-    }
-    let path_and_query = if query.is_empty() {
-        path
-    } else {
-        format!("{path}?{}", query.join("&"))
-    };
-    OutboundCall {
-        path_and_query,
-        authorization,
-        body: serde_json::Value::Object(body).to_string(),
-    }
-}
-
-/// The canonical re-encoding of a mutation (design §3.3).
-pub fn canonical(call: &Interpreted) -> OutboundCall {
-    outbound(
-        call.mutation.kind.method(),
-        &call.credential,
-        call.mutation.params_json(),
-    )
 }
 
 /// A workplace as the portal returns it (`{id, title, typeIds}`).

@@ -35,7 +35,7 @@ use crate::identity::{self, Identities};
 use crate::lifecycle::{Detached, GaugeGuard};
 use crate::locks::SolutionLocks;
 use crate::metrics::{Metrics, UpstreamPhase};
-use crate::mutation::{self, outbound, Credential, MutationKind};
+use crate::mutation::{self, outbound, Credential};
 use crate::owners::Owners;
 use crate::policy::{rules, Policy};
 use crate::rest::envelope;
@@ -283,18 +283,10 @@ impl Pipeline {
             (ApiVersion::V1, Watched::Batch) => {
                 self.v1_batch(ctx, &route, &parts, &query, &body).await
             }
-            (ApiVersion::V1, Watched::TypeAdd | Watched::TypeUpdate | Watched::TypeDelete) => {
-                self.type_call(ctx, w, &route, &parts, &query, &body).await
+            (ApiVersion::V1, Watched::Type(t)) => {
+                self.type_call(ctx, t, &route, &parts, &query, &body).await
             }
-            (
-                ApiVersion::V1,
-                Watched::SolutionUpdate | Watched::SolutionAdd | Watched::SolutionDelete,
-            ) => {
-                let kind = match w {
-                    Watched::SolutionUpdate => MutationKind::Update,
-                    Watched::SolutionAdd => MutationKind::Add,
-                    _ => MutationKind::Delete,
-                };
+            (ApiVersion::V1, Watched::Solution(kind)) => {
                 let call = mutation::interpret(
                     kind,
                     &route,

@@ -212,7 +212,7 @@ fn check_request_params(input: &[u8]) {
             if method == Method::GET {
                 assert_eq!(p.params, parse_str(query).expect("query parsed").params);
             }
-            if let Ok(call) = batch::parse(&p.params) {
+            if let Ok(call) = b24_audit_proxy::mutation::parse_batch(&p.params) {
                 for c in call.commands {
                     // A watched command is forwarded in canonical form, which must read back
                     // as exactly the mutation that was evaluated.
@@ -471,7 +471,7 @@ proptest! {
             php::Value::Array(a) => a,
             _ => unreachable!(),
         };
-        match batch::parse(&params) {
+        match b24_audit_proxy::mutation::parse_batch(&params) {
             Ok(call) => {
                 prop_assert_eq!(call.commands.len(), names.len());
                 let found = call.commands.iter().any(|c| c.mutation.is_some());

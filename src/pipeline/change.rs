@@ -3,9 +3,9 @@
 //! phases so that none of them depends on another for its types.
 
 use crate::audit::Outcome;
+use crate::mutation::BatchCall;
 use crate::mutation::{Credential, Interpreted, Mutation, SolutionState};
 use crate::plan;
-use crate::rest::batch::BatchCall;
 use serde_json::Value;
 
 /// What a change is: a single call, or a batch.

@@ -36,6 +36,14 @@ pub fn is_secret_param(name: &str) -> bool {
     CREDENTIAL_PARAMS.contains(&lower.as_str()) || OTHER_SECRET_PARAMS.contains(&lower.as_str())
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case, one space,
+/// the token without surrounding blanks); `None` for any other scheme or an empty token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let scheme = value.get(..7)?;
+    let token = value[7..].trim();
+    (scheme.eq_ignore_ascii_case("bearer ") && !token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +55,15 @@ mod tests {
         assert!(is_secret_param("AUTH"));
         assert!(is_secret_param("Refresh_Token"));
         assert!(!is_secret_param("start"));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bEaReR  abc "), Some("abc"));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bear"), None);
+        assert_eq!(bearer_token("Bearer\u{e9}x"), None);
     }
 }
