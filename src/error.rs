@@ -6,6 +6,7 @@
 //! descriptions are written for the caller and never contain request bytes, so a secret can not
 //! leak through an error message.
 
+use crate::answer::Answer;
 use http::StatusCode;
 use thiserror::Error;
 
@@ -79,9 +80,33 @@ pub enum ProxyError {
     #[error("{}", upstream_message(*.0))]
     Upstream(UpstreamFailure),
 
+    /// The portal refused a read the proxy made for the caller (the snapshot's `get`, a
+    /// listing): the caller gets the portal's own refusal, and nothing was forwarded.
+    #[error("{}", .0.description())]
+    Portal(PortalRefusal),
+
     /// A bug: details are logged, the caller gets a generic message.
     #[error("internal proxy error")]
     Internal(String),
+}
+
+/// How the portal's refusal of a snapshot read reaches the caller.
+#[derive(Debug)]
+pub enum PortalRefusal {
+    /// The portal's own answer, passed on as is (a single call reads as the caller would).
+    Answer(Box<Answer>),
+    /// A batch command's target could not be read: the portal's error, for the command's key
+    /// (the batch itself was never run).
+    Command { code: String, description: String },
+}
+
+impl PortalRefusal {
+    fn description(&self) -> String {
+        match self {
+            PortalRefusal::Answer(a) => format!("the portal answered {}", a.status),
+            PortalRefusal::Command { description, .. } => description.clone(),
+        }
+    }
 }
 
 fn upstream_message(kind: UpstreamFailure) -> &'static str {
@@ -105,6 +130,11 @@ impl From<crate::rest::batch::BatchError> for ProxyError {
 }
 
 impl ProxyError {
+    /// The portal's own refusal of a read made for the caller.
+    pub fn portal(answer: Answer) -> ProxyError {
+        ProxyError::Portal(PortalRefusal::Answer(Box::new(answer)))
+    }
+
     pub fn uninterpretable(code: &'static str, reason: impl Into<String>) -> ProxyError {
         ProxyError::Uninterpretable {
             code,
@@ -126,6 +156,8 @@ impl ProxyError {
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Portal(PortalRefusal::Answer(a)) => a.status,
+            ProxyError::Portal(PortalRefusal::Command { .. }) => StatusCode::BAD_REQUEST,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -143,6 +175,8 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamFailure::Timeout) => "UPSTREAM_TIMEOUT",
             ProxyError::Upstream(UpstreamFailure::Invalid) => "UPSTREAM_INVALID_RESPONSE",
             ProxyError::Upstream(_) => "UPSTREAM_UNAVAILABLE",
+            // The portal's own code goes to the client; this one names the class in logs.
+            ProxyError::Portal(_) => "PORTAL_REFUSED",
             ProxyError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -210,6 +244,23 @@ mod tests {
                 "UPSTREAM_INVALID_RESPONSE",
             ),
             (ProxyError::Internal("boom".into()), 500, "INTERNAL_ERROR"),
+            (
+                ProxyError::portal(Answer {
+                    status: StatusCode::UNAUTHORIZED,
+                    headers: http::HeaderMap::new(),
+                    body: bytes::Bytes::new(),
+                }),
+                401,
+                "PORTAL_REFUSED",
+            ),
+            (
+                ProxyError::Portal(PortalRefusal::Command {
+                    code: "NOT_FOUND".into(),
+                    description: "x".into(),
+                }),
+                400,
+                "PORTAL_REFUSED",
+            ),
         ];
         for (err, status, code) in rows {
             assert_eq!(err.status().as_u16(), status, "{err:?}");

@@ -182,12 +182,8 @@ impl Pipeline {
         };
         let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
         if let Some(type_id) = type_id {
-            if let Some(stopped) = self
-                .guard_type_delete(ctx, &credential, type_id, &parts.headers)
-                .await?
-            {
-                return Ok(stopped);
-            }
+            self.guard_type_delete(ctx, &credential, type_id, &parts.headers)
+                .await?;
         } else if mutation::touches_bindings(&decoded.params) {
             return Err(ProxyError::uninterpretable(
                 "BINDING_CHANGE_NOT_AUDITED",

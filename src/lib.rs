@@ -38,6 +38,7 @@
 )]
 
 pub mod admin;
+pub mod answer;
 pub mod audit;
 pub mod body;
 pub mod config;

@@ -22,10 +22,12 @@
 mod audited;
 mod change;
 mod record;
+mod respond;
 mod snapshot;
 
-pub use audited::AUDIT_BATCH_HEADER;
 pub(crate) use change::Shape;
+pub(crate) use respond::error_response;
+pub use respond::{AUDIT_BATCH_HEADER, AUDIT_EVENT_HEADER};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::body::{read_capped, ProxyBody, ReadError, Timed};
@@ -38,12 +40,11 @@ use crate::metrics::{Metrics, UpstreamPhase};
 use crate::mutation::{self, outbound, Credential};
 use crate::owners::Owners;
 use crate::policy::{rules, Policy};
-use crate::rest::envelope;
 use crate::rest::route::{classify, ApiVersion, Route, RouteError};
 use crate::secrets::{redact_target, FingerprintKey};
-use crate::upstream::{Answer, Upstream};
+use crate::upstream::Upstream;
 use crate::watched::Watched;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -51,9 +52,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
-
-/// The response header naming the audit event of a watched call.
-pub const AUDIT_EVENT_HEADER: HeaderName = HeaderName::from_static("x-audit-event-id");
 
 /// Everything a request needs, shared by all connections.
 pub struct Pipeline {
@@ -181,8 +179,9 @@ impl Pipeline {
         let resp = match routed {
             Ok(resp) => resp,
             Err(e) => {
-                let mut resp = self.error_response(&t.ctx, &e);
-                if http1 && matches!(e, ProxyError::BodyTimeout { .. }) {
+                let timeout = matches!(e, ProxyError::BodyTimeout { .. });
+                let mut resp = self.error_response(&t.ctx, e);
+                if http1 && timeout {
                     // The rest of the body may still come: the connection cannot be reused.
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -364,28 +363,16 @@ impl Pipeline {
         ProxyError::AuditUnavailable
     }
 
-    fn error_response(&self, ctx: &RequestCtx, e: &ProxyError) -> Response<ProxyBody> {
-        if let ProxyError::Internal(detail) = e {
+    /// Logs and counts a failure, then renders it (`respond`). A portal refusal is the
+    /// portal's answer, not a refusal of the proxy's, so it is not counted as one.
+    fn error_response(&self, ctx: &RequestCtx, e: ProxyError) -> Response<ProxyBody> {
+        if let ProxyError::Internal(detail) = &e {
             tracing::error!(error = %detail, "Internal error");
         }
-        self.metrics.refusal(e.code());
-        let mut resp = Response::new(ProxyBody::bytes(envelope::error_body(
-            e.code(),
-            &e.description(),
-        )));
-        *resp.status_mut() = e.status();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        if let Some(id) = ctx
-            .event_id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
-            resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
+        if !matches!(e, ProxyError::Portal(_)) {
+            self.metrics.refusal(e.code());
         }
-        resp
+        error_response(e, ctx.event_id.as_deref())
     }
 
     /// Metrics and the access line, once per request.
@@ -452,19 +439,6 @@ pub const REVERT_HEADER: &str = "x-audit-revert-of";
 pub(crate) fn reverts_event(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get(REVERT_HEADER)?.to_str().ok()?;
     uuid::Uuid::parse_str(v).ok().map(|u| u.to_string())
-}
-
-/// The portal's answer as the client gets it: status, headers and bytes unchanged.
-pub(crate) fn answer_response(a: Answer, event_id: Option<&str>) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::bytes(a.body));
-    *resp.status_mut() = a.status;
-    *resp.headers_mut() = a.headers;
-    // The length is the proxy's to set: the body is re-sent whole.
-    resp.headers_mut().remove(header::CONTENT_LENGTH);
-    if let Some(id) = event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        resp.headers_mut().insert(AUDIT_EVENT_HEADER, id);
-    }
-    resp
 }
 
 /// A path the classifier does not serve, as the client is answered.

@@ -546,16 +546,7 @@ async fn sign_head(store: &AuditLog, reason: &str) {
 /// so it is not shown; it is logged without the payload.
 fn panic_response(_payload: Box<dyn std::any::Any + Send>) -> Response<ProxyBody> {
     tracing::error!("Request handler panicked");
-    let mut resp = Response::new(ProxyBody::bytes(crate::rest::envelope::error_body(
-        "INTERNAL_ERROR",
-        "internal proxy error",
-    )));
-    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
+    crate::pipeline::error_response(crate::error::ProxyError::Internal(String::new()), None)
 }
 
 /// One listener and how its connections are served.

@@ -8,9 +8,8 @@ use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
 use crate::error::UpstreamFailure;
 use crate::mutation::OutboundCall;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -65,20 +64,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A buffered answer from the portal.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    /// The body as JSON, if it is.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-}
+pub use crate::answer::Answer;
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,

@@ -19,7 +19,8 @@
 
 use super::change::{shown_by_the_answer, CommandResult, Item, Shape};
 use super::record::{self, Shared};
-use super::{answer_response, request_id, reverts_event, Pipeline, RequestCtx, AUDIT_EVENT_HEADER};
+use super::respond::audited_response;
+use super::{request_id, reverts_event, Pipeline, RequestCtx};
 use crate::audit::{new_event_id, Entry, Outcome};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamFailure};
@@ -32,16 +33,12 @@ use crate::plan;
 use crate::policy::Decision;
 use crate::rest::batch::sub_answer;
 use crate::upstream::Answer;
-use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Response};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
-
-/// The response header naming a batch's id.
-pub const AUDIT_BATCH_HEADER: HeaderName = HeaderName::from_static("x-audit-batch-id");
 
 /// A change whose intents are about to be recorded: everything phases 6-8 need, owned, so it
 /// can move into its own task; it holds the workplace locks until it is dropped.
@@ -126,10 +123,7 @@ impl Pipeline {
             self.lock_and_read(ctx, &credential, &items, headers),
             self.caller_user(&credential, fingerprint.as_deref(), headers)
         );
-        let (known, turns) = match snapshot? {
-            Ok(read) => read,
-            Err(stop) => return Ok(stop.into_response()),
-        };
+        let (known, turns) = snapshot?;
 
         // Phase 5: plan and decide.
         let planned = plan::simulate(&mutations, &known);
@@ -179,7 +173,7 @@ impl Pipeline {
         let answer = self.detach(ctx, work).await?;
 
         // Phase 9: the portal's own answer, plus the event ids.
-        Ok(respond(answer, &event_ids, batch_id.as_deref()))
+        Ok(audited_response(answer, &event_ids, batch_id.as_deref()))
     }
 
     /// Hands the committed work to its own task and awaits it; the request's context gets the
@@ -358,18 +352,6 @@ impl Pipeline {
             .collect();
         (results, Ok(answer))
     }
-}
-
-/// Phase 9: the portal's own answer, plus the event ids (and the batch id).
-fn respond(answer: Answer, event_ids: &[String], batch_id: Option<&str>) -> Response<ProxyBody> {
-    let mut resp = answer_response(answer, None);
-    if let Ok(v) = HeaderValue::from_str(&event_ids.join(",")) {
-        resp.headers_mut().insert(AUDIT_EVENT_HEADER, v);
-    }
-    if let Some(b) = batch_id.and_then(|b| HeaderValue::from_str(b).ok()) {
-        resp.headers_mut().insert(AUDIT_BATCH_HEADER, b);
-    }
-    resp
 }
 
 /// The workplaces whose state after the change the answer does not show: the targets of

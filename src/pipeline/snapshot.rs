@@ -8,18 +8,15 @@
 //! yet is locked and everything re-read. The guard of `crm.type.delete` reads the listing too.
 
 use super::change::Item;
-use super::{answer_response, Pipeline, RequestCtx};
-use crate::body::ProxyBody;
-use crate::error::{ProxyError, UpstreamFailure};
+use super::{Pipeline, RequestCtx};
+use crate::error::{PortalRefusal, ProxyError, UpstreamFailure};
 use crate::locks::SolutionGuard;
 use crate::metrics::UpstreamPhase;
 use crate::mutation::{outbound, Credential, Mutation, SolutionState};
 use crate::plan::{self, Known};
 use crate::rest::batch::{self, sub_answer};
-use crate::rest::envelope;
 use crate::upstream::Answer;
-use http::header::HeaderValue;
-use http::{HeaderMap, Response, StatusCode};
+use http::HeaderMap;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -31,42 +28,22 @@ const MAX_LOCK_ROUNDS: usize = 3;
 /// any plan's limit).
 const MAX_LIST_PAGES: usize = 200;
 
-/// Why the snapshot stopped the call: the portal's own refusal, answered as is.
-pub(crate) enum Stop {
-    Answer(Box<Answer>),
-    Envelope(StatusCode, bytes::Bytes),
-}
-
-impl Stop {
-    /// The refusal as the client gets it.
-    pub(crate) fn into_response(self) -> Response<ProxyBody> {
-        match self {
-            Stop::Answer(a) => answer_response(*a, None),
-            Stop::Envelope(status, body) => envelope_response(status, body),
-        }
-    }
-}
-
 impl Pipeline {
     /// `crm.type.delete` of a smart process bound to a workplace would unbind it there without
     /// an audited change: refused, naming the workplace (unbind it with an audited
-    /// `crm.automatedsolution.update` first). `Ok(None)`: not bound anywhere, forward as is.
+    /// `crm.automatedsolution.update` first). `Ok(())`: not bound anywhere.
     pub(crate) async fn guard_type_delete(
         &self,
         ctx: &mut RequestCtx,
         credential: &Credential,
         type_id: i64,
         headers: &HeaderMap,
-    ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-        let all = match self
+    ) -> Result<(), ProxyError> {
+        let all = self
             .list_all(ctx, credential, headers, 0, Vec::new())
-            .await?
-        {
-            Ok(all) => all,
-            Err(stop) => return Ok(Some(stop.into_response())),
-        };
+            .await?;
         match all.iter().find(|w| w.type_ids.contains(&type_id)) {
-            None => Ok(None),
+            None => Ok(()),
             Some(w) => Err(ProxyError::uninterpretable(
                 "BINDING_CHANGE_NOT_AUDITED",
                 format!(
@@ -88,7 +65,7 @@ impl Pipeline {
         credential: &Credential,
         items: &[Item],
         headers: &HeaderMap,
-    ) -> Result<Result<(Known, Vec<SolutionGuard>), Stop>, ProxyError> {
+    ) -> Result<(Known, Vec<SolutionGuard>), ProxyError> {
         let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
         let targets: BTreeSet<i64> = mutations.iter().filter_map(|m| m.solution_id).collect();
         let bound = plan::bound_types(&mutations);
@@ -107,13 +84,9 @@ impl Pipeline {
             } else {
                 self.owners.pages()
             };
-            let read = match self
+            let read = self
                 .read_targets(ctx, credential, items, &targets, &lock_set, pages, headers)
-                .await?
-            {
-                Ok(read) => read,
-                Err(stop) => return Ok(Err(stop)),
-            };
+                .await?;
             let mut known = Known {
                 states: read.states,
                 complete: false,
@@ -125,13 +98,10 @@ impl Pipeline {
                 && !plan::holders_read(&bound, &known.states)
             {
                 // A guessed owner no longer holds it, or it was never seen: list them all.
-                listing = match self
-                    .list_all(ctx, credential, headers, 0, Vec::new())
-                    .await?
-                {
-                    Ok(all) => Some(all),
-                    Err(stop) => return Ok(Err(stop)),
-                };
+                listing = Some(
+                    self.list_all(ctx, credential, headers, 0, Vec::new())
+                        .await?,
+                );
             }
             if let Some(all) = listing {
                 self.owners.learn_all(&all);
@@ -144,7 +114,7 @@ impl Pipeline {
             known.complete = true;
             let owners = plan::owners_of_bound(&mutations, &known, &targets);
             if owners.is_subset(&lock_set) {
-                return Ok(Ok((known, guards)));
+                return Ok((known, guards));
             }
             // An owner not locked yet: take the wider lock set (in order) and read again, so
             // its state cannot change between the read and the forward.
@@ -171,7 +141,7 @@ impl Pipeline {
         reads: &BTreeSet<i64>,
         pages: usize,
         headers: &HeaderMap,
-    ) -> Result<Result<Read, Stop>, ProxyError> {
+    ) -> Result<Read, ProxyError> {
         let single = matches!(items, [item] if item.key.is_none());
         if let (true, 0, [id]) = (
             single,
@@ -181,13 +151,13 @@ impl Pipeline {
             return self.read_single(ctx, credential, *id, headers).await;
         }
         if reads.is_empty() && pages == 0 {
-            return Ok(Ok(Read {
+            return Ok(Read {
                 states: BTreeMap::new(),
                 listing: None,
-            }));
+            });
         }
         let pages = pages.min(batch::MAX_COMMANDS.saturating_sub(reads.len()));
-        let bundle = match self
+        let bundle = self
             .read_bundle(
                 ctx,
                 credential,
@@ -196,40 +166,31 @@ impl Pipeline {
                 headers,
                 UpstreamPhase::Snapshot,
             )
-            .await?
-        {
-            Ok(b) => b,
-            Err(a) => return Ok(Err(Stop::Answer(a))),
-        };
+            .await?;
         if let Some((id, error)) = bundle.refused.iter().find(|(id, _)| targets.contains(id)) {
             if single {
                 // The portal's own answer to reading this workplace, as a single call gets it.
                 return self.read_single(ctx, credential, *id, headers).await;
             }
-            return Ok(Err(command_refused(items, *id, error)));
+            return Err(command_refused(items, *id, error));
         }
         let listing = match bundle.listing {
             Some((page, None)) => Some(page),
             // More workplaces than the pages sent: the rest in one more request when the
             // portal said how many there are, else page by page.
             Some((mut rows, Some(next))) => {
-                let rest = self
-                    .list_rest(ctx, credential, headers, next, bundle.total)
-                    .await?;
-                match rest {
-                    Ok(more) => {
-                        rows.extend(more);
-                        Some(rows)
-                    }
-                    Err(stop) => return Ok(Err(stop)),
-                }
+                rows.extend(
+                    self.list_rest(ctx, credential, headers, next, bundle.total)
+                        .await?,
+                );
+                Some(rows)
             }
             None => None,
         };
-        Ok(Ok(Read {
+        Ok(Read {
             states: bundle.states,
             listing,
-        }))
+        })
     }
 
     /// One workplace read with a single `get`; a refusal is the portal's own answer.
@@ -239,19 +200,19 @@ impl Pipeline {
         credential: &Credential,
         id: i64,
         headers: &HeaderMap,
-    ) -> Result<Result<Read, Stop>, ProxyError> {
-        Ok(self
+    ) -> Result<Read, ProxyError> {
+        let state = self
             .read_one(ctx, credential, id, headers, UpstreamPhase::Snapshot)
-            .await?
-            .map(|s| Read {
-                states: BTreeMap::from([(id, s)]),
-                listing: None,
-            })
-            .map_err(Stop::Answer))
+            .await?;
+        Ok(Read {
+            states: BTreeMap::from([(id, state)]),
+            listing: None,
+        })
     }
 
     /// One `batch` (one request toward the portal's rate limit): a `get` of each of `ids` and
-    /// `pages` pages of the listing.
+    /// `pages` pages of the listing. The portal's refusal of the batch as a whole is
+    /// `ProxyError::Portal`; a refused `get` is in `refused`.
     async fn read_bundle(
         &self,
         ctx: &mut RequestCtx,
@@ -260,7 +221,7 @@ impl Pipeline {
         pages: std::ops::Range<usize>,
         headers: &HeaderMap,
         phase: UpstreamPhase,
-    ) -> Result<Result<Bundle, Box<Answer>>, ProxyError> {
+    ) -> Result<Bundle, ProxyError> {
         let mut cmd: Map<String, Value> = ids
             .iter()
             .map(|id| {
@@ -291,7 +252,7 @@ impl Pipeline {
         };
         if !answer.status.is_success() || json.get("error").is_some() {
             ctx.upstream_status = Some(answer.status.as_u16());
-            return Ok(Err(Box::new(answer)));
+            return Err(ProxyError::portal(answer));
         }
         let mut bundle = Bundle::default();
         for id in ids {
@@ -314,10 +275,10 @@ impl Pipeline {
                 .and_then(|l| serde_json::from_value::<Vec<SolutionState>>(l.clone()).ok())
             else {
                 // A page the portal would not give: the listing is read on its own, if needed.
-                return Ok(Ok(Bundle {
+                return Ok(Bundle {
                     listing: None,
                     ..bundle
-                }));
+                });
             };
             listing.extend(rows);
             bundle.total = bundle
@@ -329,10 +290,11 @@ impl Pipeline {
                 break;
             }
         }
-        Ok(Ok(bundle))
+        Ok(bundle)
     }
 
-    /// Reads several workplaces: one `get`, or one `batch` of `get`s. Missing ones are left out.
+    /// Reads several workplaces: one `get`, or one `batch` of `get`s. Missing ones are left out,
+    /// and a refusal by the portal reads as nothing known.
     pub(crate) async fn read_many(
         &self,
         ctx: &mut RequestCtx,
@@ -341,27 +303,22 @@ impl Pipeline {
         headers: &HeaderMap,
         phase: UpstreamPhase,
     ) -> Result<BTreeMap<i64, SolutionState>, ProxyError> {
-        if ids.len() == 1 {
-            let id = *ids.iter().next().unwrap_or(&0);
-            return Ok(
-                match self.read_one(ctx, credential, id, headers, phase).await? {
-                    Ok(s) => BTreeMap::from([(id, s)]),
-                    Err(_) => BTreeMap::new(),
-                },
-            );
+        let read = if let [id] = ids.iter().copied().collect::<Vec<_>>()[..] {
+            self.read_one(ctx, credential, id, headers, phase)
+                .await
+                .map(|s| BTreeMap::from([(id, s)]))
+        } else {
+            self.read_bundle(ctx, credential, ids, 0..0, headers, phase)
+                .await
+                .map(|bundle| bundle.states)
+        };
+        match read {
+            Err(ProxyError::Portal(_)) => Ok(BTreeMap::new()),
+            other => other,
         }
-        Ok(
-            match self
-                .read_bundle(ctx, credential, ids, 0..0, headers, phase)
-                .await?
-            {
-                Ok(bundle) => bundle.states,
-                Err(_) => BTreeMap::new(),
-            },
-        )
     }
 
-    /// One `crm.automatedsolution.get`. `Ok(Err(answer))` is the portal's own refusal.
+    /// One `crm.automatedsolution.get`; the portal's refusal is `ProxyError::Portal`.
     pub(crate) async fn read_one(
         &self,
         ctx: &mut RequestCtx,
@@ -369,18 +326,18 @@ impl Pipeline {
         id: i64,
         headers: &HeaderMap,
         phase: UpstreamPhase,
-    ) -> Result<Result<SolutionState, Box<Answer>>, ProxyError> {
+    ) -> Result<SolutionState, ProxyError> {
         let get = outbound("crm.automatedsolution.get", credential, json!({ "id": id }));
         let answer = self.exchange(ctx, &get, headers, phase).await?;
         let json = answer.json();
         if answer.status.is_success() {
             if let Some(state) = json.as_ref().and_then(SolutionState::from_answer) {
-                return Ok(Ok(state));
+                return Ok(state);
             }
         }
         if json.as_ref().is_some_and(|j| j.get("error").is_some()) {
             ctx.upstream_status = Some(answer.status.as_u16());
-            return Ok(Err(Box::new(answer)));
+            return Err(ProxyError::portal(answer));
         }
         self.metrics
             .upstream_error(UpstreamFailure::Invalid.label());
@@ -396,7 +353,7 @@ impl Pipeline {
         headers: &HeaderMap,
         next: i64,
         total: Option<i64>,
-    ) -> Result<Result<Vec<SolutionState>, Stop>, ProxyError> {
+    ) -> Result<Vec<SolutionState>, ProxyError> {
         let page = crate::owners::LIST_PAGE as i64;
         let fits = total.filter(|t| *t > next && (t - next) / page < batch::MAX_COMMANDS as i64);
         if let (Some(total), 0) = (fits, next % page) {
@@ -413,15 +370,14 @@ impl Pipeline {
                     UpstreamPhase::Snapshot,
                 )
                 .await?;
-            match bundle {
-                Ok(Bundle {
-                    listing: Some((rows, None)),
-                    ..
-                }) => return Ok(Ok(rows)),
-                Err(a) => return Ok(Err(Stop::Answer(a))),
-                // The portal grew meanwhile, or a page failed: page by page from here.
-                Ok(_) => {}
+            if let Bundle {
+                listing: Some((rows, None)),
+                ..
+            } = bundle
+            {
+                return Ok(rows);
             }
+            // The portal grew meanwhile, or a page failed: page by page from here.
         }
         self.list_all(ctx, credential, headers, next, Vec::new())
             .await
@@ -436,7 +392,7 @@ impl Pipeline {
         headers: &HeaderMap,
         mut start: i64,
         mut out: Vec<SolutionState>,
-    ) -> Result<Result<Vec<SolutionState>, Stop>, ProxyError> {
+    ) -> Result<Vec<SolutionState>, ProxyError> {
         for _ in 0..MAX_LIST_PAGES {
             let call = outbound(
                 "crm.automatedsolution.list",
@@ -452,7 +408,7 @@ impl Pipeline {
                 return Err(ProxyError::Upstream(UpstreamFailure::Invalid));
             };
             if !answer.status.is_success() || json.get("error").is_some() {
-                return Ok(Err(Stop::Answer(Box::new(answer))));
+                return Err(ProxyError::portal(answer));
             }
             let page: Vec<SolutionState> = json
                 .get("result")
@@ -462,10 +418,10 @@ impl Pipeline {
             out.extend(page);
             match json.get("next").and_then(Value::as_i64) {
                 Some(next) if next > start => start = next,
-                _ => return Ok(Ok(out)),
+                _ => return Ok(out),
             }
         }
-        Ok(Ok(out))
+        Ok(out)
     }
 
     /// One buffered exchange with the portal, timed and counted.
@@ -501,31 +457,19 @@ struct Bundle {
     total: Option<i64>,
 }
 
-fn envelope_response(status: StatusCode, body: bytes::Bytes) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::bytes(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
-
 /// A batch command's target the portal refused to read: its error, for the command's key.
-fn command_refused(items: &[Item], id: i64, error: &Value) -> Stop {
+fn command_refused(items: &[Item], id: i64, error: &Value) -> ProxyError {
     let key = items
         .iter()
         .find(|i| i.mutation.solution_id == Some(id))
         .and_then(|i| i.key.clone())
         .unwrap_or_default();
-    let code = error
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("ERROR");
-    let desc = error
-        .get("error_description")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let body = envelope::error_body(code, &format!("batch command '{key}': {desc}"));
-    Stop::Envelope(StatusCode::BAD_REQUEST, body)
+    let text = |field: &str| error.get(field).and_then(Value::as_str);
+    ProxyError::Portal(PortalRefusal::Command {
+        code: text("error").unwrap_or("ERROR").to_owned(),
+        description: format!(
+            "batch command '{key}': {}",
+            text("error_description").unwrap_or("")
+        ),
+    })
 }
