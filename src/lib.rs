@@ -46,7 +46,6 @@ pub mod demo;
 pub mod error;
 pub mod healthcheck;
 pub mod identity;
-pub mod inspected;
 pub mod lifecycle;
 pub mod locks;
 pub mod metrics;

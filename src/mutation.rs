@@ -14,7 +14,10 @@ mod outbound;
 pub use crate::watched::MutationKind;
 pub use batch::{parse_batch, touches_bindings, BatchCall, Command};
 pub use credential::{credential, Credential, Place};
-pub use outbound::{canonical, canonical_command, outbound, path_segment, OutboundCall};
+pub use outbound::{
+    canonical, canonical_command, outbound, params_without_credentials, path_segment, rebuilt,
+    rebuilt_v3_batch, OutboundCall,
+};
 
 use crate::error::ProxyError;
 use crate::rest::params::{request_params_of, BodyEncoding, ParamError};

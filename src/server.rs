@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -566,6 +566,36 @@ struct Accept {
     send_timeout: Duration,
 }
 
+/// The next connection with its slot, or `None` once `stop` flips. The slot is taken before
+/// accepting: past the cap, connections queue in the kernel's backlog instead of being
+/// accepted and starved.
+async fn next_connection(
+    listener: &TcpListener,
+    limits: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::sync::OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        _ = stop.changed() => return None,
+        p = limits.clone().acquire_owned() => p.ok()?,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return None,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((permit, stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "Accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Accepts until `stop` flips, serving each connection on its own task.
 async fn accept_loop<F, Fut>(accept: Accept, graceful: &GracefulShutdown, handler: F)
 where
@@ -582,29 +612,7 @@ where
         first_byte,
         send_timeout,
     } = accept;
-    loop {
-        // Wait for a free slot before accepting: past the cap, connections queue in the
-        // kernel's backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            _ = stop.changed() => return,
-            p = limits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "Accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((permit, stream, peer)) = next_connection(&listener, &limits, &mut stop).await {
         let handler = handler.clone();
         // Outermost: a panic (a bug) answers one request with a 500 envelope instead of
         // dropping the connection and every request pipelined on it.

@@ -3,8 +3,13 @@
 //! JSON body with the caller's credential in the place the caller put it.
 
 use super::credential::{Credential, Place};
-use super::{Interpreted, Mutation, MutationKind};
-use crate::rest::credentials as cred;
+use super::{param_error, Interpreted, Mutation, MutationKind};
+use crate::error::ProxyError;
+use crate::rest::credentials::{self as cred, is_credential_param};
+use crate::rest::encode::form_query;
+use crate::rest::params::{self, parse_str};
+use crate::rest::php::Array;
+use crate::rest::route::Route;
 use serde_json::json;
 
 /// A batch command string for a mutation: `method?query` with the query in PHP form syntax
@@ -115,4 +120,112 @@ pub fn canonical(call: &Interpreted) -> OutboundCall {
         &call.credential,
         call.mutation.params_json(),
     )
+}
+
+/// The JSON parameters of an inspected single call: everything read but the credential
+/// parameters, which `outbound` puts back where the caller had its one credential.
+pub fn params_without_credentials(params: &Array) -> serde_json::Value {
+    let kept: Array = params
+        .iter()
+        .filter(|(k, _)| !is_credential_param(&k.as_text()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_json::Value::Object(kept.to_json_object())
+}
+
+/// A v1 call of `method` as the proxy forwards it: the route's API and transport suffix (an
+/// `.xml` caller still gets XML), the credential in its place, `params` as the JSON body.
+pub fn rebuilt(
+    route: &Route,
+    method: &str,
+    credential: &Credential,
+    params: serde_json::Value,
+) -> OutboundCall {
+    let method = match route.transport {
+        Some("xml") => format!("{method}.xml"),
+        _ => method.to_owned(),
+    };
+    outbound(&method, credential, params)
+}
+
+/// A REST 3.0 batch as the proxy forwards it: the body re-serialised from the JSON read (duplicate
+/// keys were refused while reading, so the re-serialisation has one meaning), the query string
+/// re-encoded from what `parse_str` read of it, the path's webhook and a Bearer header kept.
+pub fn rebuilt_v3_batch(
+    route: &Route,
+    headers: &http::HeaderMap,
+    query: &[u8],
+    body: &[u8],
+) -> Result<OutboundCall, ProxyError> {
+    let unreadable =
+        |why: &str| ProxyError::uninterpretable("UNSUPPORTED_ENCODING", why.to_owned());
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| unreadable("the REST 3.0 batch body is not JSON"))?;
+    let parsed = parse_str(query).map_err(param_error)?;
+    if parsed.too_deep || parsed.vars > params::MAX_WATCHED_VARS {
+        return Err(unreadable("too many or too deeply nested query parameters"));
+    }
+    let query = form_query(&parsed.params).ok_or_else(|| {
+        unreadable("the query string has no spelling the portal reads back the same")
+    })?;
+    let mut path = String::from("/rest/api/");
+    if let Some(w) = &route.webhook {
+        path.push_str(&path_segment(&w.user));
+        path.push('/');
+        path.push_str(&path_segment(&w.secret));
+        path.push('/');
+    }
+    path.push_str("batch");
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query);
+    }
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| unreadable("the Authorization header is not text"))
+        })
+        .transpose()?;
+    Ok(OutboundCall {
+        path_and_query: path,
+        authorization,
+        body: json.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rest::route::classify;
+
+    #[test]
+    fn single_calls_keep_transport_and_credential_place() {
+        let route = classify("/rest/7/s3/crm.type.update.xml").expect("route");
+        let params = parse_str(b"id=3&fields[title]=x&auth=zzz").expect("parses");
+        let cred = Credential::WebhookPath(route.webhook.clone().expect("webhook"));
+        let call = rebuilt(
+            &route,
+            "crm.type.update",
+            &cred,
+            params_without_credentials(&params.params),
+        );
+        assert_eq!(call.path_and_query, "/rest/7/s3/crm.type.update.xml");
+        assert_eq!(call.body, r#"{"id":"3","fields":{"title":"x"}}"#);
+    }
+
+    #[test]
+    fn v3_batch_is_reserialised() {
+        let route = classify("/rest/api/1/s3/batch").expect("route");
+        let call = rebuilt_v3_batch(
+            &route,
+            &http::HeaderMap::new(),
+            b"x%5Ba%5D=1",
+            br#"[ {"method":"tasks.task.get", "query":{}} ]"#,
+        )
+        .expect("rebuilt");
+        assert_eq!(call.path_and_query, "/rest/api/1/s3/batch?x[a]=1");
+        assert_eq!(call.body, r#"[{"method":"tasks.task.get","query":{}}]"#);
+    }
 }

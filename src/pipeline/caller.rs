@@ -1,0 +1,55 @@
+//! Who is calling: the caller's portal user (a webhook's own, or an OAuth token's through
+//! `user.current`, cached by token fingerprint), and the event a `revert --apply` names.
+
+use super::Pipeline;
+use crate::identity;
+use crate::metrics::UpstreamPhase;
+use crate::mutation::{outbound, Credential};
+use serde_json::json;
+use std::time::Instant;
+
+impl Pipeline {
+    /// The caller's user id: from the webhook, or for OAuth from `user.current` (cached by
+    /// token fingerprint). `None` when it cannot be resolved; the call is not refused for it
+    /// (the snapshot read decides whether the credential is good).
+    pub(crate) async fn caller_user(
+        &self,
+        credential: &Credential,
+        fingerprint: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Option<String> {
+        if let Some(u) = credential.user_id() {
+            return Some(u.to_owned());
+        }
+        let fp = fingerprint?;
+        if !self.resolve_oauth_users {
+            return None;
+        }
+        let cached = self.identities.get(fp);
+        self.metrics.identity_lookup(cached.is_some());
+        if let Some(u) = cached {
+            return Some(u);
+        }
+        let call = outbound("user.current", credential, json!({}));
+        let t = Instant::now();
+        let answer = self.upstream.call(&call, headers).await;
+        self.metrics
+            .upstream(UpstreamPhase::Identity, t.elapsed().as_secs_f64());
+        let user = answer
+            .ok()?
+            .json()
+            .as_ref()
+            .and_then(identity::user_id_from_answer)?;
+        self.identities.put(fp, user.clone());
+        Some(user)
+    }
+}
+
+/// The request header with which `revert --apply` names the event it reverts. Only an event id
+/// is taken (a UUID), so the header cannot smuggle anything else into the trail.
+pub const REVERT_HEADER: &str = "x-audit-revert-of";
+
+pub(crate) fn reverts_event(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(REVERT_HEADER)?.to_str().ok()?;
+    uuid::Uuid::parse_str(v).ok().map(|u| u.to_string())
+}

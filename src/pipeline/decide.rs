@@ -1,0 +1,70 @@
+//! Phase 5, decide: every command judged by the policy in force (read once per request), each
+//! decision counted; one refusal refuses the whole call, and every command is then recorded as
+//! refused with nothing forwarded.
+
+use super::change::Item;
+use super::record;
+use super::Pipeline;
+use crate::audit::Entry;
+use crate::error::ProxyError;
+use crate::plan;
+use crate::policy::Decision;
+
+/// The verdict of the whole call: the refusing one, else the first that is not a plain allow.
+pub(super) fn overall_verdict(decisions: &[Decision], refused: Option<usize>) -> &'static str {
+    match refused {
+        Some(i) => decisions[i].verdict.label(),
+        None => decisions
+            .iter()
+            .map(|d| d.verdict.label())
+            .find(|l| *l != "allow")
+            .unwrap_or("allow"),
+    }
+}
+
+impl Pipeline {
+    /// Phase 5: each command decided by the policy in force, and counted.
+    pub(super) fn decide(
+        &self,
+        items: &[Item],
+        planned: &[plan::Planned],
+        user: Option<&str>,
+    ) -> Vec<Decision> {
+        let policy = self.current_policy();
+        let decisions: Vec<_> = items
+            .iter()
+            .zip(planned)
+            .map(|(i, p)| policy.evaluate_planned(&i.mutation, p, user))
+            .collect();
+        for d in &decisions {
+            self.metrics.decision(d.rule, d.verdict.label());
+        }
+        decisions
+    }
+
+    /// The whole call is refused for command `i`: every command is recorded, none forwarded.
+    pub(super) async fn refuse(
+        &self,
+        mut entries: Vec<Entry>,
+        items: &[Item],
+        planned: &[plan::Planned],
+        decisions: &[Decision],
+        event_ids: &[String],
+        i: usize,
+    ) -> ProxyError {
+        entries.extend(record::denied(items, planned, event_ids, i));
+        if let Err(e) = self.audit.append(entries).await {
+            return self.audit_failed(e);
+        }
+        let d = &decisions[i];
+        let reason = d.reason.clone().unwrap_or_default();
+        ProxyError::PolicyViolation {
+            rule: d.rule.unwrap_or("policy").to_owned(),
+            reason: match &items[i].key {
+                Some(k) => format!("batch command '{k}': {reason}"),
+                None => reason,
+            },
+            event_id: event_ids[i].clone(),
+        }
+    }
+}
