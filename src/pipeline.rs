@@ -40,7 +40,6 @@ pub use caller::REVERT_HEADER;
 pub(crate) use change::Shape;
 pub(crate) use context::RequestCtx;
 pub(crate) use respond::error_response;
-pub use respond::{AUDIT_BATCH_HEADER, AUDIT_EVENT_HEADER};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::body::ProxyBody;

@@ -78,7 +78,8 @@ impl FingerprintKey {
         Ok(FingerprintKey(key))
     }
 
-    /// A key for tests and the demo.
+    /// A fixed key, for tests.
+    #[cfg(test)]
     pub fn from_bytes(key: [u8; 32]) -> FingerprintKey {
         FingerprintKey(key)
     }

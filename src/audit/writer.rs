@@ -55,7 +55,7 @@ pub struct OpenReport {
 pub struct OpenOptions {
     pub queue_capacity: usize,
     pub max_batch: usize,
-    /// Also fsync groups that hold only outcome entries (see [`WriterState::commit_group`]).
+    /// Also fsync groups that hold only outcome entries (see `WriterState::commit_group`).
     pub fsync_outcomes: bool,
     /// Signs `signed_head` entries; without it they are refused.
     pub signer: Option<Arc<HeadSigner>>,
