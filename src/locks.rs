@@ -3,7 +3,8 @@
 //! change. Different workplaces never wait for each other. Entries are removed when their last
 //! holder leaves, so the map stays as small as the set of workplaces being changed right now.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -13,12 +14,16 @@ type LockMap = Mutex<HashMap<i64, Arc<AsyncMutex<()>>>>;
 pub struct SolutionLocks {
     // A std mutex: held only for a map lookup, never across an await.
     map: Arc<LockMap>,
+    /// Counts releases of any workplace's lock: unchanged over a span of time, no audited
+    /// change ended in it.
+    epoch: Arc<AtomicU64>,
 }
 
 /// Holds one workplace's lock until dropped. It owns what it needs (no borrow of the lock
 /// table), so the audited work can carry its locks into its own task and release them there.
 pub struct SolutionGuard {
     map: Arc<LockMap>,
+    epoch: Arc<AtomicU64>,
     id: i64,
     guard: Option<OwnedMutexGuard<()>>,
 }
@@ -35,11 +40,45 @@ impl SolutionLocks {
             map.entry(id).or_default().clone()
         };
         let guard = m.lock_owned().await;
+        self.guard(id, guard)
+    }
+
+    fn guard(&self, id: i64, guard: OwnedMutexGuard<()>) -> SolutionGuard {
         SolutionGuard {
             map: self.map.clone(),
+            epoch: self.epoch.clone(),
             id,
             guard: Some(guard),
         }
+    }
+
+    /// The release count now; see `try_lock_unchanged`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Takes the locks of `ids` without waiting, and only if no lock was released since
+    /// `epoch`: then no audited change ended since, and none is running on `ids`, so what was
+    /// read of them since `epoch` is still their state. `None` (nothing held) otherwise.
+    /// Never waits, so it cannot deadlock with requests taking their locks in order.
+    pub fn try_lock_unchanged(
+        &self,
+        ids: &BTreeSet<i64>,
+        epoch: u64,
+    ) -> Option<Vec<SolutionGuard>> {
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in ids {
+            let m = {
+                let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+                map.entry(*id).or_default().clone()
+            };
+            match m.try_lock_owned() {
+                Ok(g) => guards.push(self.guard(*id, g)),
+                // Dropping what was taken counts as releases: the caller falls back anyway.
+                Err(_) => return None,
+            }
+        }
+        (self.epoch() == epoch).then_some(guards)
     }
 
     /// Locks several workplaces, in ascending id order: every request takes its locks in the
@@ -69,6 +108,8 @@ impl Drop for SolutionGuard {
         // Release first, then drop the map entry if nobody else holds or awaits it (the map's
         // own reference is the only one left). Waiters clone under the map lock, so no waiter
         // can appear between the check and the removal.
+        // Counted before the release: whoever takes the lock next sees the new count.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.guard.take();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
@@ -112,5 +153,27 @@ mod tests {
         // Would hang if 2 waited for 1.
         let _b = locks.lock(2).await;
         assert_eq!(locks.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn try_lock_unchanged_only_when_nothing_ended_and_nothing_holds() {
+        let locks = SolutionLocks::new();
+        let ids = BTreeSet::from([5, 9]);
+        let e = locks.epoch();
+        let held = locks
+            .try_lock_unchanged(&ids, e)
+            .expect("free and unchanged");
+        assert!(
+            locks
+                .try_lock_unchanged(&BTreeSet::from([9]), locks.epoch())
+                .is_none(),
+            "9 is held"
+        );
+        drop(held);
+        assert!(
+            locks.try_lock_unchanged(&ids, e).is_none(),
+            "a release since the epoch: the read may be stale"
+        );
+        assert!(locks.try_lock_unchanged(&ids, locks.epoch()).is_some());
     }
 }

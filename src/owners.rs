@@ -84,11 +84,15 @@ impl Owners {
         (out, all)
     }
 
-    /// How many list pages a full listing took last time (one when never listed), plus one in
-    /// case the portal grew.
+    /// How many list pages to read with a snapshot: as many as a full listing took last time,
+    /// plus one in case the portal grew; never listed, as many as one request can carry
+    /// (the caller caps it at the batch's free commands), so a cold listing still fits the
+    /// snapshot's one request for any portal up to a few thousand workplaces.
     pub fn pages(&self) -> usize {
-        let listed = self.inner().listed.unwrap_or(0);
-        listed / LIST_PAGE + 1
+        match self.inner().listed {
+            Some(listed) => listed / LIST_PAGE + 1,
+            None => usize::MAX,
+        }
     }
 }
 
@@ -118,6 +122,11 @@ mod tests {
         o.learn([&s(3, &[16])]);
         assert_eq!(o.guess(&BTreeSet::from([16])).0, BTreeSet::from([3]));
         assert_eq!(o.pages(), 1);
+        assert_eq!(
+            Owners::new().pages(),
+            usize::MAX,
+            "cold: all the batch can carry"
+        );
         let many: Vec<SolutionState> = (1..=122).map(|i| s(i, &[])).collect();
         o.learn_all(&many);
         assert_eq!(o.pages(), 3);

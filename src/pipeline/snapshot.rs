@@ -4,8 +4,11 @@
 //! on each other), then read with the caller's credential — one `get`, or one `batch`. When the
 //! change binds a smart process the target does not hold, the workplace last seen holding it
 //! (`owners`) is locked and read in the same request; when none is known, or it no longer holds
-//! it, every workplace is listed (in that request too, when possible) and an owner not locked
-//! yet is locked and everything re-read. The guard of `crm.type.delete` reads the listing too.
+//! it, every workplace is listed in that request too (as many pages as one batch carries when
+//! the proxy has never listed). An owner found in the listing is then locked without waiting
+//! when no audited change ended meanwhile (`locks::try_lock_unchanged`), else the wider lock set
+//! is taken in order and everything re-read. So a change costs one read request, however many
+//! workplaces the portal has. The guard of `crm.type.delete` reads the listing too.
 
 use super::change::Item;
 use super::{Pipeline, RequestCtx};
@@ -78,7 +81,8 @@ impl Pipeline {
                 .chain(&found)
                 .copied()
                 .collect();
-            let guards = self.locks.lock_all(&lock_set).await;
+            let mut guards = self.locks.lock_all(&lock_set).await;
+            let epoch = self.locks.epoch();
             let pages = if bound.is_empty() || every_one {
                 0
             } else {
@@ -116,8 +120,16 @@ impl Pipeline {
             if owners.is_subset(&lock_set) {
                 return Ok((known, guards));
             }
-            // An owner not locked yet: take the wider lock set (in order) and read again, so
-            // its state cannot change between the read and the forward.
+            // An owner found in the listing, not locked yet. When its lock is free and no
+            // audited change ended since the read, the listing shows its state as it is: lock
+            // it and go on, no second read.
+            let missing: BTreeSet<i64> = owners.difference(&lock_set).copied().collect();
+            if let Some(more) = self.locks.try_lock_unchanged(&missing, epoch) {
+                guards.extend(more);
+                return Ok((known, guards));
+            }
+            // Else take the wider lock set (in order) and read again, so its state cannot
+            // change between the read and the forward.
             drop(guards);
             found.extend(owners);
         }
