@@ -256,16 +256,13 @@ mod tests {
     }
 
     #[test]
-    fn finds_commands_in_any_case_and_form() {
-        let c = read_q("CMD[a]=crm.deal.list%3Fstart%3D0&HaLt=0").expect("batch");
-        assert!(!c.halt);
-        assert_eq!(c.commands.len(), 1);
-        assert_eq!(
-            c.commands[0].encoded().as_deref(),
-            Some("crm.deal.list?start=0")
-        );
-        let list = read_q("cmd[]=crm.deal.list&cmd[]=CRM.AutomatedSolution.Update.json%3Fid%3D5")
+    fn splits_names_and_suffixes_the_portal_way() {
+        let list = read_q("Cmd[]=User.Current&cmd[]=CRM.AutomatedSolution.Update.json%3Fid%3D5")
+            .expect_err("two spellings of cmd");
+        assert_eq!(list.code, "AMBIGUOUS_PARAMETER");
+        let list = read_q("cmd[]=User.Current&cmd[]=CRM.AutomatedSolution.Update.json%3Fid%3D5")
             .expect("batch");
+        assert_eq!(list.commands[0].encoded().as_deref(), Some("User.Current"));
         let c = &list.commands[1];
         assert_eq!(c.key, "1");
         assert_eq!(
