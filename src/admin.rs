@@ -77,82 +77,87 @@ impl Admin {
                 envelope::error_body("METHOD_NOT_ALLOWED", "use GET"),
             );
         }
-        let path = req.uri().path().to_owned();
-        match path.as_str() {
-            "/metrics" => {
-                self.metrics
-                    .audit_queue_depth
-                    .set(self.audit.queue_depth() as i64);
-                self.metrics
-                    .audit_writable
-                    .set(i64::from(self.audit.is_writable()));
-                self.metrics
-                    .upstream_reachable
-                    .set(i64::from(self.upstream_reachable.load(Ordering::Relaxed)));
-                self.refresh_trail_gauges().await;
-                let mut resp = Response::new(ProxyBody::bytes(self.metrics.render()));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                resp
-            }
+        let not_found = || {
+            json(
+                StatusCode::NOT_FOUND,
+                envelope::error_body("NOT_FOUND", "no such admin endpoint"),
+            )
+        };
+        match req.uri().path() {
+            "/metrics" => self.metrics_page().await,
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
             // The timeline page's static files: no data in them, so no token (the page sends
             // it with every /v1/ request it makes).
-            p if crate::ui::is_ui_path(p) => crate::ui::serve(p).unwrap_or_else(|| {
-                json(
-                    StatusCode::NOT_FOUND,
-                    envelope::error_body("NOT_FOUND", "no such admin endpoint"),
-                )
-            }),
-            "/readyz" => {
-                let audit = self.audit.is_writable();
-                let upstream = self.upstream_reachable.load(Ordering::Relaxed);
-                let ready = audit && (upstream || !self.ready_requires_portal);
-                let body = json!({
-                    "status": if ready { "ready" } else { "not_ready" },
-                    "audit": if audit { "writable" } else { "unavailable" },
-                    "upstream": if upstream { "reachable" } else { "unreachable" },
-                    "ready_requires_portal": self.ready_requires_portal,
-                });
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                json(status, Bytes::from(body.to_string()))
-            }
-            p if p.starts_with("/v1/") => {
-                if !self.authorised(&req) {
-                    let mut resp = json(
-                        StatusCode::UNAUTHORIZED,
-                        envelope::error_body("UNAUTHORIZED", "a valid bearer token is required"),
-                    );
-                    resp.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return resp;
-                }
-                let query = req.uri().query().unwrap_or("").to_owned();
-                let db = self.database.clone();
-                let p = p.to_owned();
-                let key = self.public_key;
-                let result =
-                    tokio::task::spawn_blocking(move || api(&db, key.as_ref(), &p, &query)).await;
-                match result {
-                    Ok(Ok((status, body))) => json(status, Bytes::from(body.to_string())),
-                    Ok(Err(ApiError(status, code, msg))) => {
-                        json(status, envelope::error_body(code, &msg))
-                    }
-                    Err(_) => json(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        envelope::error_body("INTERNAL_ERROR", "internal error"),
-                    ),
-                }
-            }
-            _ => json(
-                StatusCode::NOT_FOUND,
-                envelope::error_body("NOT_FOUND", "no such admin endpoint"),
+            p if crate::ui::is_ui_path(p) => crate::ui::serve(p).unwrap_or_else(not_found),
+            "/readyz" => self.readiness(),
+            p if p.starts_with("/v1/") => self.v1(&req).await,
+            _ => not_found(),
+        }
+    }
+
+    /// `/metrics`: the gauges read at scrape time, then the whole registry.
+    async fn metrics_page(&self) -> Response<ProxyBody> {
+        self.metrics
+            .audit_queue_depth
+            .set(self.audit.queue_depth() as i64);
+        self.metrics
+            .audit_writable
+            .set(i64::from(self.audit.is_writable()));
+        self.metrics
+            .upstream_reachable
+            .set(i64::from(self.upstream_reachable.load(Ordering::Relaxed)));
+        self.refresh_trail_gauges().await;
+        let mut resp = Response::new(ProxyBody::bytes(self.metrics.render()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    }
+
+    /// `/readyz`: ready when the trail is writable (and the portal reachable, when configured
+    /// to require it); the body says which part is not.
+    fn readiness(&self) -> Response<ProxyBody> {
+        let audit = self.audit.is_writable();
+        let upstream = self.upstream_reachable.load(Ordering::Relaxed);
+        let ready = audit && (upstream || !self.ready_requires_portal);
+        let body = json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "audit": if audit { "writable" } else { "unavailable" },
+            "upstream": if upstream { "reachable" } else { "unreachable" },
+            "ready_requires_portal": self.ready_requires_portal,
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, Bytes::from(body.to_string()))
+    }
+
+    /// The `/v1/` API: bearer-authorised, each query on a blocking thread of its own.
+    async fn v1(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if !self.authorised(req) {
+            let mut resp = json(
+                StatusCode::UNAUTHORIZED,
+                envelope::error_body("UNAUTHORIZED", "a valid bearer token is required"),
+            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let db = self.database.clone();
+        let path = req.uri().path().to_owned();
+        let key = self.public_key;
+        let result =
+            tokio::task::spawn_blocking(move || api(&db, key.as_ref(), &path, &query)).await;
+        match result {
+            Ok(Ok((status, body))) => json(status, Bytes::from(body.to_string())),
+            Ok(Err(ApiError(status, code, msg))) => json(status, envelope::error_body(code, &msg)),
+            Err(_) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                envelope::error_body("INTERNAL_ERROR", "internal error"),
             ),
         }
     }
@@ -219,91 +224,104 @@ fn api(
     path: &str,
     query: &str,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let unavailable = |e: crate::audit::AuditError| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "AUDIT_UNAVAILABLE",
-            e.to_string(),
-        )
-    };
     let conn = query::open_read_only(db).map_err(unavailable)?;
     match path {
-        "/v1/events" => {
-            let mut filter = filter_from_query(query)?;
-            let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-            filter.limit = Some(limit + 1);
-            let mut events = query::events(&conn, &filter).map_err(unavailable)?;
-            let more = events.len() > limit;
-            events.truncate(limit);
-            let next = if more {
-                events.last().map(|e| e.seq)
-            } else {
-                None
-            };
-            let items: Vec<Value> = events.iter().map(with_cursor).collect();
-            Ok((
-                StatusCode::OK,
-                json!({ "events": items, "next_cursor": next }),
-            ))
-        }
+        "/v1/events" => events_page(&conn, query),
         "/v1/chain/head" => {
             let head = query::chain_head(&conn).map_err(unavailable)?;
             Ok((StatusCode::OK, json!(head)))
         }
-        "/v1/chain/verify" => {
-            let head = param(query, "head");
-            let opts = verify::Options {
-                head: head.as_deref(),
-                public_key,
-            };
-            Ok(match verify::verify_with(&conn, opts) {
-                Ok(v) => (
-                    StatusCode::OK,
-                    json!({"ok": true, "entries": v.entries, "head_seq": v.head_seq, "head_hash": v.head_hash, "pruned_through": v.pruned_through,
-                           "signed_heads": v.signed_heads, "signatures_checked": v.signatures_checked,
-                           "last_signed_seq": v.last_signed.as_ref().map(|(s, _)| *s)}),
-                ),
-                Err(e) => (StatusCode::OK, json!({"ok": false, "error": e.to_string()})),
-            })
-        }
-        p => {
-            let Some(id) = p
-                .strip_prefix("/v1/events/")
-                .filter(|id| !id.is_empty() && !id.contains('/'))
-            else {
-                return Err(ApiError(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "no such endpoint".into(),
-                ));
-            };
-            let event = query::event(&conn, id).map_err(unavailable)?;
-            let Some(event) = event else {
-                return Err(ApiError(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    format!("no event {id}"),
-                ));
-            };
-            let entries = query::entries_of(&conn, id).map_err(unavailable)?;
-            let (added, removed) =
-                crate::audit::render::binding_diff(event.before.as_ref(), event.after.as_ref());
-            Ok((
-                StatusCode::OK,
-                json!({
-                    "event": with_cursor(&event),
-                    "entries": entries,
-                    "diff": {"type_ids_added": added, "type_ids_removed": removed},
-                    "revert_command": format!("b24-audit-proxy revert {} --config FILE", event.id),
-                    // Whether `revert` would accept it, and why not.
-                    "revert": match crate::revert::plan(&event) {
-                        Ok(_) => json!({"possible": true}),
-                        Err(why) => json!({"possible": false, "reason": why}),
-                    },
-                }),
-            ))
-        }
+        "/v1/chain/verify" => Ok(chain_verify(&conn, public_key, query)),
+        p => match p
+            .strip_prefix("/v1/events/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+        {
+            Some(id) => event_detail(&conn, id),
+            None => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint".into(),
+            )),
+        },
     }
+}
+
+fn unavailable(e: crate::audit::AuditError) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "AUDIT_UNAVAILABLE",
+        e.to_string(),
+    )
+}
+
+/// `/v1/events`: one page of the filtered events, with the cursor of the next.
+fn events_page(conn: &rusqlite::Connection, query: &str) -> Result<(StatusCode, Value), ApiError> {
+    let mut filter = filter_from_query(query)?;
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    filter.limit = Some(limit + 1);
+    let mut events = query::events(conn, &filter).map_err(unavailable)?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next = if more {
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    let items: Vec<Value> = events.iter().map(with_cursor).collect();
+    Ok((
+        StatusCode::OK,
+        json!({ "events": items, "next_cursor": next }),
+    ))
+}
+
+/// `/v1/chain/verify`: the whole chain re-verified (against `head` when given).
+fn chain_verify(
+    conn: &rusqlite::Connection,
+    public_key: Option<&ed25519_dalek::VerifyingKey>,
+    query: &str,
+) -> (StatusCode, Value) {
+    let head = param(query, "head");
+    let opts = verify::Options {
+        head: head.as_deref(),
+        public_key,
+    };
+    match verify::verify_with(conn, opts) {
+        Ok(v) => (
+            StatusCode::OK,
+            json!({"ok": true, "entries": v.entries, "head_seq": v.head_seq, "head_hash": v.head_hash, "pruned_through": v.pruned_through,
+                   "signed_heads": v.signed_heads, "signatures_checked": v.signatures_checked,
+                   "last_signed_seq": v.last_signed.as_ref().map(|(s, _)| *s)}),
+        ),
+        Err(e) => (StatusCode::OK, json!({"ok": false, "error": e.to_string()})),
+    }
+}
+
+/// `/v1/events/{id}`: the event, its entries, the binding diff and whether it can be reverted.
+fn event_detail(conn: &rusqlite::Connection, id: &str) -> Result<(StatusCode, Value), ApiError> {
+    let Some(event) = query::event(conn, id).map_err(unavailable)? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no event {id}"),
+        ));
+    };
+    let entries = query::entries_of(conn, id).map_err(unavailable)?;
+    let (added, removed) =
+        crate::audit::render::binding_diff(event.before.as_ref(), event.after.as_ref());
+    Ok((
+        StatusCode::OK,
+        json!({
+            "event": with_cursor(&event),
+            "entries": entries,
+            "diff": {"type_ids_added": added, "type_ids_removed": removed},
+            "revert_command": format!("b24-audit-proxy revert {} --config FILE", event.id),
+            // Whether `revert` would accept it, and why not.
+            "revert": match crate::revert::plan(&event) {
+                Ok(_) => json!({"possible": true}),
+                Err(why) => json!({"possible": false, "reason": why}),
+            },
+        }),
+    ))
 }
 
 fn with_cursor(e: &query::EventRecord) -> Value {
