@@ -101,7 +101,7 @@ async fn assert_recovered(proxy: &TestProxy, sim: &portal_sim::SimHandle) {
 #[tokio::test]
 async fn database_locked_by_another_process_refuses_watched_calls_and_recovers() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     assert_eq!(watched_call(&proxy, "before").await.status, StatusCode::OK);
 
     let mut locker = rusqlite::Connection::open(proxy.db_path()).expect("open");
@@ -142,7 +142,7 @@ impl Drop for Immutable {
 #[tokio::test]
 async fn read_only_database_refuses_watched_calls_and_recovers() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     assert_eq!(watched_call(&proxy, "before").await.status, StatusCode::OK);
 
     let db = proxy.db_path();
@@ -178,13 +178,9 @@ async fn disk_full_refuses_watched_calls_and_recovers() {
     // SIG_IGN survives exec: a write past the limit then fails with EFBIG instead of killing.
     // The log goes to /dev/null, which the limit does not touch: here the disk that is full is
     // the database's, not the log's (see `full_log_destination_...` for the other case).
-    let mut proxy = TestProxy::start_opts(
-        sim.addr,
-        &ProxyOpts {
-            shell_prelude: Some("trap '' XFSZ\nexec 2>/dev/null"),
-            ..ProxyOpts::default()
-        },
-    );
+    let mut proxy = TestProxy::builder(sim.addr)
+        .shell_prelude("trap '' XFSZ\nexec 2>/dev/null")
+        .start();
     assert_eq!(watched_call(&proxy, "before").await.status, StatusCode::OK);
 
     prlimit_fsize(proxy.pid(), "1");
@@ -201,13 +197,9 @@ async fn disk_full_refuses_watched_calls_and_recovers() {
 #[tokio::test]
 async fn full_log_destination_does_not_drop_requests() {
     let sim = sim().await;
-    let proxy = TestProxy::start_opts(
-        sim.addr,
-        &ProxyOpts {
-            shell_prelude: Some("trap '' XFSZ"),
-            ..ProxyOpts::default()
-        },
-    );
+    let proxy = TestProxy::builder(sim.addr)
+        .shell_prelude("trap '' XFSZ")
+        .start();
     assert_eq!(watched_call(&proxy, "before").await.status, StatusCode::OK);
     prlimit_fsize(proxy.pid(), "1");
     let pass = get(&proxy.hook_url("crm.deal.list")).await;

@@ -20,7 +20,7 @@ fn updates_seen(sim: &portal_sim::SimHandle) -> usize {
 #[tokio::test]
 async fn update_in_each_encoding_is_forwarded_and_audited() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url(UPDATE);
 
     let json_reply = post_json(&url, r#"{"id":238,"fields":{"title":"HR (json)"}}"#).await;
@@ -123,7 +123,7 @@ async fn update_in_each_encoding_is_forwarded_and_audited() {
 #[tokio::test]
 async fn what_is_forwarded_is_the_canonical_json_of_what_was_evaluated() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let r = get(&format!("{}?id=238&fields[typeIds][]=158&fields[typeIds][]=14&fields[typeIds][]=14&bx24_sdk_ver=2.2.0", proxy.hook_url("crm.automatedsolution.Update.json"))).await;
     assert_eq!(r.status, StatusCode::OK);
     let call = sim
@@ -145,7 +145,7 @@ async fn what_is_forwarded_is_the_canonical_json_of_what_was_evaluated() {
 #[tokio::test]
 async fn empty_type_ids_in_every_spelling_is_refused_and_nothing_changes() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url(UPDATE);
     let before = sim.sim.solutions();
 
@@ -224,7 +224,9 @@ async fn empty_type_ids_in_every_spelling_is_refused_and_nothing_changes() {
 #[tokio::test]
 async fn shadow_mode_records_but_allows() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "[policy]\nshadow = true\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("[policy]\nshadow = true\n")
+        .start();
     let r = post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":301,"fields":{"typeIds":[]}}"#,
@@ -250,7 +252,7 @@ async fn shadow_mode_records_but_allows() {
 #[tokio::test]
 async fn portal_errors_on_the_snapshot_are_returned_as_is_and_nothing_is_forwarded() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let missing = post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":9999,"fields":{"title":"x"}}"#,
@@ -275,7 +277,7 @@ async fn portal_errors_on_the_snapshot_are_returned_as_is_and_nothing_is_forward
 #[tokio::test]
 async fn portal_error_after_execution_records_the_real_after_state() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     // The portal's update sets bindings even when it then reports an error (protocol §5.2).
     sim.sim.push_fault(Fault {
         method: Some(UPDATE.into()),
@@ -306,7 +308,7 @@ async fn portal_error_after_execution_records_the_real_after_state() {
 #[tokio::test]
 async fn ambiguous_watched_calls_are_refused_with_400_and_not_forwarded() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url(UPDATE);
     let cases: Vec<(Method, &str, &str, &str)> = vec![
         (
@@ -378,7 +380,7 @@ async fn ambiguous_watched_calls_are_refused_with_400_and_not_forwarded() {
 #[tokio::test]
 async fn non_canonical_paths_are_refused_outright() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     for path in [
         format!("/rest//{USER}/{SECRET}/{UPDATE}"),
         format!("/rest/x/../{USER}/{SECRET}/{UPDATE}"),
@@ -399,7 +401,7 @@ async fn non_canonical_paths_are_refused_outright() {
 #[tokio::test]
 async fn batch_with_a_violating_command_is_refused_whole_and_others_pass() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url("batch");
     let watched = post_json(&url, r#"{"halt":0,"cmd":{"a":"crm.deal.list","u":"CRM.AutomatedSolution.Update?id=238&fields[typeIds][]="}}"#).await;
     assert_eq!(watched.status, StatusCode::FORBIDDEN);
@@ -430,7 +432,9 @@ async fn batch_with_a_violating_command_is_refused_whole_and_others_pass() {
 #[tokio::test]
 async fn body_over_the_cap_is_refused_with_413() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "max_body_bytes = 1024\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("max_body_bytes = 1024\n")
+        .start();
     let big = format!(
         r#"{{"id":238,"fields":{{"title":"{}"}}}}"#,
         "x".repeat(4096)
@@ -445,7 +449,7 @@ async fn body_over_the_cap_is_refused_with_413() {
 async fn restart_reconciles_an_intent_whose_outcome_was_never_seen() {
     let sim = sim().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = TestProxy::start_in(dir.path(), sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).dir(dir.path()).start();
     // The portal executes the update but does not answer until long after the kill.
     sim.sim.push_fault(Fault {
         method: Some(UPDATE.into()),
@@ -469,7 +473,7 @@ async fn restart_reconciles_an_intent_whose_outcome_was_never_seen() {
         "the client saw the connection drop"
     );
 
-    let proxy = TestProxy::start_in(dir.path(), sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).dir(dir.path()).start();
     let events = proxy.export();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["outcome"], "unknown");
@@ -485,7 +489,7 @@ async fn restart_reconciles_an_intent_whose_outcome_was_never_seen() {
 async fn unwatched_calls_pass_through_byte_for_byte() {
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-portal: 1\r\ncontent-length: 28\r\n\r\n{\"result\":[1,2,3],\"t\":\"\xc3\xa9\x01\"}";
     let upstream = FixedUpstream::start(ANSWER).await;
-    let proxy = TestProxy::start(upstream.addr, "");
+    let proxy = TestProxy::builder(upstream.addr).start();
     let body = "{\"filter\":{\">ID\":1},\"odd\":\"a&b=c%zz\u{0}\"}";
     let request = format!(
         "POST /rest/{USER}/{SECRET}/crm.deal.list?start=50&x=%2F HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\nx-request-id: abc\r\nconnection: close, x-hop\r\nx-hop: drop-me\r\ncontent-length: {}\r\n\r\n{body}",
@@ -527,7 +531,7 @@ async fn upstream_down_gives_502_never_2xx() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     };
-    let proxy = TestProxy::start(port, "");
+    let proxy = TestProxy::builder(port).start();
     let r = get(&proxy.hook_url("crm.deal.list")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["error"], "UPSTREAM_UNAVAILABLE");
@@ -546,7 +550,9 @@ async fn upstream_down_gives_502_never_2xx() {
 #[tokio::test]
 async fn secrets_never_reach_the_database_logs_or_metrics() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("[log]\nformat = \"json\"\nlevel = \"debug\"\n")
+        .start();
     post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":238,"fields":{"title":"a"}}"#,
@@ -614,7 +620,7 @@ fn bad_config_exits_78_with_one_line_naming_the_key() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
     let sim = sim().await;
-    let mut proxy = TestProxy::start(sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).start();
     assert_eq!(
         post_json(
             &proxy.hook_url(UPDATE),
@@ -632,7 +638,7 @@ async fn sigterm_drains_and_exits_cleanly() {
 #[tokio::test]
 async fn add_and_delete_are_audited_too() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let add = post_json(
         &proxy.hook_url("crm.automatedsolution.add"),
         r#"{"fields":{"title":"Legal","typeIds":[190]}}"#,

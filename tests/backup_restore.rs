@@ -33,7 +33,7 @@ async fn a_backup_taken_while_serving_verifies_and_restores() {
     let sim = sim().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let mut proxy = TestProxy::start_in(dir, sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).dir(dir).start();
     let url = proxy.hook_url(UPDATE);
     for i in 0..5 {
         let r = post_json(
@@ -121,7 +121,7 @@ async fn a_backup_taken_while_serving_verifies_and_restores() {
     std::fs::copy(&backup, &db).expect("restore");
     drop(proxy);
 
-    let mut restored = TestProxy::start_in(dir, sim.addr, "");
+    let mut restored = TestProxy::builder(sim.addr).dir(dir).start();
     let r = post_json(
         &restored.hook_url(UPDATE),
         r#"{"id":238,"fields":{"title":"after restore"}}"#,

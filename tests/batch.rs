@@ -16,7 +16,7 @@ fn gets_seen(sim: &portal_sim::SimHandle) -> usize {
 #[tokio::test]
 async fn each_watched_command_is_its_own_event_linked_by_batch_id_and_key() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let r = post_json(
         &proxy.hook_url("batch"),
         r#"{"halt":0,"cmd":{
@@ -76,7 +76,7 @@ async fn each_watched_command_is_its_own_event_linked_by_batch_id_and_key() {
 #[tokio::test]
 async fn a_violating_command_refuses_the_whole_batch_and_names_its_key() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let before = sim.sim.solutions();
     let r = post_form(
         &proxy.hook_url("batch"),
@@ -106,7 +106,7 @@ async fn a_violating_command_refuses_the_whole_batch_and_names_its_key() {
 #[tokio::test]
 async fn binding_a_type_records_and_polices_the_workplace_it_is_taken_from() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     // 301 holds only 172: taking it would leave 301 empty.
     let emptying = post_json(
         &proxy.hook_url(UPDATE),
@@ -160,7 +160,7 @@ async fn binding_a_type_records_and_polices_the_workplace_it_is_taken_from() {
 #[tokio::test]
 async fn what_cannot_be_known_before_the_batch_runs_is_refused() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url("batch");
     let cases = [
         (
@@ -207,7 +207,7 @@ async fn what_cannot_be_known_before_the_batch_runs_is_refused() {
 #[tokio::test]
 async fn an_unknown_workplace_in_a_batch_stops_it_with_the_portals_error() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let r = post_json(
         &proxy.hook_url("batch"),
         r#"{"cmd":{"a":"crm.automatedsolution.update?id=238&fields[title]=x","b":"crm.automatedsolution.update?id=9999&fields[title]=y"}}"#,
@@ -224,7 +224,7 @@ async fn an_unknown_workplace_in_a_batch_stops_it_with_the_portals_error() {
 #[tokio::test]
 async fn a_command_the_portal_rejects_inside_a_batch_is_recorded_as_such() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     sim.sim.insert_solution("Busy", &[190]);
     let busy = sim
         .sim
@@ -269,7 +269,7 @@ async fn concurrent_changes_to_one_workplace_go_one_at_a_time_and_others_in_para
     )
     .await
     .expect("sim");
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url(UPDATE);
     let mut tasks = Vec::new();
     for i in 0..12 {
@@ -321,7 +321,7 @@ async fn portal_requests_per_change_do_not_grow_with_the_workplaces() {
         owners.push(s.id);
     }
     assert_eq!(sim.sim.solutions().len(), 122);
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let requests = |sim: &portal_sim::SimHandle| sim.sim.calls().len();
 
     // Cold: nobody is known to hold 1000 yet; the listing goes in the snapshot's request.
@@ -420,7 +420,7 @@ async fn portal_requests_per_batch_stay_bounded() {
 async fn a_side_effect_the_answer_does_not_show_is_read_back() {
     use portal_sim::{Fault, FaultKind};
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     sim.sim.insert_solution("Spare", &[190, 200]);
     sim.sim.push_fault(Fault {
         method: Some(UPDATE.into()),

@@ -50,7 +50,7 @@ async fn assert_refused(sim: &SimHandle, proxy: &TestProxy, r: &Reply, what: &st
 
 async fn setup() -> (SimHandle, TestProxy) {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     (sim, proxy)
 }
 

@@ -175,7 +175,7 @@ async fn settles(proxy: &TestProxy, sim: &SimHandle, events_before: usize, title
 }
 
 async fn proxy_for(sim: &SimHandle, extra: &str) -> TestProxy {
-    TestProxy::start(sim.addr, extra)
+    TestProxy::builder(sim.addr).extra(extra).start()
 }
 
 fn delay(method: &str, ms: u64) -> Fault {
@@ -400,7 +400,9 @@ async fn a_client_that_never_reads_its_answer_is_cut_off_at_the_send_timeout() {
             .to_vec();
     answer.resize(answer.len() + 32 * 1024 * 1024, b' ');
     let upstream = FixedUpstream::start(Box::leak(answer.into_boxed_slice())).await;
-    let proxy = TestProxy::start(upstream.addr, "send_timeout = \"300ms\"");
+    let proxy = TestProxy::builder(upstream.addr)
+        .extra("send_timeout = \"300ms\"")
+        .start();
     let mut s = TcpStream::connect(proxy.proxy).await.expect("connect");
     s.write_all(
         format!("GET /rest/{USER}/{SECRET}/crm.lead.list HTTP/1.1\r\nHost: proxy\r\n\r\n")

@@ -144,7 +144,7 @@ async fn kill_9_under_load_loses_no_executed_change() {
 
     let mut kills_after: Vec<usize> = Vec::new();
     for _ in 0..CYCLES {
-        let mut proxy = TestProxy::start_in(dir.path(), sim.addr, "");
+        let mut proxy = TestProxy::builder(sim.addr).dir(dir.path()).start();
         let base = executed(&sim, UPDATE);
         *current.lock().expect("lock") = Some(proxy.proxy);
         let wait_for = rng.gen_range(0..=12usize);
@@ -164,7 +164,7 @@ async fn kill_9_under_load_loses_no_executed_change() {
     // One more start reconciles what the last kill left open (committed before the listening
     // line is printed). It is killed too: SIGTERM right after start is not safe yet (see
     // `sigterm_right_after_start_drains_cleanly`).
-    let mut last = TestProxy::start_in(dir.path(), sim.addr, "");
+    let mut last = TestProxy::builder(sim.addr).dir(dir.path()).start();
     last.kill();
     let reconciled = last
         .log()
@@ -296,7 +296,7 @@ fn audit_verify(proxy: &TestProxy) -> &'static str {
 async fn sigterm_right_after_start_drains_cleanly() {
     let sim = sim().await;
     for _ in 0..10 {
-        let mut proxy = TestProxy::start(sim.addr, "");
+        let mut proxy = TestProxy::builder(sim.addr).start();
         let status = proxy.terminate();
         assert!(status.success(), "{status:?}: {}", proxy.log());
     }

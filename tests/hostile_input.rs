@@ -47,7 +47,9 @@ async fn still_serving(proxy: &TestProxy) {
 #[tokio::test]
 async fn bodies_over_the_cap_get_413_and_nothing_is_forwarded() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "max_body_bytes = 1024\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("max_body_bytes = 1024\n")
+        .start();
     let path = format!("/rest/{USER}/{SECRET}/{UPDATE}");
     let big = format!(
         r#"{{"id":238,"fields":{{"title":"{}"}}}}"#,
@@ -100,7 +102,9 @@ async fn bodies_over_the_cap_get_413_and_nothing_is_forwarded() {
 #[tokio::test]
 async fn slow_headers_are_cut_off_at_the_header_read_timeout() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "header_read_timeout = \"1s\"\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("header_read_timeout = \"1s\"\n")
+        .start();
     // Slowloris: a request line, then one header byte every 200 ms, for ever.
     let mut s = TcpStream::connect(proxy.proxy).await.expect("connect");
     s.write_all(
@@ -145,7 +149,9 @@ async fn slow_headers_are_cut_off_at_the_header_read_timeout() {
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_cut_off_too() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "header_read_timeout = \"1s\"\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("header_read_timeout = \"1s\"\n")
+        .start();
     // Nothing at all after connecting.
     let mut s = TcpStream::connect(proxy.proxy).await.expect("connect");
     let started = Instant::now();
@@ -177,7 +183,9 @@ async fn a_connection_that_sends_nothing_is_cut_off_too() {
 #[tokio::test]
 async fn connections_are_bounded_by_max_connections() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "max_connections = 3\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("max_connections = 3\n")
+        .start();
     let request = format!("GET /rest/{USER}/{SECRET}/crm.deal.list HTTP/1.1\r\nhost: p\r\n\r\n");
     // Three keep-alive connections, each served once and then held open.
     let mut held = Vec::new();
@@ -222,9 +230,9 @@ async fn ambiguous_framing_is_refused_or_neutralised_and_never_smuggled() {
     const ANSWER: &[u8] =
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"result\":1}";
     let upstream = FixedUpstream::start(ANSWER).await;
-    let proxy = TestProxy::start(upstream.addr, "");
+    let proxy = TestProxy::builder(upstream.addr).start();
     let sim = sim().await;
-    let watched = TestProxy::start(sim.addr, "");
+    let watched = TestProxy::builder(sim.addr).start();
     let pass_path = format!("/rest/{USER}/{SECRET}/crm.deal.add");
     let watched_path = format!("/rest/{USER}/{SECRET}/{UPDATE}");
 
@@ -311,7 +319,7 @@ async fn ambiguous_framing_is_refused_or_neutralised_and_never_smuggled() {
 async fn hop_by_hop_headers_are_stripped_both_ways() {
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-portal: 1\r\nconnection: x-resp-hop\r\nx-resp-hop: secret-ish\r\nkeep-alive: timeout=5\r\nproxy-authenticate: Basic\r\nupgrade: h2c\r\ncontent-length: 12\r\n\r\n{\"result\":1}";
     let upstream = FixedUpstream::start(ANSWER).await;
-    let proxy = TestProxy::start(upstream.addr, "");
+    let proxy = TestProxy::builder(upstream.addr).start();
     let request = format!(
         "POST /rest/{USER}/{SECRET}/crm.deal.add HTTP/1.1\r\nhost: p\r\ncontent-type: application/json\r\nx-request-id: keep-me\r\nconnection: close, X-Req-Hop\r\nx-req-hop: drop\r\nkeep-alive: 300\r\nte: trailers\r\nproxy-authorization: Basic Zm9vOmJhcg==\r\nproxy-connection: keep-alive\r\ncontent-length: 2\r\n\r\n{{}}"
     );
@@ -345,7 +353,7 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
 
     // The audited path builds its own request: the same headers are not carried over.
     let sim = sim().await;
-    let watched = TestProxy::start(sim.addr, "");
+    let watched = TestProxy::builder(sim.addr).start();
     let r = send(
         http::Method::POST,
         &watched.hook_url(UPDATE),
@@ -381,7 +389,7 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
 #[tokio::test]
 async fn oversized_header_sections_are_refused() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let many: String = (0..2000).map(|i| format!("x-h{i}: v\r\n")).collect();
     let reply = raw(
         proxy.proxy,
@@ -401,7 +409,7 @@ async fn oversized_header_sections_are_refused() {
 #[tokio::test]
 async fn invalid_utf8_deep_nesting_and_huge_numbers_are_refused_cleanly() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let url = proxy.hook_url(UPDATE);
     let before = sim.sim.solutions();
     let deep_json = format!(
@@ -512,7 +520,7 @@ async fn invalid_utf8_deep_nesting_and_huge_numbers_are_refused_cleanly() {
 #[tokio::test]
 async fn deep_form_keys_in_a_watched_call_are_refused() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let deep_form = format!(
         "id=238&fields[title]=t&fields[typeIds]{}=1",
         "[a]".repeat(100)

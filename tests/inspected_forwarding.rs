@@ -34,7 +34,7 @@ fn header_count(head: &str, name: &str) -> usize {
 #[tokio::test]
 async fn an_unwatched_form_batch_leaves_as_the_proxys_json() {
     let up = FixedUpstream::start(OK_ANSWER).await;
-    let proxy = TestProxy::start(up.addr, "");
+    let proxy = TestProxy::builder(up.addr).start();
     let r = send(
         Method::POST,
         &proxy.hook_url("batch"),
@@ -72,7 +72,7 @@ async fn an_unwatched_form_batch_leaves_as_the_proxys_json() {
 #[tokio::test]
 async fn crm_type_calls_and_rest3_batches_leave_in_the_proxys_encoding() {
     let up = FixedUpstream::start(OK_ANSWER).await;
-    let proxy = TestProxy::start(up.addr, "");
+    let proxy = TestProxy::builder(up.addr).start();
     let r = send(
         Method::POST,
         &proxy.hook_url("crm.type.update.xml"),
@@ -92,7 +92,7 @@ async fn crm_type_calls_and_rest3_batches_leave_in_the_proxys_encoding() {
     );
 
     let up = FixedUpstream::start(OK_ANSWER).await;
-    let proxy = TestProxy::start(up.addr, "");
+    let proxy = TestProxy::builder(up.addr).start();
     let r = send(
         Method::POST,
         &format!("http://{}/rest/api/{USER}/{SECRET}/batch?x=1", proxy.proxy),
@@ -116,7 +116,7 @@ async fn crm_type_calls_and_rest3_batches_leave_in_the_proxys_encoding() {
 #[tokio::test]
 async fn batch_commands_that_parse_url_reads_as_urls_are_refused() {
     let up = FixedUpstream::start(OK_ANSWER).await;
-    let proxy = TestProxy::start(up.addr, "");
+    let proxy = TestProxy::builder(up.addr).start();
     for cmd in [
         "a:crm.automatedsolution.update?id=238&fields[typeIds]=",
         "x:80?id=238",
@@ -244,6 +244,6 @@ async fn refused_paths_never_leak_the_secret() {
 
 async fn sim_and_proxy() -> (portal_sim::SimHandle, TestProxy) {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     (sim, proxy)
 }

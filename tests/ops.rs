@@ -253,7 +253,7 @@ fn closed_port() -> SocketAddr {
 /// exist only then). Returns the three scrapes; everything started is stopped before returning.
 async fn exercised_scrapes() -> (String, String, String) {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
 
     let allowed = post_json(
         &proxy.hook_url(UPDATE),
@@ -359,7 +359,7 @@ async fn exercised_scrapes() -> (String, String, String) {
     .await;
 
     let port = closed_port();
-    let orphan = TestProxy::start(port, "");
+    let orphan = TestProxy::builder(port).start();
     let unreachable = get(&orphan.hook_url("crm.deal.list")).await;
     assert_eq!(
         unreachable.status,
@@ -379,14 +379,13 @@ async fn exercised_scrapes() -> (String, String, String) {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let pki = make_pki(tmp.path(), "ops");
-    let tls = TestProxy::start(
-        sim.addr,
-        &format!(
+    let tls = TestProxy::builder(sim.addr)
+        .extra(&format!(
             "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
             pki.cert.display(),
             pki.key.display()
-        ),
-    );
+        ))
+        .start();
     let tls_text = scrape(tls.admin);
 
     drop(tls);
@@ -1461,7 +1460,7 @@ fn healthcheck_command_of_the_dockerfile_works_against_a_real_admin_listener() {
     let script: Vec<String> = serde_json::from_str(cmd).expect("exec-form CMD");
     assert_eq!(script[0], "/usr/local/bin/b24-audit-proxy", "{script:?}");
     // No call is proxied, so the portal may as well be a closed port.
-    let proxy = TestProxy::start(closed_port(), "");
+    let proxy = TestProxy::builder(closed_port()).start();
     let config = std::fs::read_to_string(&proxy.config).expect("config");
     let run = |admin: SocketAddr| {
         let path = proxy.dir.join(format!("healthcheck-{}.toml", admin.port()));

@@ -808,7 +808,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regressions_found_by_the_fuzzer() {
     let mut portal = PhpPortal::start();
-    let proxy = TestProxy::start(portal.addr, "");
+    let proxy = TestProxy::builder(portal.addr).start();
     let json = |body: &str| Case {
         verb: "POST",
         path: format!("/rest/1/{SECRET}/batch"),
@@ -860,7 +860,7 @@ async fn regressions_found_by_the_fuzzer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_reads_exactly_what_the_proxy_read_and_recorded() {
     let mut portal = PhpPortal::start();
-    let proxy = TestProxy::start(portal.addr, "");
+    let proxy = TestProxy::builder(portal.addr).start();
     let seed: u64 = env_or("B24_PHP_DIFF_SEED", rand::random());
     let seconds: u64 = env_or("B24_PHP_DIFF_SECONDS", 40);
     let max_cases: usize = env_or("B24_PHP_DIFF_CASES", 20_000);

@@ -98,7 +98,7 @@ async fn connection_refused_gives_502_and_forwards_nothing() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     };
-    let proxy = TestProxy::start(port, DEBUG_LOG);
+    let proxy = TestProxy::builder(port).extra(DEBUG_LOG).start();
     let pass = get(&proxy.hook_url("crm.deal.list")).await;
     assert_envelope(&pass, StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE");
     let w = update(&proxy, 238, "refused").await;
@@ -166,7 +166,7 @@ async fn portal_that_dies_after_the_snapshot() -> std::net::SocketAddr {
 #[tokio::test]
 async fn connection_refused_on_the_forward_is_recorded_as_failed() {
     let portal = portal_that_dies_after_the_snapshot().await;
-    let proxy = TestProxy::start(portal, DEBUG_LOG);
+    let proxy = TestProxy::builder(portal).extra(DEBUG_LOG).start();
     let r = update(&proxy, 238, "never arrives").await;
     assert_envelope(&r, StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE");
     let e = event(&proxy, &r.event_id().expect("the intent was recorded"));
@@ -180,14 +180,10 @@ async fn connection_refused_on_the_forward_is_recorded_as_failed() {
 #[tokio::test]
 async fn slow_portal_past_the_timeout_gives_504_and_the_right_outcome() {
     let sim = sim().await;
-    let proxy = TestProxy::start_opts(
-        sim.addr,
-        &ProxyOpts {
-            extra: DEBUG_LOG,
-            upstream: &[("request_timeout", "\"1s\"")],
-            ..ProxyOpts::default()
-        },
-    );
+    let proxy = TestProxy::builder(sim.addr)
+        .extra(DEBUG_LOG)
+        .upstream_key("request_timeout", "\"1s\"")
+        .start();
     let slow = FaultKind::Delay(Duration::from_secs(4));
 
     // On the forward: the portal executed it, the answer came too late.
@@ -236,7 +232,7 @@ async fn slow_portal_past_the_timeout_gives_504_and_the_right_outcome() {
 #[tokio::test]
 async fn connection_reset_or_closed_mid_answer_gives_502_and_unknown() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, DEBUG_LOG);
+    let proxy = TestProxy::builder(sim.addr).extra(DEBUG_LOG).start();
     for (i, kind) in [FaultKind::ResetMidResponse, FaultKind::CloseWithoutResponse]
         .into_iter()
         .enumerate()
@@ -297,7 +293,7 @@ async fn connection_reset_or_closed_mid_answer_gives_502_and_unknown() {
 #[tokio::test]
 async fn portal_error_statuses_are_passed_through_as_is() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, DEBUG_LOG);
+    let proxy = TestProxy::builder(sim.addr).extra(DEBUG_LOG).start();
     let cases = [
         (500, "INTERNAL_SERVER_ERROR"),
         (503, "QUERY_LIMIT_EXCEEDED"),
@@ -346,7 +342,7 @@ async fn portal_error_statuses_are_passed_through_as_is() {
 #[tokio::test]
 async fn invalid_json_from_the_portal_gives_502_and_unknown() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, DEBUG_LOG);
+    let proxy = TestProxy::builder(sim.addr).extra(DEBUG_LOG).start();
 
     sim.sim.push_fault(fault(UPDATE, FaultKind::InvalidJson));
     let r = update(&proxy, 238, "garbled answer").await;
@@ -383,7 +379,7 @@ async fn invalid_json_from_the_portal_gives_502_and_unknown() {
 #[tokio::test]
 async fn after_faults_the_next_calls_work_normally() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, DEBUG_LOG);
+    let proxy = TestProxy::builder(sim.addr).extra(DEBUG_LOG).start();
     for kind in [
         FaultKind::ResetMidResponse,
         FaultKind::CloseWithoutResponse,

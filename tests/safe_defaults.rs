@@ -72,7 +72,7 @@ fn an_admin_listener_beyond_loopback_needs_a_token() {
 #[tokio::test]
 async fn readiness_does_not_hang_on_the_portal_unless_asked() {
     let port = closed_port();
-    let proxy = TestProxy::start(port, "");
+    let proxy = TestProxy::builder(port).start();
     // A pass-through call that cannot reach the portal marks it unreachable.
     assert_eq!(
         get(&proxy.hook_url("crm.deal.list")).await.status,
@@ -90,10 +90,9 @@ async fn readiness_does_not_hang_on_the_portal_unless_asked() {
         "and in the gauge"
     );
 
-    let strict = TestProxy::start(
-        port,
-        "[admin]\nlisten = \"127.0.0.1:0\"\nready_requires_portal = true\n",
-    );
+    let strict = TestProxy::builder(port)
+        .extra("[admin]\nlisten = \"127.0.0.1:0\"\nready_requires_portal = true\n")
+        .start();
     assert_eq!(
         get(&strict.hook_url("crm.deal.list")).await.status,
         StatusCode::BAD_GATEWAY
@@ -114,13 +113,12 @@ async fn healthcheck_exits_0_only_when_ready() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("admin.token");
     std::fs::write(&token, "health-token\n").expect("token");
-    let proxy = TestProxy::start(
-        sim.addr,
-        &format!(
+    let proxy = TestProxy::builder(sim.addr)
+        .extra(&format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
             token.display()
-        ),
-    );
+        ))
+        .start();
     let with_port = |admin: std::net::SocketAddr| {
         let text = std::fs::read_to_string(&proxy.config)
             .expect("config")
@@ -176,14 +174,10 @@ fn audit_verify_exit_codes_tell_the_failures_apart() {
 #[tokio::test]
 async fn config_and_log_level_come_from_the_environment() {
     let sim = sim().await;
-    let proxy = TestProxy::start_opts(
-        sim.addr,
-        &ProxyOpts {
-            // The config says info; RUST_LOG overrides it.
-            shell_prelude: Some("export RUST_LOG=warn"),
-            ..ProxyOpts::default()
-        },
-    );
+    // The config says info; RUST_LOG overrides it.
+    let proxy = TestProxy::builder(sim.addr)
+        .shell_prelude("export RUST_LOG=warn")
+        .start();
     let w = post_json(
         &proxy.hook_url("crm.automatedsolution.update"),
         r#"{"id":238,"fields":{"title":"from the environment"}}"#,

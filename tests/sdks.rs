@@ -163,7 +163,7 @@ async fn harness(sdk: Sdk) -> Harness {
             p.key.display()
         )
     });
-    let proxy = TestProxy::start(sim.addr, &extra);
+    let proxy = TestProxy::builder(sim.addr).extra(&extra).start();
     Harness {
         sdk,
         sim,

@@ -16,13 +16,6 @@ use tokio::io::AsyncReadExt;
 /// Longest wait for something a test expects (a line, an exit); never a fixed sleep.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn with_syslog(section: &str) -> ProxyOpts<'_> {
-    ProxyOpts {
-        extra: section,
-        ..ProxyOpts::default()
-    }
-}
-
 async fn one_update(proxy: &TestProxy, title: &str) {
     let r = post_json(
         &proxy.hook_url(UPDATE),
@@ -86,7 +79,7 @@ async fn syslog_over_tcp_uses_octet_counting_and_carries_every_committed_entry()
     let section = format!(
         "[audit.syslog]\naddress = \"{addr}\"\ntransport = \"tcp\"\nhostname = \"proxy-test\"\n"
     );
-    let mut proxy = TestProxy::start_opts(sim.addr, &with_syslog(&section));
+    let mut proxy = TestProxy::builder(sim.addr).extra(&section).start();
     one_update(&proxy, "HR via syslog").await;
     one_update(&proxy, "HR via syslog 2").await;
 
@@ -148,7 +141,7 @@ async fn syslog_over_udp_sends_one_datagram_per_entry() {
     let section = format!(
         "[audit.syslog]\naddress = \"{addr}\"\ntransport = \"udp\"\nhostname = \"proxy-test\"\n"
     );
-    let mut proxy = TestProxy::start_opts(sim.addr, &with_syslog(&section));
+    let mut proxy = TestProxy::builder(sim.addr).extra(&section).start();
     one_update(&proxy, "HR via udp").await;
     let mut bodies = Vec::new();
     for _ in 0..2 {
@@ -174,7 +167,7 @@ async fn a_syslog_receiver_that_is_down_never_blocks_or_fails_a_request() {
         .local_addr()
         .expect("addr");
     let section = format!("[audit.syslog]\naddress = \"{addr}\"\nqueue_capacity = 1\n");
-    let mut proxy = TestProxy::start_opts(sim.addr, &with_syslog(&section));
+    let mut proxy = TestProxy::builder(sim.addr).extra(&section).start();
     for i in 0..4 {
         one_update(&proxy, &format!("HR while syslog is down {i}")).await;
     }
@@ -250,7 +243,7 @@ impl Drop for Follower {
 #[tokio::test]
 async fn follow_streams_events_as_they_are_committed_until_sigterm() {
     let sim = sim().await;
-    let mut proxy = TestProxy::start(sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).start();
     one_update(&proxy, "before following").await;
 
     let mut events = Follower::start(&proxy, &["--follow", "--poll-interval", "50ms"]);
@@ -299,7 +292,7 @@ async fn follow_streams_events_as_they_are_committed_until_sigterm() {
 #[tokio::test]
 async fn until_bounds_an_export_and_ends_a_follow() {
     let sim = sim().await;
-    let mut proxy = TestProxy::start(sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).start();
     one_update(&proxy, "early").await;
     let run = |args: &[&str]| {
         let out = Command::new(BIN)

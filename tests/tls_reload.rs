@@ -85,7 +85,9 @@ async fn the_listener_serves_https_and_a_reload_swaps_the_certificate_for_new_co
         cert: live_cert.clone(),
         key: live_key.clone(),
     };
-    let proxy = TestProxy::start(sim.addr, &tls_extra(&live));
+    let proxy = TestProxy::builder(sim.addr)
+        .extra(&tls_extra(&live))
+        .start();
     let base = format!("https://127.0.0.1:{}", proxy.proxy.port());
 
     let old_client = https_client(&first.ca);
@@ -143,7 +145,7 @@ async fn the_listener_serves_https_and_a_reload_swaps_the_certificate_for_new_co
 #[tokio::test]
 async fn an_invalid_config_on_reload_keeps_the_running_one() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let original = std::fs::read_to_string(&proxy.config).expect("config");
     let empty = r#"{"id":267,"fields":{"typeIds":[]}}"#;
     assert_eq!(
@@ -207,19 +209,15 @@ async fn the_upstream_is_verified_with_the_extra_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = make_pki(dir.path(), "portal");
     // A TLS "portal": a second proxy serving HTTPS in front of the simulator.
-    let portal = TestProxy::start(sim.addr, &tls_extra(&pki));
+    let portal = TestProxy::builder(sim.addr).extra(&tls_extra(&pki)).start();
     let portal_url = format!("127.0.0.1:{}", portal.proxy.port());
 
     let url = format!("https://{portal_url}");
     let ca = format!("\"{}\"", pki.ca.display());
-    let trusting = TestProxy::start_opts(
-        sim.addr,
-        &ProxyOpts {
-            upstream_url: Some(&url),
-            upstream: &[("ca_file", &ca)],
-            ..ProxyOpts::default()
-        },
-    );
+    let trusting = TestProxy::builder(sim.addr)
+        .upstream_url(&url)
+        .upstream_key("ca_file", &ca)
+        .start();
     let ok = get(&trusting.hook_url("crm.deal.list")).await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
     let update = post_json(
@@ -229,7 +227,7 @@ async fn the_upstream_is_verified_with_the_extra_ca_file() {
     .await;
     assert_eq!(update.status, StatusCode::OK, "{:?}", update.body);
 
-    let distrusting = TestProxy::start_with_upstream_url(&url, "");
+    let distrusting = TestProxy::builder(sim.addr).upstream_url(&url).start();
     let refused = get(&distrusting.hook_url("crm.deal.list")).await;
     assert_eq!(
         refused.status,
@@ -293,7 +291,7 @@ async fn the_admin_listener_serves_https_and_healthcheck_uses_it() {
         token.display(),
         tls_extra(&pki)
     );
-    let proxy = TestProxy::start(sim.addr, &extra);
+    let proxy = TestProxy::builder(sim.addr).extra(&extra).start();
     let client = https_client(&pki.ca);
 
     let (status, body) = https_get(&client, &format!("https://{}/readyz", proxy.admin))

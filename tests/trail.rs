@@ -46,7 +46,7 @@ fn tamper(proxy: &TestProxy) -> Connection {
 #[tokio::test]
 async fn verify_passes_on_an_untouched_trail_and_names_each_kind_of_tampering() {
     let sim = sim().await;
-    let mut proxy = TestProxy::start(sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).start();
     some_events(&proxy).await;
     let (code, out, _) = cli(&proxy, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
@@ -136,7 +136,7 @@ async fn verify_passes_on_an_untouched_trail_and_names_each_kind_of_tampering() 
 #[tokio::test]
 async fn a_recorded_head_proves_the_newest_entries_were_not_cut_off() {
     let sim = sim().await;
-    let mut proxy = TestProxy::start(sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).start();
     some_events(&proxy).await;
     let head = get(&format!("http://{}/v1/chain/head", proxy.admin))
         .await
@@ -162,7 +162,7 @@ async fn a_recorded_head_proves_the_newest_entries_were_not_cut_off() {
 #[tokio::test]
 async fn prune_keeps_the_chain_verifiable() {
     let sim = sim().await;
-    let mut proxy = TestProxy::start(sim.addr, "");
+    let mut proxy = TestProxy::builder(sim.addr).start();
     some_events(&proxy).await;
     // A cut strictly after the last entry's millisecond.
     let last: String = Connection::open(proxy.dir.join("audit.db"))
@@ -229,7 +229,9 @@ async fn prune_keeps_the_chain_verifiable() {
 #[tokio::test]
 async fn identity_is_recorded_for_both_auth_forms() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "trusted_proxies = [\"127.0.0.1\"]\n");
+    let proxy = TestProxy::builder(sim.addr)
+        .extra("trusted_proxies = [\"127.0.0.1\"]\n")
+        .start();
     post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":238,"fields":{"title":"hook"}}"#,
@@ -278,13 +280,12 @@ async fn list_show_and_the_api_answer_who_changed_what() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), "s3cret-admin-token\n").expect("token");
     let token_file = dir.path().join("token");
-    let proxy = TestProxy::start(
-        sim.addr,
-        &format!(
+    let proxy = TestProxy::builder(sim.addr)
+        .extra(&format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
             token_file.display()
-        ),
-    );
+        ))
+        .start();
     some_events(&proxy).await;
 
     let (code, out, _) = cli(&proxy, &["audit", "list", "--solution", "238", "--json"]);
@@ -395,7 +396,7 @@ fn cli_config(proxy: &TestProxy, hook_file: &std::path::Path) -> std::path::Path
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revert_restores_the_before_state_through_the_audited_path() {
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let hook = proxy.dir.join("service-hook");
     std::fs::write(&hook, format!("{USER}/{SECRET}\n")).expect("hook");
     let config = cli_config(&proxy, &hook);

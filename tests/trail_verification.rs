@@ -214,14 +214,7 @@ fn head(db: &Path) -> (i64, String) {
 
 /// Serves a few audited calls (allowed and denied) with the proxy, then stops it cleanly.
 async fn serve_some_calls(dir: &Path, sim: &portal_sim::SimHandle, audit: &str, n: usize) {
-    let mut proxy = TestProxy::start_in_opts(
-        dir,
-        sim.addr,
-        &ProxyOpts {
-            audit,
-            ..ProxyOpts::default()
-        },
-    );
+    let mut proxy = TestProxy::builder(sim.addr).dir(dir).audit(audit).start();
     let url = proxy.hook_url(UPDATE);
     for i in 0..n {
         let r = post_json(
@@ -698,14 +691,7 @@ async fn heads_are_signed_every_interval_while_serving_and_idle_adds_nothing() {
         "signing_key_file = \"{}\"\nhead_log_interval = \"100ms\"",
         key.display()
     );
-    let mut proxy = TestProxy::start_in_opts(
-        dir,
-        sim.addr,
-        &ProxyOpts {
-            audit: &audit,
-            ..ProxyOpts::default()
-        },
-    );
+    let mut proxy = TestProxy::builder(sim.addr).dir(dir).audit(&audit).start();
     let db = proxy.db_path();
     let signed = |db: &Path| -> Vec<(i64, i64, String)> {
         let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -68,13 +68,12 @@ async fn the_timeline_page_works_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN_VALUE}\n")).expect("token");
-    let proxy = TestProxy::start(
-        sim.addr,
-        &format!(
+    let proxy = TestProxy::builder(sim.addr)
+        .extra(&format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
             token_file.display()
-        ),
-    );
+        ))
+        .start();
     use http::StatusCode as S;
 
     // Oldest first. The unusual events come first so the top of the timeline (the README's
@@ -144,7 +143,7 @@ async fn the_timeline_page_works_in_headless_chromium() {
 async fn without_an_admin_token_the_page_needs_none() {
     require_tools();
     let sim = sim().await;
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let renamed = change(
         &proxy,
         r#"{"id":238,"fields":{"title":"Open"}}"#,

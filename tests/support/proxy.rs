@@ -20,58 +20,27 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    /// Starts a proxy in front of `upstream` with `extra` appended to the config.
-    pub fn start(upstream: SocketAddr, extra: &str) -> TestProxy {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let mut p = TestProxy::start_in(&dir, upstream, extra);
-        p._tmp = Some(tmp);
-        p
-    }
-
-    /// Starts a proxy whose files live in `dir` (kept by the caller, e.g. across a restart).
-    pub fn start_in(dir: &Path, upstream: SocketAddr, extra: &str) -> TestProxy {
-        TestProxy::start_in_opts(
-            dir,
+    /// The one way to start a proxy: in front of `upstream`, configured by the builder's calls.
+    pub fn builder(upstream: SocketAddr) -> ProxyBuilder {
+        ProxyBuilder {
             upstream,
-            &ProxyOpts {
-                extra,
-                ..ProxyOpts::default()
-            },
-        )
+            dir: None,
+            extra: String::new(),
+            upstream_keys: Vec::new(),
+            shell_prelude: None,
+            upstream_url: None,
+            audit: String::new(),
+        }
     }
 
-    /// A proxy in front of `url` (e.g. `https://127.0.0.1:PORT`), `extra` as in [`TestProxy::start`].
-    pub fn start_with_upstream_url(url: &str, extra: &str) -> TestProxy {
-        let unused: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-        TestProxy::start_opts(
-            unused,
-            &ProxyOpts {
-                extra,
-                upstream_url: Some(url),
-                ..ProxyOpts::default()
-            },
-        )
-    }
-
-    /// Like [`TestProxy::start`], with [`ProxyOpts`] (upstream keys overridden, a shell prelude).
-    pub fn start_opts(upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let mut p = TestProxy::start_in_opts(&dir, upstream, opts);
-        p._tmp = Some(tmp);
-        p
-    }
-
-    /// Like [`TestProxy::start_in`], with [`ProxyOpts`].
-    pub fn start_in_opts(dir: &Path, upstream: SocketAddr, opts: &ProxyOpts<'_>) -> TestProxy {
+    fn start_in(dir: &Path, upstream: SocketAddr, opts: &ProxyBuilder) -> TestProxy {
         let config = dir.join("proxy.toml");
-        let (server_extra, rest) = split_server_extra(opts.extra);
+        let (server_extra, rest) = split_server_extra(&opts.extra);
         let mut upstream_keys = vec![("request_timeout", "\"5s\"")];
-        for (k, v) in opts.upstream {
-            match upstream_keys.iter_mut().find(|(key, _)| key == k) {
-                Some(slot) => slot.1 = v,
-                None => upstream_keys.push((k, v)),
+        for (k, v) in &opts.upstream_keys {
+            match upstream_keys.iter_mut().find(|(key, _)| *key == k.as_str()) {
+                Some(slot) => slot.1 = v.as_str(),
+                None => upstream_keys.push((k.as_str(), v.as_str())),
             }
         }
         let upstream_keys: String = upstream_keys
@@ -89,7 +58,8 @@ impl TestProxy {
                 audit = opts.audit,
                 url = opts
                     .upstream_url
-                    .map_or_else(|| format!("http://{upstream}"), str::to_owned),
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{upstream}")),
                 admin = if rest.contains("[admin]") {
                     ""
                 } else {
@@ -108,7 +78,7 @@ impl TestProxy {
             .append(true)
             .open(dir.join("proxy.log"))
             .expect("log file");
-        let mut command = match opts.shell_prelude {
+        let mut command = match &opts.shell_prelude {
             None => Command::new(BIN),
             Some(prelude) => {
                 // `exec` keeps the pid: the child we hold is the proxy itself.
@@ -225,20 +195,68 @@ impl TestProxy {
     }
 }
 
-/// More ways to start a [`TestProxy`]. `ProxyOpts::default()` is exactly what `start` does.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProxyOpts<'a> {
-    /// Appended to the config, as `extra` of [`TestProxy::start`].
-    pub extra: &'a str,
-    /// `[upstream]` keys as `(key, TOML value)`, e.g. `("request_timeout", "\"1s\"")`;
-    /// they replace the helper's own (`request_timeout = "5s"`) or are added.
-    pub upstream: &'a [(&'a str, &'a str)],
+/// How a [`TestProxy`] is started; `TestProxy::builder(upstream).start()` is the plain case.
+#[derive(Debug, Clone)]
+pub struct ProxyBuilder {
+    upstream: SocketAddr,
+    dir: Option<PathBuf>,
+    extra: String,
+    upstream_keys: Vec<(String, String)>,
+    shell_prelude: Option<String>,
+    upstream_url: Option<String>,
+    audit: String,
+}
+
+impl ProxyBuilder {
+    /// Files live in `dir` (kept by the caller, e.g. across a restart) instead of a temporary
+    /// directory dropped with the proxy.
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Appended to the config; lines before the first `[section]` belong to `[server]`.
+    pub fn extra(mut self, extra: &str) -> Self {
+        self.extra = extra.to_owned();
+        self
+    }
+
+    /// One `[upstream]` key as a TOML value, e.g. `("request_timeout", "\"1s\"")`; it replaces
+    /// the helper's own (`request_timeout = "5s"`) or is added.
+    pub fn upstream_key(mut self, key: &str, value: &str) -> Self {
+        self.upstream_keys.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Shell commands run before the binary is exec'd (same pid), e.g. `trap '' XFSZ`.
-    pub shell_prelude: Option<&'a str>,
+    pub fn shell_prelude(mut self, prelude: &str) -> Self {
+        self.shell_prelude = Some(prelude.to_owned());
+        self
+    }
+
     /// `[upstream] url` instead of `http://{upstream}` (e.g. an `https://` portal).
-    pub upstream_url: Option<&'a str>,
+    pub fn upstream_url(mut self, url: &str) -> Self {
+        self.upstream_url = Some(url.to_owned());
+        self
+    }
+
     /// Lines added to the `[audit]` table, e.g. `signing_key_file = "..."`.
-    pub audit: &'a str,
+    pub fn audit(mut self, lines: &str) -> Self {
+        self.audit = lines.to_owned();
+        self
+    }
+
+    pub fn start(self) -> TestProxy {
+        match &self.dir {
+            Some(dir) => TestProxy::start_in(dir, self.upstream, &self),
+            None => {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                let mut p = TestProxy::start_in(tmp.path(), self.upstream, &self);
+                p._tmp = Some(tmp);
+                p
+            }
+        }
+    }
 }
 
 /// One sample's value from a Prometheus text exposition.
