@@ -2,8 +2,9 @@
 //! smart process, stealing, delete refusal, batch with back-references, auth, errors, every fault
 //! kind, h2c, keep-alive and the `/_sim/` control surface.
 //!
-//! Requests are written by hand on a `TcpStream` (so faults that break the connection can be
-//! observed byte by byte); h2c and keep-alive use hyper's client connections.
+//! Requests are written by hand on a `TcpStream` by `support::exchange` (so faults that break
+//! the connection can be observed byte by byte); h2c and keep-alive use hyper's client
+//! connections.
 
 mod support;
 
@@ -13,8 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use portal_sim::{spawn, FaultKind, SimHandle, SimOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{fault, UPDATE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{exchange, fault, RawReply, UPDATE};
 use tokio::net::TcpStream;
 
 const HOOK: &str = "/rest/1/sim-secret-1";
@@ -26,85 +26,18 @@ async fn start() -> SimHandle {
         .expect("simulator starts")
 }
 
-/// A raw HTTP/1.1 exchange: what came back before the server closed the connection.
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Bytes received in total (0 when the server closed without answering).
-    received: usize,
-}
-
-impl Raw {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
+/// One request on a fresh connection to the simulator (see [`exchange`]).
 async fn raw(
     h: &SimHandle,
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Raw {
-    let mut s = TcpStream::connect(h.addr).await.expect("connect");
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut buf = Vec::new();
-    // A reset connection ends the read with an error; keep what arrived before it.
-    let mut chunk = [0u8; 8192];
-    loop {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    parse_response(&buf)
+) -> RawReply {
+    exchange(h.addr, method, target, headers, body).await
 }
 
-fn parse_response(buf: &[u8]) -> Raw {
-    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Raw {
-            status: 0,
-            headers: Vec::new(),
-            body: Vec::new(),
-            received: buf.len(),
-        };
-    };
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Raw {
-        status,
-        headers,
-        body: buf[split + 4..].to_vec(),
-        received: buf.len(),
-    }
-}
-
-async fn post_json(h: &SimHandle, target: &str, body: Value) -> Raw {
+async fn post_json(h: &SimHandle, target: &str, body: Value) -> RawReply {
     raw(
         h,
         "POST",
@@ -115,7 +48,7 @@ async fn post_json(h: &SimHandle, target: &str, body: Value) -> Raw {
     .await
 }
 
-async fn post_form(h: &SimHandle, target: &str, body: &str) -> Raw {
+async fn post_form(h: &SimHandle, target: &str, body: &str) -> RawReply {
     raw(
         h,
         "POST",
@@ -413,7 +346,7 @@ async fn batch_with_back_reference() {
 async fn oauth_and_webhook_auth() {
     let h = start().await;
     let bearer = format!("Bearer {TOKEN}");
-    let cases: Vec<Raw> = vec![
+    let cases: Vec<RawReply> = vec![
         raw(
             &h,
             "GET",

@@ -149,3 +149,83 @@ pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, Str
         }
     }
 }
+
+/// A raw HTTP/1.1 exchange: what came back before the server closed the connection.
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Bytes received in total (0 when the server closed without answering).
+    pub received: usize,
+}
+
+impl RawReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request written by hand (`Connection: close`), so faults that break the
+/// connection can be observed byte by byte; reads until the peer closes or resets.
+pub async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawReply {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write body");
+    let mut buf = Vec::new();
+    // A reset connection ends the read with an error; keep what arrived before it.
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> RawReply {
+    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return RawReply {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            received: buf.len(),
+        };
+    };
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    RawReply {
+        status,
+        headers,
+        body: buf[split + 4..].to_vec(),
+        received: buf.len(),
+    }
+}
