@@ -1,4 +1,4 @@
-//! Every row of the bypass checklist (protocol reference §7): each sends its trick through the
+//! Every row of the bypass checklist in README.md: each sends its trick through the
 //! proxy to the simulator — which executes every spelling the real portal would — and checks
 //! that the trick was either refused with nothing executed, or audited exactly as executed.
 //! The invariant under every test: each change the simulator executed is in the trail as an

@@ -80,7 +80,7 @@ fn generate<S: Strategy>(s: S, n: usize) -> Vec<S::Value> {
 #[test]
 fn parse_str_matches_php_on_generated_inputs() {
     let mut inputs = generate(query_strategy(), 5000);
-    // The rows of protocol §2.2, always included.
+    // The rows of docs/protocol.md, Form decoding, always included.
     inputs.extend(
         [
             "fields[typeIds][]=14&fields[typeIds][]=15",

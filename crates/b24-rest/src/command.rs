@@ -1,5 +1,5 @@
 //! One `batch` command string, split the way the portal splits it: PHP `parse_url`, whose path
-//! is the method and whose query goes to `parse_str` (protocol §4.2).
+//! is the method and whose query goes to `parse_str` (docs/protocol.md, Batch).
 //!
 //! `parse_url` is a URL parser, not a "method?query" splitter: before it looks for `?` it looks
 //! for a scheme (`x:…`), a port (`name:80`), an authority (`//host`) and user and password, and it

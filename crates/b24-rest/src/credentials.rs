@@ -1,4 +1,4 @@
-//! The one list of request parameters that carry a caller's credential (protocol §1.2), used by
+//! The one list of request parameters that carry a caller's credential (docs/protocol.md, Credentials), used by
 //! interpretation (which credential a call has), `batch` (a credential inside a command is
 //! overridden by the batch's own) and log redaction (whose values never reach a log line).
 //!

@@ -1,6 +1,6 @@
 //! Request parameters, decoded exactly as the portal decodes them.
 //!
-//! Three readers, each a copy of the PHP code path the portal runs (protocol reference §2):
+//! Three readers, each a copy of the PHP code path the portal runs (docs/protocol.md, Request decoding):
 //! [`parse_str`] for query strings and form bodies (`parse_str` / `php_register_variable_ex`),
 //! [`json_decode`] for JSON bodies (`json_decode($body, true)`), and [`request_params`], which
 //! chooses between them by HTTP method and `Content-Type` and merges query and body the way the
@@ -433,7 +433,7 @@ pub struct RequestParams {
 /// well below it leaves no doubt that the portal saw every variable the proxy saw.
 pub const MAX_WATCHED_VARS: usize = 500;
 
-/// The parameters the portal's `getRequestData` would hand to the method (protocol §2.1).
+/// The parameters the portal's `getRequestData` would hand to the method (docs/protocol.md, Parameter sources).
 pub fn request_params(
     method: &Method,
     content_type: Option<&[u8]>,
@@ -632,7 +632,7 @@ mod tests {
         Value::Array(parse_str(s.as_bytes()).expect("decodes").params).to_json()
     }
 
-    /// Each row was checked against PHP 8.2's `parse_str` (protocol reference §2.2 and a local
+    /// Each row was checked against PHP 8.2's `parse_str` (docs/protocol.md, Form decoding and a local
     /// `php -r` run).
     #[test]
     fn parse_str_matches_php() {

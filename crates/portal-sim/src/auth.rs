@@ -1,4 +1,4 @@
-//! Which credential a request carries and whose it is (protocol §1.2).
+//! Which credential a request carries and whose it is (docs/protocol.md, Credentials).
 //!
 //! Checked in the portal's handler order: OAuth first (`Authorization: Bearer`, then the `auth`
 //! parameter, then `access_token`), then the inbound webhook (`aplogin` + `ap`, from the path or

@@ -1,4 +1,4 @@
-//! `batch` (protocol §4): read `cmd`/`halt`, run each command string, substitute back-references
+//! `batch` (docs/protocol.md, Batch): read `cmd`/`halt`, run each command string, substitute back-references
 //! to earlier commands' outputs, and build the five-map envelope with PHP's JSON shapes.
 //!
 //! Reading: top-level names are upper-cased first (a later spelling wins); `cmd` may be a map or

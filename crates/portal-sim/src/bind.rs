@@ -1,5 +1,5 @@
 //! The PHP side of calling a controller action: how the portal's binder matches request
-//! parameters to `int $id` / `array $fields` (protocol §2.3), and the PHP casts the methods use
+//! parameters to `int $id` / `array $fields` (docs/protocol.md, Controller binding), and the PHP casts the methods use
 //! (`(string)`, `(bool)`, `is_numeric`).
 //!
 //! Top-level names are matched case-sensitively. Binder failures are the engine's error code

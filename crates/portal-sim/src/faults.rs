@@ -37,7 +37,7 @@ pub enum FaultKind {
         code: String,
         description: String,
     },
-    /// Execute the call, then answer with an error anyway (protocol §5.2 step 5: the bindings
+    /// Execute the call, then answer with an error anyway (docs/protocol.md, Workplace updates: the bindings
     /// were set even though the portal reports a failure).
     ErrorAfterExecute { status: u16, code: String },
     /// Execute, then wait this long before answering normally.

@@ -1,5 +1,5 @@
 //! From an HTTP request to the portal's reading of it: the REST method, the response transport,
-//! and the parameters the method will see (protocol §1.1, §2.1).
+//! and the parameters the method will see (docs/protocol.md, URL forms and Parameter sources).
 //!
 //! Parameters come from `portal_request_params` (query, urlencoded form, JSON, raw body), plus
 //! `multipart/form-data`, which that function leaves to PHP's form parser and which is read here.

@@ -1,4 +1,4 @@
-//! The portal's path handling (protocol §1.1): which REST method a path names, with which path
+//! The portal's path handling (docs/protocol.md, URL forms): which REST method a path names, with which path
 //! variables, and in which transport the answer goes.
 //!
 //! Order, as the portal does it: `rawurldecode` the path, normalise it (runs of `/` collapse,

@@ -1,4 +1,4 @@
-//! `crm.automatedsolution.*`, following the CRM controller step by step (protocol §5.1, §5.2):
+//! `crm.automatedsolution.*`, following the CRM controller step by step (docs/protocol.md, Workplace updates):
 //! `update` starts with a get, fills missing fields from the current state by PHP array union,
 //! converts keys camelCase → UPPER_SNAKE (with the `CaseCache` subtlety), drops unknown keys,
 //! normalises values, updates the title, and then sets the bindings *even if the title update

@@ -1,5 +1,5 @@
 //! `order` and `filter` of `crm.automatedsolution.list`, read and applied the way the portal's
-//! ORM would (protocol §5.1): fields `id` and `title`, the filter prefixes the CRM controllers
+//! ORM would (docs/protocol.md, Workplace updates): fields `id` and `title`, the filter prefixes the CRM controllers
 //! accept (`= ! > < >= <= % !% =% %= !=% !%= @ >< !><` and none), nested groups under integer
 //! keys joined by `logic: OR|AND`.
 //!
