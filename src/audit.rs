@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// The three kinds of entry (design §4).
+/// The three kinds of entry (docs/architecture.md, The trail's guarantees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
@@ -66,7 +66,7 @@ impl EntryKind {
     }
 }
 
-/// How an audited mutation ended (design §6).
+/// How an audited mutation ended (docs/architecture.md, Contracts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
