@@ -390,7 +390,7 @@ async fn portal_requests_per_batch_stay_bounded() {
                 .id
         })
         .collect();
-    let proxy = TestProxy::start(sim.addr, "");
+    let proxy = TestProxy::builder(sim.addr).start();
     let before = sim.sim.calls().len();
     let r = post_json(
         &proxy.hook_url("batch"),
