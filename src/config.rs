@@ -1,4 +1,5 @@
-//! Configuration: the TOML schema (docs/architecture.md, Contracts), its defaults, and validation into [`Config`].
+//! Configuration: the TOML schema (docs/architecture.md, Contracts), its defaults, and validation
+//! into [`Config`].
 //!
 //! Loading is read → parse (unknown keys refused, so a typo in a policy key fails loudly) →
 //! validate. Every failure is one [`ConfigError`] whose text names the key; `main` prints it on

@@ -49,7 +49,8 @@ pub enum ProxyError {
     #[error("non-canonical REST path: {0}")]
     NonCanonicalPath(&'static str),
 
-    /// A watched call the proxy cannot read the way the portal will (design §3.2).
+    /// A watched call the proxy cannot read the way the portal will (docs/architecture.md, The rule
+    /// of interpretation).
     #[error("{reason}")]
     Uninterpretable { code: &'static str, reason: String },
 
@@ -143,7 +144,8 @@ impl ProxyError {
     }
 
     /// The status table. Refusals are 4xx and never 401/429/5xx, because SDKs retry or refresh
-    /// tokens on those (protocol §6.5/§6.6); only a genuinely transient proxy state answers 503.
+    /// tokens on those (docs/protocol.md, SDK retries); only a genuinely transient proxy state
+    /// answers 503 (a portal refusal keeps the portal's own status: it is its answer).
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NotFound => StatusCode::NOT_FOUND,

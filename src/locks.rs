@@ -1,7 +1,8 @@
-//! Per-workplace serialisation (docs/architecture.md, The trail's guarantees): changes to one workplace go through one at a time,
-//! from snapshot to recorded outcome, so every before-state is the true state before that
-//! change. Different workplaces never wait for each other. Entries are removed when their last
-//! holder leaves, so the map stays as small as the set of workplaces being changed right now.
+//! Per-workplace serialisation (docs/architecture.md, The trail's guarantees): changes to one
+//! workplace go through one at a time, from snapshot to recorded outcome, so every before-state is
+//! the true state before that change. Different workplaces never wait for each other. Entries are
+//! removed when their last holder leaves, so the map stays as small as the set of workplaces being
+//! changed right now.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -99,7 +99,7 @@ enum AuditCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
-    /// Write every audited mutation as JSON Lines (design §6), oldest first.
+    /// Write every audited mutation as JSON Lines (docs/architecture.md, Contracts), oldest first.
     Export {
         #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,

@@ -1,11 +1,12 @@
 //! Interpret: a watched `crm.automatedsolution.*` call → a [`Mutation`] (what will change) and
 //! the caller's [`Credential`]; and the canonical re-encoding that is forwarded instead of the
-//! client's bytes (design §3.3), so no parser difference between proxy and portal can turn the
-//! evaluated call into another one.
+//! client's bytes (docs/architecture.md, Forwarding an inspected call), so no parser difference
+//! between proxy and portal can turn the evaluated call into another one.
 //!
-//! The reading is strict where the portal is lenient (design §3.2): duplicate or mis-spelled
-//! keys, ids that only PHP's coercion turns into numbers, more than one credential, unknown
-//! field names — all refused with a 400 that says which parameter.
+//! The reading is strict where the portal is lenient (docs/architecture.md, The rule of
+//! interpretation): duplicate or mis-spelled keys, ids that only PHP's coercion turns into numbers,
+//! more than one credential, unknown field names — all refused with a 400 that says which
+//! parameter.
 
 mod batch;
 mod credential;
@@ -165,9 +166,9 @@ pub fn param_error(e: ParamError) -> ProxyError {
     ProxyError::uninterpretable(code, e.to_string())
 }
 
-/// `id`: a JSON integer or a string of ASCII digits, positive (protocol §7.14). PHP would also
-/// coerce `" 5"`, `"5.9"` and `"1e1"`; those are refused so the snapshot is surely of the id the
-/// portal uses.
+/// `id`: a JSON integer or a string of ASCII digits, positive (docs/protocol.md, Controller
+/// binding). PHP would also coerce `" 5"`, `"5.9"` and `"1e1"`; those are refused so the snapshot
+/// is surely of the id the portal uses.
 pub fn read_id(v: Option<&Value>) -> Result<i64, ProxyError> {
     let bad = |why: &str| ProxyError::uninterpretable("INVALID_PARAMETER", format!("'id' {why}"));
     let n = match v {
@@ -226,8 +227,8 @@ fn read_title(v: &Value) -> Result<String, ProxyError> {
     }
 }
 
-/// The portal's `TYPE_IDS` normaliser (protocol §5.2 step 4): cast to array, `(int)` each
-/// element, keep values > 0, deduplicate, sort. A cast whose result depends on the PHP build
+/// The portal's `TYPE_IDS` normaliser (docs/protocol.md, Workplace updates): cast to array, `(int)`
+/// each element, keep values > 0, deduplicate, sort. A cast whose result depends on the PHP build
 /// (huge numbers) is refused.
 pub fn normalise_type_ids(v: &Value) -> Result<Vec<i64>, ProxyError> {
     let one;

@@ -3,8 +3,9 @@
 //!
 //! For each mutation: its before-state (for the second change to one workplace in a batch, the
 //! first change's result), its predicted after-state, and its side effects — binding a smart
-//! process to one workplace takes it away from whichever workplace held it (protocol §5.2
-//! step 6). Pure: the caller reads the states, this only applies the portal's rules to them.
+//! process to one workplace takes it away from whichever workplace held it (docs/protocol.md,
+//! Workplace updates step 6). Pure: the caller reads the states, this only applies the portal's
+//! rules to them.
 
 use crate::mutation::{Mutation, MutationKind, SolutionState};
 use std::collections::{BTreeMap, BTreeSet};

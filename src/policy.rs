@@ -16,7 +16,8 @@ pub mod rules {
     pub const DENY_DELETE: &str = "deny_delete";
     pub const MAX_TYPE_IDS_REMOVED: &str = "max_type_ids_removed";
     pub const ALLOWED_USER_IDS: &str = "allowed_user_ids";
-    /// Not a configurable rule: the call could not be read unambiguously (design §3.2).
+    /// Not a configurable rule: the call could not be read unambiguously (docs/architecture.md, The
+    /// rule of interpretation).
     pub const UNINTERPRETABLE: &str = "uninterpretable_request";
     pub const ALL: [&str; 6] = [
         DENY_EMPTY_TYPE_IDS,

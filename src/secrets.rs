@@ -2,9 +2,9 @@
 //! paths and queries for logs.
 //!
 //! A secret is never stored, logged or exported; the trail keeps only
-//! `HMAC-SHA-256(installation key, secret)`, first 16 hex characters (docs/architecture.md, The trail's guarantees). The key is
-//! created at first start with mode 0600, so fingerprints from one installation cannot be
-//! brute-forced offline from the audit database alone.
+//! `HMAC-SHA-256(installation key, secret)`, first 16 hex characters (docs/architecture.md, The
+//! trail's guarantees). The key is created at first start with mode 0600, so fingerprints from one
+//! installation cannot be brute-forced offline from the audit database alone.
 
 use crate::rest::credentials::is_secret_param;
 use hmac::{Hmac, Mac};

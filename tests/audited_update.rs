@@ -278,7 +278,8 @@ async fn portal_errors_on_the_snapshot_are_returned_as_is_and_nothing_is_forward
 async fn portal_error_after_execution_records_the_real_after_state() {
     let sim = sim().await;
     let proxy = TestProxy::builder(sim.addr).start();
-    // The portal's update sets bindings even when it then reports an error (docs/protocol.md, Workplace updates).
+    // The portal's update sets bindings even when it then reports an error (docs/protocol.md,
+    // Workplace updates).
     sim.sim.push_fault(Fault {
         method: Some(UPDATE.into()),
         times: 1,

@@ -1,6 +1,6 @@
 //! Crash loop (issue 6): under concurrent load of audited updates — several workplaces, several
-//! clients — the proxy is killed with SIGKILL at random moments and restarted, at least 20 times (30 here).
-//! Afterwards:
+//! clients — the proxy is killed with SIGKILL at random moments and restarted, at least 20 times
+//! (30 here). Afterwards:
 //! - every change the simulator executed has exactly one audit record, whose outcome is
 //!   `applied` or `unknown` (never missing, never `denied`/`failed`/`rejected_by_portal`);
 //! - no `applied` record lacks an executed change;

@@ -1,5 +1,6 @@
 //! The hash chain: the canonical JSON of an entry, and `hash = SHA-256(prev_hash ‖ payload)`
-//! (docs/architecture.md, The trail's guarantees; the exact form is specified in `docs/trail-format.md`).
+//! (docs/architecture.md, The trail's guarantees; the exact form is specified in
+//! `docs/trail-format.md`).
 //!
 //! Two canonical forms exist. Entries written by this version carry `"v":2` in their payload and
 //! are canonicalised by RFC 8785 (JSON Canonicalization Scheme): keys sorted by their UTF-16 code

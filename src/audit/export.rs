@@ -1,8 +1,8 @@
 //! `audit export`: the trail as JSON Lines for a SIEM or an auditor — one event per line (the
-//! design §6 form, or OCSF with `--format ocsf`), or the raw chain entries (`--entries`) that
-//! `scripts/verify-trail` verifies. With `--follow` it keeps going, polling the database at a
-//! bounded interval and writing what was committed since, until the stop flag is raised
-//! (SIGINT/SIGTERM) or `--until` has passed.
+//! trail's own form (docs/architecture.md, Contracts), or OCSF with `--format ocsf`), or the raw
+//! chain entries (`--entries`) that `scripts/verify-trail` verifies. With `--follow` it keeps
+//! going, polling the database at a bounded interval and writing what was committed since, until
+//! the stop flag is raised (SIGINT/SIGTERM) or `--until` has passed.
 //!
 //! Followed events are written once each, when their outcome is committed (so in outcome order):
 //! an event still in flight is not written half-finished and again later.
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// The trail's own event form (design §6).
+    /// The trail's own event form (docs/architecture.md, Contracts).
     Json,
     /// OCSF API Activity (class 6003).
     Ocsf,

@@ -113,7 +113,7 @@ pub fn outbound(method: &str, credential: &Credential, params: serde_json::Value
     }
 }
 
-/// The canonical re-encoding of a mutation (design §3.3).
+/// The canonical re-encoding of a mutation (docs/architecture.md, Forwarding an inspected call).
 pub fn canonical(call: &Interpreted) -> OutboundCall {
     outbound(
         call.mutation.kind.method(),

@@ -203,7 +203,8 @@ fn mentions_dollar(params: &Array) -> bool {
 }
 
 /// `result.result[key]` or `result.result_error[key]` of a batch answer; the portal's JSON
-/// prints each of these maps as an object, a list (keys 0..n-1) or `[]` (docs/protocol.md, "batch").
+/// prints each of these maps as an object, a list (keys 0..n-1) or `[]` (docs/protocol.md,
+/// "batch").
 pub fn sub_answer<'a>(
     answer: &'a serde_json::Value,
     map: &str,

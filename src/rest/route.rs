@@ -3,7 +3,7 @@
 //! every pass-through call.
 //!
 //! The rule (documented in README, "Paths"): the proxy accepts only the canonical spellings the
-//! portal's own templates match (protocol §1.1) —
+//! portal's own templates match (docs/protocol.md, URL forms) —
 //! `/rest/{method}`, `/rest/{uid}/{secret}/{method}`, each with at most one trailing `/`, and the
 //! REST 3.0 forms `/rest/api/{method}`, `/rest/api/{uid}/{secret}/{method}`. Percent-escapes are
 //! decoded once, as the portal does, and the method is compared lower-cased with a final

@@ -1,7 +1,8 @@
 //! Test helpers, one file per concern: the proxy binary (`proxy`), the portal simulator
 //! (`simulator`), HTTP helpers and a fixed-answer upstream (`http`), a throw-away PKI (`pki`)
 //! and a PromQL scanner (`promql`), plus the constants and polling helpers every test shares
-//! (here). Everything talks to loopback only and stops when dropped. Tests `use support::*` and see all of it.
+//! (here). Everything talks to loopback only and stops when dropped. Tests `use support::*` and see
+//! all of it.
 
 // Each test binary uses a different part of these helpers.
 #![allow(dead_code, unused_imports)]

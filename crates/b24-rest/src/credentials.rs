@@ -1,6 +1,7 @@
-//! The one list of request parameters that carry a caller's credential (docs/protocol.md, Credentials), used by
-//! interpretation (which credential a call has), `batch` (a credential inside a command is
-//! overridden by the batch's own) and log redaction (whose values never reach a log line).
+//! The one list of request parameters that carry a caller's credential (docs/protocol.md,
+//! Credentials), used by interpretation (which credential a call has), `batch` (a credential inside
+//! a command is overridden by the batch's own) and log redaction (whose values never reach a log
+//! line).
 //!
 //! The portal reads these names case-sensitively, as PHP array keys: `AUTH` is an ordinary
 //! parameter to it. Redaction compares case-insensitively all the same, because hiding a value

@@ -1,5 +1,6 @@
 //! The proxy's own encoding of parameters it has read, for calls it forwards in its own bytes
-//! (docs/architecture.md, Forwarding an inspected call): a PHP array → a query string that `parse_str` reads back as exactly that array.
+//! (docs/architecture.md, Forwarding an inspected call): a PHP array → a query string that
+//! `parse_str` reads back as exactly that array.
 //!
 //! PHP percent-decodes a name *before* it splits it at brackets, so no escaping can protect a
 //! `[` or `]` inside a key, and `max_input_vars` or the nesting limit can cut what is sent. Rather

@@ -13,8 +13,8 @@ pub fn error_body(code: &str, description: &str) -> Bytes {
 }
 
 /// The `time` object of a portal answer for a call that started at `start` and ended now
-/// (docs/protocol.md, Envelope). SDKs read `start`, `finish`, `duration`, `processing`, `date_start` and
-/// `date_finish` as required keys.
+/// (docs/protocol.md, Envelope). SDKs read `start`, `finish`, `duration`, `processing`,
+/// `date_start` and `date_finish` as required keys.
 pub fn time_object(start: SystemTime) -> serde_json::Value {
     let finish = SystemTime::now();
     let s = unix_seconds(start);

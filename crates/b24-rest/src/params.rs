@@ -1,10 +1,10 @@
 //! Request parameters, decoded exactly as the portal decodes them.
 //!
-//! Three readers, each a copy of the PHP code path the portal runs (docs/protocol.md, Request decoding):
-//! [`parse_str`] for query strings and form bodies (`parse_str` / `php_register_variable_ex`),
-//! [`json_decode`] for JSON bodies (`json_decode($body, true)`), and [`request_params`], which
-//! chooses between them by HTTP method and `Content-Type` and merges query and body the way the
-//! portal's `getRequestData` does.
+//! Three readers, each a copy of the PHP code path the portal runs (docs/protocol.md, Request
+//! decoding): [`parse_str`] for query strings and form bodies (`parse_str` /
+//! `php_register_variable_ex`), [`json_decode`] for JSON bodies (`json_decode($body, true)`), and
+//! [`request_params`], which chooses between them by HTTP method and `Content-Type` and merges
+//! query and body the way the portal's `getRequestData` does.
 //!
 //! Where PHP would silently do something the client probably did not mean (a duplicate JSON key,
 //! invalid JSON read as an empty body, a JSON body sent as a form, variables past the input cap)
@@ -433,7 +433,8 @@ pub struct RequestParams {
 /// well below it leaves no doubt that the portal saw every variable the proxy saw.
 pub const MAX_WATCHED_VARS: usize = 500;
 
-/// The parameters the portal's `getRequestData` would hand to the method (docs/protocol.md, Parameter sources).
+/// The parameters the portal's `getRequestData` would hand to the method (docs/protocol.md,
+/// Parameter sources).
 pub fn request_params(
     method: &Method,
     content_type: Option<&[u8]>,
@@ -632,8 +633,8 @@ mod tests {
         Value::Array(parse_str(s.as_bytes()).expect("decodes").params).to_json()
     }
 
-    /// Each row was checked against PHP 8.2's `parse_str` (docs/protocol.md, Form decoding and a local
-    /// `php -r` run).
+    /// Each row was checked against PHP 8.2's `parse_str` (docs/protocol.md, Form decoding and a
+    /// local `php -r` run).
     #[test]
     fn parse_str_matches_php() {
         use serde_json::json;
@@ -852,7 +853,8 @@ mod tests {
     }
 
     proptest! {
-        /// Any bytes at all: the decoder never panics, and never yields more variables than PHP keeps.
+        /// Any bytes at all: the decoder never panics, and never yields more variables than PHP
+        /// keeps.
         #[test]
         fn parse_str_total(input in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(p) = parse_str(&input) {

@@ -1,5 +1,6 @@
-//! `batch` (docs/protocol.md, Batch): read `cmd`/`halt`, run each command string, substitute back-references
-//! to earlier commands' outputs, and build the five-map envelope with PHP's JSON shapes.
+//! `batch` (docs/protocol.md, Batch): read `cmd`/`halt`, run each command string, substitute
+//! back-references to earlier commands' outputs, and build the five-map envelope with PHP's JSON
+//! shapes.
 //!
 //! Reading: top-level names are upper-cased first (a later spelling wins); `cmd` may be a map or
 //! a list; `halt` is a PHP bool cast (`"false"` is true). Only the first 50 entries are

@@ -1,6 +1,6 @@
 //! The PHP side of calling a controller action: how the portal's binder matches request
-//! parameters to `int $id` / `array $fields` (docs/protocol.md, Controller binding), and the PHP casts the methods use
-//! (`(string)`, `(bool)`, `is_numeric`).
+//! parameters to `int $id` / `array $fields` (docs/protocol.md, Controller binding), and the PHP
+//! casts the methods use (`(string)`, `(bool)`, `is_numeric`).
 //!
 //! Top-level names are matched case-sensitively. Binder failures are the engine's error code
 //! `100` (an integer in the JSON) with HTTP 400, worded as the portal words them.

@@ -4,8 +4,9 @@
 //! matches any request under `/rest/`). Each request takes at most one fault: the first matching
 //! one in the queue, in the order they were pushed. A fault pushed with a `skip` count
 //! ([`FaultQueue::push_after`]) first lets that many matching requests pass unharmed — to fault
-//! the proxy's re-read but not its snapshot read of the same method, say. Faults match whole HTTP requests, never the
-//! commands inside a `batch`. How each kind is carried out on the wire is `server.rs`'s concern.
+//! the proxy's re-read but not its snapshot read of the same method, say. Faults match whole HTTP
+//! requests, never the commands inside a `batch`. How each kind is carried out on the wire is
+//! `server.rs`'s concern.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -37,8 +38,8 @@ pub enum FaultKind {
         code: String,
         description: String,
     },
-    /// Execute the call, then answer with an error anyway (docs/protocol.md, Workplace updates: the bindings
-    /// were set even though the portal reports a failure).
+    /// Execute the call, then answer with an error anyway (docs/protocol.md, Workplace updates: the
+    /// bindings were set even though the portal reports a failure).
     ErrorAfterExecute { status: u16, code: String },
     /// Execute, then wait this long before answering normally.
     Delay(Duration),

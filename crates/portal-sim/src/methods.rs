@@ -96,8 +96,8 @@ pub type Outcome = Result<MethodOk, MethodError>;
 
 /// The upper-case field names the portal's key converter has seen converted to camelCase during
 /// this request (its `CaseCache`). Such a name is then accepted as is in `fields`, which is what
-/// makes `TYPE_IDS` work beside `typeIds` in an update (docs/protocol.md, Workplace updates). It lives for one
-/// HTTP request, so the commands of one batch share it, as they share a PHP process.
+/// makes `TYPE_IDS` work beside `typeIds` in an update (docs/protocol.md, Workplace updates). It
+/// lives for one HTTP request, so the commands of one batch share it, as they share a PHP process.
 #[derive(Debug, Default)]
 pub struct CaseCache {
     known_upper: HashSet<String>,

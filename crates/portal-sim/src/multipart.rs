@@ -1,5 +1,6 @@
 //! `multipart/form-data` bodies, which PHP parses into form fields before the portal sees the
-//! request (docs/protocol.md, Parameter sources; the docs confirm multipart works for every method).
+//! request (docs/protocol.md, Parameter sources; the docs confirm multipart works for every
+//! method).
 //!
 //! Only text fields are read: a part with a `filename` is an upload and never becomes a
 //! parameter. Each field name goes through PHP's bracket rules by re-encoding the pair as

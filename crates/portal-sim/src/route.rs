@@ -1,5 +1,5 @@
-//! The portal's path handling (docs/protocol.md, URL forms): which REST method a path names, with which path
-//! variables, and in which transport the answer goes.
+//! The portal's path handling (docs/protocol.md, URL forms): which REST method a path names, with
+//! which path variables, and in which transport the answer goes.
 //!
 //! Order, as the portal does it: `rawurldecode` the path, normalise it (runs of `/` collapse,
 //! `.`/`..` resolve, a trailing `/` means `/index.php`), require the `/rest/` prefix, then match

@@ -4,8 +4,8 @@
 //!
 //! The one invariant: a smart-process type is bound to at most one workplace. Every binding
 //! change goes through [`State::set_bindings`], which takes the types away from whichever
-//! workplace held them (docs/protocol.md, Workplace updates). Parameter decoding and response shapes are not
-//! here; the methods in `methods/` do that.
+//! workplace held them (docs/protocol.md, Workplace updates). Parameter decoding and response
+//! shapes are not here; the methods in `methods/` do that.
 
 use super::faults::FaultQueue;
 use bytes::Bytes;

@@ -1,8 +1,9 @@
-//! `crm.automatedsolution.*`, following the CRM controller step by step (docs/protocol.md, Workplace updates):
-//! `update` starts with a get, fills missing fields from the current state by PHP array union,
-//! converts keys camelCase → UPPER_SNAKE (with the `CaseCache` subtlety), drops unknown keys,
-//! normalises values, updates the title, and then sets the bindings *even if the title update
-//! failed*. Binding a type moves it away from whichever workplace held it (`state.rs`).
+//! `crm.automatedsolution.*`, following the CRM controller step by step (docs/protocol.md,
+//! Workplace updates): `update` starts with a get, fills missing fields from the current state by
+//! PHP array union, converts keys camelCase → UPPER_SNAKE (with the `CaseCache` subtlety), drops
+//! unknown keys, normalises values, updates the title, and then sets the bindings *even if the
+//! title update failed*. Binding a type moves it away from whichever workplace held it
+//! (`state.rs`).
 //!
 //! Simplified: no permission checks (every caller is a CRM admin), no plan limit on the number
 //! of workplaces, no title-uniqueness or length checks. Unknown smart-process type ids are

@@ -1,7 +1,7 @@
 //! `order` and `filter` of `crm.automatedsolution.list`, read and applied the way the portal's
-//! ORM would (docs/protocol.md, Workplace updates): fields `id` and `title`, the filter prefixes the CRM controllers
-//! accept (`= ! > < >= <= % !% =% %= !=% !%= @ >< !><` and none), nested groups under integer
-//! keys joined by `logic: OR|AND`.
+//! ORM would (docs/protocol.md, Workplace updates): fields `id` and `title`, the filter prefixes
+//! the CRM controllers accept (`= ! > < >= <= % !% =% %= !=% !%= @ >< !><` and none), nested groups
+//! under integer keys joined by `logic: OR|AND`.
 //!
 //! Title comparisons are case-insensitive, as under the portal's MySQL collation. Ties in the
 //! order are broken by id so pages are stable. Not modelled: SQL `NULL` handling of empty values.
