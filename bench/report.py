@@ -87,6 +87,69 @@ def fmt_mb(kb):
     return f"{kb / 1024:.1f} MB"
 
 
+# Same-run ratios compared with the previous run's: (label, numerator run, denominator run).
+RATIOS = [
+    ("pass-through ÷ nginx, c=16", "proxy-c16", "nginx-c16"),
+    ("pass-through ÷ nginx, c=64", "proxy-c64", "nginx-c64"),
+    ("pass-through ÷ direct, c=64", "proxy-c64", "direct-c64"),
+    ("pass-through with access log ÷ nginx, c=64", "proxy-accesslog-c64", "nginx-c64"),
+    ("audited update ÷ simulator's own update, c=1", "audited-c1", "sim-update-c1"),
+    ("audited update ÷ simulator's own update, c=64", "audited-c64", "sim-update-c64"),
+    ("audited bind ÷ audited rename, c=16", "audited-bind-c16", "audited-c16"),
+]
+
+# A ratio worse than the previous run's by more than this is reported as a regression. Two runs of
+# the same commit on this kind of machine (2 shared CPUs) differ by up to ~5 % in these ratios
+# (0.63× vs 0.66× pass-through ÷ nginx in the runs kept so far), so 10 % is past the noise.
+REGRESSION = 0.10
+
+# Row labels of the Results table → run-name prefixes, to read a previous file that predates the
+# machine-readable block below.
+LABELS = [
+    ("1 direct", "direct"), ("2 nginx", "nginx"), ("3 b24-audit-proxy", "proxy"),
+    ("3′ proxy", "proxy-accesslog"), ("simulator alone: `crm.automatedsolution.update`", "sim-update"),
+    ("simulator alone: `crm.automatedsolution.get`", "sim-get"), ("4′ audited", "audited-bind"),
+    ("4 audited", "audited"),
+]
+
+
+def previous_rps(path):
+    """req/s per run name in a previous BENCHMARKS.md (its JSON block, else its Results table)."""
+    if not os.path.exists(path):
+        return {}, None
+    text = open(path).read()
+    m = re.search(r"<!-- bench-rps: (\{.*?\}) -->", text)
+    commit = re.search(r"\(commit ([0-9a-f]+);", text)
+    commit = commit.group(1) if commit else None
+    if m:
+        return json.loads(m.group(1)), commit
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[1].isdigit():
+            continue
+        for label, prefix in LABELS:
+            if cells[0].startswith(label):
+                try:
+                    out[f"{prefix}-c{cells[1]}"] = float(cells[2].replace(",", ""))
+                except ValueError:
+                    pass
+                break
+    return out, commit
+
+
+def kept_sections(path):
+    """The profile sections of a previous BENCHMARKS.md (written by bench/profile's runs), kept
+    when this run has no new profile."""
+    if not os.path.exists(path):
+        return None
+    text = open(path).read()
+    i = text.find("\n## Profile")
+    if i < 0:
+        return None
+    return re.sub(r"\n<!-- bench-rps: .*? -->\n?", "\n", text[i + 1:]).rstrip()
+
+
 def main():
     results, out_path = sys.argv[1], sys.argv[2]
     profile = sys.argv[3] if len(sys.argv) > 3 else None
@@ -313,6 +376,25 @@ def main():
         row(f"RSS ≤ 30 MB with {mem['proxy'].get('held')} idle connections", fmt_mb(kb), kb <= 30 * 1024)
     w("")
 
+    prev, prev_commit = previous_rps(out_path)
+    if prev:
+        w(f"## Compared with the previous run (commit {prev_commit or '?'}), same-run ratios")
+        w("")
+        w(f"Each ratio is taken within its own run, so the machine's speed cancels out; a ratio worse by more than {REGRESSION:.0%} is a regression (run-to-run noise here is up to ~5 %).")
+        w("")
+        w("| ratio | previous | now | change | verdict |")
+        w("|---|---:|---:|---:|---|")
+        for label, num, den in RATIOS:
+            now_n, now_d = get(num, "rps"), get(den, "rps")
+            old_n, old_d = prev.get(num), prev.get(den)
+            if not (now_n and now_d and old_n and old_d):
+                continue
+            now_r, old_r = now_n / now_d, old_n / old_d
+            change = now_r / old_r - 1
+            verdict = "**regression**" if change < -REGRESSION else ("better" if change > REGRESSION else "same (within noise)")
+            w(f"| {label} | {old_r:.2f}× | {now_r:.2f}× | {change:+.0%} | {verdict} |")
+        w("")
+
     verify = os.path.join(results, "verify.txt")
     w("## Notes")
     w("")
@@ -382,6 +464,13 @@ def main():
         text = re.sub(r" \(in /[^)|←`]*\)?", "", open(profile).read().rstrip())
         w(re.sub(r"(\S)←", r"\1 ←", text))
         w("")
+    else:
+        kept = kept_sections(out_path)
+        if kept:
+            w(kept)
+            w("")
+    # For the next run's comparison: this run's req/s per measurement.
+    w("<!-- bench-rps: " + json.dumps({n: r["rps"] for n, r in runs.items()}, sort_keys=True) + " -->")
     text = "\n".join(lines) + "\n"
     with open(out_path, "w") as f:
         f.write(text)
