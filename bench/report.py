@@ -99,9 +99,12 @@ RATIOS = [
 ]
 
 # A ratio worse than the previous run's by more than this is reported as a regression. Two runs of
-# the same commit on this kind of machine (2 shared CPUs) differ by up to ~5 % in these ratios
-# (0.63× vs 0.66× pass-through ÷ nginx in the runs kept so far), so 10 % is past the noise.
+# the same commit on this kind of machine (2 shared CPUs) differ by up to ~5-10 % in the ratios at
+# c=16 and c=64, so 10 % is at the edge of the noise. The c=1 ratios are latency-bound (every
+# wake-up counts) and far noisier: the simulator alone at c=1 differed by 43 % between two runs
+# of the same code, so they get a wider band.
 REGRESSION = 0.10
+REGRESSION_C1 = 0.50
 
 # Row labels of the Results table → run-name prefixes, to read a previous file that predates the
 # machine-readable block below.
@@ -380,7 +383,7 @@ def main():
     if prev:
         w(f"## Compared with the previous run (commit {prev_commit or '?'}), same-run ratios")
         w("")
-        w(f"Each ratio is taken within its own run, so the machine's speed cancels out; a ratio worse by more than {REGRESSION:.0%} is a regression (run-to-run noise here is up to ~5 %).")
+        w(f"Each ratio is taken within its own run, so the machine's speed cancels out; a ratio worse by more than {REGRESSION:.0%} is a regression ({REGRESSION_C1:.0%} for the latency-bound c=1 ratios, whose run-to-run noise is far larger).")
         w("")
         w("| ratio | previous | now | change | verdict |")
         w("|---|---:|---:|---:|---|")
@@ -391,7 +394,8 @@ def main():
                 continue
             now_r, old_r = now_n / now_d, old_n / old_d
             change = now_r / old_r - 1
-            verdict = "**regression**" if change < -REGRESSION else ("better" if change > REGRESSION else "same (within noise)")
+            band = REGRESSION_C1 if label.endswith("c=1") else REGRESSION
+            verdict = "**regression**" if change < -band else ("better" if change > band else "same (within noise)")
             w(f"| {label} | {old_r:.2f}× | {now_r:.2f}× | {change:+.0%} | {verdict} |")
         w("")
 
