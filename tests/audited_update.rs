@@ -280,14 +280,7 @@ async fn portal_error_after_execution_records_the_real_after_state() {
     let proxy = TestProxy::builder(sim.addr).start();
     // The portal's update sets bindings even when it then reports an error (docs/protocol.md,
     // Workplace updates).
-    sim.sim.push_fault(Fault {
-        method: Some(UPDATE.into()),
-        times: 1,
-        kind: FaultKind::ErrorAfterExecute {
-            status: 400,
-            code: "BX_EMPTY_REQUIRED".into(),
-        },
-    });
+    sim.sim.push_fault(applied_then_refused());
     let r = post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":238,"fields":{"typeIds":[14]}}"#,

@@ -418,18 +418,10 @@ async fn portal_requests_per_batch_stay_bounded() {
 /// after executing), the workplace the smart process was taken from is read back.
 #[tokio::test]
 async fn a_side_effect_the_answer_does_not_show_is_read_back() {
-    use portal_sim::{Fault, FaultKind};
     let sim = sim().await;
     let proxy = TestProxy::builder(sim.addr).start();
     sim.sim.insert_solution("Spare", &[190, 200]);
-    sim.sim.push_fault(Fault {
-        method: Some(UPDATE.into()),
-        times: 1,
-        kind: FaultKind::ErrorAfterExecute {
-            status: 400,
-            code: "BX_EMPTY_REQUIRED".into(),
-        },
-    });
+    sim.sim.push_fault(applied_then_refused());
     let r = post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":267,"fields":{"typeIds":[31,190]}}"#,

@@ -550,16 +550,8 @@ async fn row17_semantic_side_doors() {
 
 #[tokio::test]
 async fn row18_failure_is_not_a_no_op() {
-    use portal_sim::{Fault, FaultKind};
     let (sim, proxy) = setup().await;
-    sim.sim.push_fault(Fault {
-        method: Some(UPDATE.into()),
-        times: 1,
-        kind: FaultKind::ErrorAfterExecute {
-            status: 400,
-            code: "BX_EMPTY_REQUIRED".into(),
-        },
-    });
+    sim.sim.push_fault(applied_then_refused());
     let r = post_json(
         &proxy.hook_url(UPDATE),
         r#"{"id":238,"fields":{"typeIds":[14]}}"#,

@@ -290,14 +290,7 @@ async fn a_client_gone_during_the_outcome_reread_still_gets_the_real_after_state
         let before = events(&proxy).len();
         // The portal applies the change but answers with an error, so the proxy re-reads the
         // workplace for the outcome; that re-read (the second get) is slow.
-        sim.sim.push_fault(Fault {
-            method: Some(UPDATE.into()),
-            times: 1,
-            kind: FaultKind::ErrorAfterExecute {
-                status: 400,
-                code: "BX_EMPTY_REQUIRED".into(),
-            },
-        });
+        sim.sim.push_fault(applied_then_refused());
         sim.sim.push_fault_after(1, delay(GET, 1_500));
         let gets = calls_of(&sim, GET);
         let mut pending = Pending::start(

@@ -17,6 +17,18 @@ pub fn fault(method: &str, kind: FaultKind) -> Fault {
     }
 }
 
+/// The portal's update as it misbehaves for real: it applies the change (bindings included),
+/// then answers 400 `BX_EMPTY_REQUIRED` — once, for the next `crm.automatedsolution.update`.
+pub fn applied_then_refused() -> Fault {
+    fault(
+        super::UPDATE,
+        FaultKind::ErrorAfterExecute {
+            status: 400,
+            code: "BX_EMPTY_REQUIRED".into(),
+        },
+    )
+}
+
 /// The simulator's executed mutations of one REST method.
 pub fn executed(sim: &SimHandle, method: &str) -> usize {
     sim.sim
