@@ -86,14 +86,7 @@ async fn update_as_json_answers_the_portal_envelope() {
         v["result"],
         json!({"automatedSolution": {"id": 238, "title": "HR & Customer Success", "typeIds": [14]}})
     );
-    for k in [
-        "start",
-        "finish",
-        "duration",
-        "processing",
-        "date_start",
-        "date_finish",
-    ] {
+    for k in b24_rest::envelope::TIME_KEYS_SDKS_REQUIRE {
         assert!(v["time"].get(k).is_some(), "time.{k}");
     }
     let m = h.sim.executed_mutations();

@@ -15,6 +15,16 @@ pub fn error_body(code: &str, description: &str) -> Bytes {
 /// The `time` object of a portal answer for a call that started at `start` and ended now
 /// (docs/protocol.md, Envelope). SDKs read `start`, `finish`, `duration`, `processing`,
 /// `date_start` and `date_finish` as required keys.
+/// The keys of `time` that the SDKs read (they fail on an answer without them).
+pub const TIME_KEYS_SDKS_REQUIRE: [&str; 6] = [
+    "start",
+    "finish",
+    "duration",
+    "processing",
+    "date_start",
+    "date_finish",
+];
+
 pub fn time_object(start: SystemTime) -> serde_json::Value {
     let finish = SystemTime::now();
     let s = unix_seconds(start);
@@ -60,14 +70,7 @@ mod tests {
     #[test]
     fn time_object_has_the_keys_sdks_require() {
         let t = time_object(SystemTime::now());
-        for k in [
-            "start",
-            "finish",
-            "duration",
-            "processing",
-            "date_start",
-            "date_finish",
-        ] {
+        for k in TIME_KEYS_SDKS_REQUIRE {
             assert!(t.get(k).is_some(), "{k}");
         }
         assert!(t["date_start"]
