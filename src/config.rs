@@ -84,6 +84,7 @@ struct FileServer {
     #[serde(default, with = "humantime_serde")]
     shutdown_grace: Option<Duration>,
     trusted_proxies: Option<Vec<String>>,
+    pass_through_lane: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -274,6 +275,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed (a load balancer in front of the proxy).
     pub trusted_proxies: Vec<Cidr>,
+    /// Plain HTTP/1.1 pass-through calls are served by the proxy's own lane (`lane`) rather
+    /// than hyper's server; `false` serves every request with hyper (for comparison).
+    pub pass_through_lane: bool,
     /// PEM certificate chain and key: the listener serves HTTPS when set (reloaded on SIGHUP).
     pub tls: Option<TlsFiles>,
 }
@@ -488,6 +492,7 @@ fn server_config(listen: SocketAddr, raw: FileServer) -> Result<ServerConfig, Co
             raw.shutdown_grace,
             defaults::SHUTDOWN_GRACE,
         )?,
+        pass_through_lane: raw.pass_through_lane.unwrap_or(true),
         trusted_proxies: raw
             .trusted_proxies
             .unwrap_or_default()

@@ -53,6 +53,7 @@ pub mod demo;
 pub mod error;
 pub mod healthcheck;
 mod identity;
+mod lane;
 mod lifecycle;
 mod locks;
 mod metrics;

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
     pub open_connections: IntGauge,
+    /// Connections the pass-through lane handed to hyper (a request it does not serve).
+    pub lane_handoffs: IntCounter,
     /// `server.max_connections`, so `open_connections` can be read against it.
     pub max_connections: IntGauge,
     /// Unix time of the last successful group commit.
@@ -168,6 +170,7 @@ struct ChainFamilies {
 struct ProcessFamilies {
     in_flight: IntGauge,
     open_connections: IntGauge,
+    lane_handoffs: IntCounter,
     max_connections: IntGauge,
     tls_cert_expiry: GaugeVec,
     reload_successful: IntGauge,
@@ -420,6 +423,10 @@ fn process_families(registry: &Registry) -> Result<ProcessFamilies, prometheus::
         registry,
         IntGauge::new("b24proxy_open_connections", "Client connections open."),
     )?;
+    let lane_handoffs = reg(registry, IntCounter::new(
+        "b24proxy_lane_handoffs_total",
+        "Client connections the pass-through lane handed to the full HTTP server, at the first request it does not serve (a watched call, unusual framing, HTTP/2).",
+    ))?;
     let build_info = reg(
         registry,
         IntGaugeVec::new(
@@ -463,6 +470,7 @@ fn process_families(registry: &Registry) -> Result<ProcessFamilies, prometheus::
     Ok(ProcessFamilies {
         in_flight,
         open_connections,
+        lane_handoffs,
         max_connections,
         tls_cert_expiry,
         reload_successful,
@@ -509,6 +517,7 @@ impl Metrics {
         let ProcessFamilies {
             in_flight,
             open_connections,
+            lane_handoffs,
             max_connections,
             tls_cert_expiry,
             reload_successful,
@@ -540,6 +549,7 @@ impl Metrics {
             upstream_errors,
             in_flight,
             open_connections,
+            lane_handoffs,
             max_connections,
             audit_last_commit,
             audit_chain_head_seq,

@@ -38,7 +38,7 @@ mod snapshot;
 
 pub use caller::REVERT_HEADER;
 pub(crate) use change::Shape;
-pub(crate) use context::RequestCtx;
+pub(crate) use context::{Head, RequestCtx, Tracked};
 pub(crate) use respond::error_response;
 
 use crate::audit::{AuditError, AuditLog};
@@ -53,7 +53,6 @@ use crate::owners::Owners;
 use crate::policy::Policy;
 use crate::secrets::FingerprintKey;
 use crate::upstream::Upstream;
-use context::Tracked;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -149,7 +148,7 @@ impl Pipeline {
         resp
     }
 
-    pub(super) fn body_timeout(&self) -> ProxyError {
+    pub(crate) fn body_timeout(&self) -> ProxyError {
         ProxyError::BodyTimeout {
             limit_s: self.body_read_timeout.as_secs(),
         }
@@ -170,7 +169,7 @@ impl Pipeline {
 
     /// Logs and counts a failure, then renders it (`respond`). A portal refusal is the
     /// portal's answer, not a refusal of the proxy's, so it is not counted as one.
-    fn error_response(&self, ctx: &RequestCtx, e: ProxyError) -> Response<ProxyBody> {
+    pub(crate) fn error_response(&self, ctx: &RequestCtx, e: ProxyError) -> Response<ProxyBody> {
         if let ProxyError::Internal(detail) = &e {
             tracing::error!(error = %detail, "Internal error");
         }

@@ -13,6 +13,7 @@ use crate::audit::writer::{OpenOptions, Writer};
 use crate::audit::{AuditLog, EntrySink};
 use crate::body::ProxyBody;
 use crate::config::Config;
+use crate::lane::{Ended, Lane, Prefixed};
 use crate::lifecycle::GaugeGuard;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -242,6 +243,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         key,
         metrics.clone(),
     ));
+    let lane = lane_for(config, &pipeline)?;
     let token = match &config.admin.token_file {
         Some(path) => Some(read_token(path)?),
         None => None,
@@ -272,6 +274,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         proxy_listener,
         admin_listener,
         pipeline: pipeline.clone(),
+        lane,
         admin,
         metrics: metrics.clone(),
         acceptor: tls.acceptor,
@@ -295,12 +298,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     })
 }
 
+/// The pass-through lane, when it is on. It reads sockets directly, so a TLS listener is served
+/// by hyper alone.
+fn lane_for(config: &Config, pipeline: &Arc<Pipeline>) -> anyhow::Result<Option<Arc<Lane>>> {
+    if !config.server.pass_through_lane || config.server.tls.is_some() {
+        return Ok(None);
+    }
+    let lane = Lane::new(config, pipeline.clone()).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(lane)))
+}
+
 /// Everything the serving task owns.
 struct Serve {
     config: Config,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     pipeline: Arc<Pipeline>,
+    /// The pass-through lane, when on (plain-TCP proxy listener only).
+    lane: Option<Arc<Lane>>,
     admin: Arc<Admin>,
     metrics: Arc<Metrics>,
     acceptor: Option<TlsAcceptor>,
@@ -333,6 +348,7 @@ async fn serve(s: Serve) {
             tls: s.acceptor.map(|a| (a, handshake_timeout)),
             first_byte: handshake_timeout,
             send_timeout: server.send_timeout,
+            lane: s.lane,
         },
         &graceful,
         move |req, peer| {
@@ -351,6 +367,7 @@ async fn serve(s: Serve) {
             tls: s.admin_acceptor.map(|a| (a, handshake_timeout)),
             first_byte: handshake_timeout,
             send_timeout: server.send_timeout,
+            lane: None,
         },
         &graceful,
         move |req, _peer| {
@@ -564,6 +581,8 @@ struct Accept {
     first_byte: Duration,
     /// How long a write to the client may wait for it to read.
     send_timeout: Duration,
+    /// Serves plain connections first, handing them to hyper when it must.
+    lane: Option<Arc<Lane>>,
 }
 
 /// The next connection with its slot, or `None` once `stop` flips. The slot is taken before
@@ -611,6 +630,7 @@ where
         tls,
         first_byte,
         send_timeout,
+        lane,
     } = accept;
     while let Some((permit, stream, peer)) = next_connection(&listener, &limits, &mut stop).await {
         let handler = handler.clone();
@@ -623,6 +643,8 @@ where
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
+        let lane = lane.clone();
+        let stop = stop.clone();
         let open = metrics
             .as_ref()
             .map(|m| GaugeGuard::new(&m.open_connections));
@@ -630,36 +652,23 @@ where
             // Held to the end of the task, like the slot's permit.
             let _open = open;
             let stream = TimedWrites::new(stream, send_timeout);
+            // hyper's connection state is boxed, and so is a TLS handshake: unboxed, they would
+            // size the task of every connection the lane serves, idle ones included.
             let served = match tls {
-                None => {
-                    // hyper's header-read timeout starts at the first byte; a connection that
-                    // sends nothing at all must not hold a slot for ever either.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(first_byte, stream.get_ref().peek(&mut first)).await
-                    {
-                        Ok(Ok(n)) if n > 0 => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        _ => Ok(()),
+                None => match plain(stream, first_byte, lane, peer, stop).await {
+                    Some(io) => {
+                        let conn = builder.serve_connection(TokioIo::new(io), service);
+                        Box::pin(watcher.watch(conn.into_owned())).await
                     }
-                }
+                    None => Ok(()),
+                },
                 Some((acceptor, limit)) => {
-                    // The handshake counts against the header-read timeout: a client that never
-                    // finishes it must not hold a connection slot.
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                            watcher.watch(conn.into_owned()).await
+                    match Box::pin(handshake(stream, acceptor, limit, peer)).await {
+                        Some(io) => {
+                            let conn = builder.serve_connection(TokioIo::new(io), service);
+                            Box::pin(watcher.watch(conn.into_owned())).await
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, client_ip = %peer.ip(), "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(client_ip = %peer.ip(), "TLS handshake timed out");
-                            Ok(())
-                        }
+                        None => Ok(()),
                     }
                 }
             };
@@ -668,6 +677,52 @@ where
             }
             drop(permit);
         });
+    }
+}
+
+/// A plain connection: served by the lane when it is on, until it closes (`None`) or hands
+/// the connection to hyper, whose connection it then is (with what the lane read).
+async fn plain(
+    stream: TimedWrites<TcpStream>,
+    first_byte: Duration,
+    lane: Option<Arc<Lane>>,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> Option<Prefixed<TimedWrites<TcpStream>>> {
+    // hyper's header-read timeout starts at the first byte; a connection that sends nothing
+    // at all must not hold a slot for ever either.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(first_byte, stream.get_ref().peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return None,
+    }
+    match lane {
+        Some(lane) => match lane.serve(stream, peer, stop).await {
+            Ended::Closed => None,
+            Ended::Handoff(io) => Some(io),
+        },
+        None => Some(Prefixed::new(Vec::new(), stream)),
+    }
+}
+
+/// The TLS handshake, within the header-read timeout: a client that never finishes it must
+/// not hold a connection slot.
+async fn handshake(
+    stream: TimedWrites<TcpStream>,
+    acceptor: TlsAcceptor,
+    limit: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TimedWrites<TcpStream>>> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => Some(tls_stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, client_ip = %peer.ip(), "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(client_ip = %peer.ip(), "TLS handshake timed out");
+            None
+        }
     }
 }
 

@@ -25,10 +25,19 @@ pub(crate) struct RequestCtx {
     pub(crate) request_id: Option<String>,
 }
 
+/// What the access line and the request id are taken from.
+pub(crate) struct Head<'h> {
+    pub(crate) method: &'h http::Method,
+    pub(crate) path: &'h str,
+    pub(crate) query: Option<&'h str>,
+    /// The caller's `X-Request-ID`, when it sent one.
+    pub(crate) request_id: Option<&'h str>,
+}
+
 /// A request being handled: what `handle` must give back and record however it ends.
-pub(super) struct Tracked<'a> {
+pub(crate) struct Tracked<'a> {
     pipeline: &'a Pipeline,
-    pub(super) ctx: RequestCtx,
+    pub(crate) ctx: RequestCtx,
     /// The method and redacted target for the access line; `None` when it is not written.
     target: Option<(http::Method, String)>,
     /// Set once the answer is built; unset when dropped, the client went away first.
@@ -43,13 +52,22 @@ impl<'a> Tracked<'a> {
     /// Starts tracking a request: counted in flight from now on. What only the access line
     /// needs is taken only when the access line is on.
     pub(super) fn start<B>(pipeline: &'a Pipeline, req: &Request<B>, peer: SocketAddr) -> Self {
+        let head = Head {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            request_id: req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        };
+        Tracked::start_head(pipeline, &head, peer)
+    }
+
+    /// `start` for a request head read by the pass-through lane, which has no `Request`.
+    pub(crate) fn start_head(pipeline: &'a Pipeline, head: &Head<'_>, peer: SocketAddr) -> Self {
         let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
-        let target = logging.then(|| {
-            (
-                req.method().clone(),
-                redact_target(req.uri().path(), req.uri().query()),
-            )
-        });
+        let target = logging.then(|| (head.method.clone(), redact_target(head.path, head.query)));
         Tracked {
             pipeline,
             ctx: RequestCtx {
@@ -60,7 +78,7 @@ impl<'a> Tracked<'a> {
                 decision: None,
                 upstream_status: None,
                 upstream_seconds: 0.0,
-                request_id: logging.then(|| request_id(req.headers())),
+                request_id: logging.then(|| request_id_of(head.request_id)),
             },
             target,
             answered: false,
@@ -80,7 +98,7 @@ impl<'a> Tracked<'a> {
     }
 
     /// The request is answered with `status`: metrics and the access line, now.
-    pub(super) fn answered(mut self, status: u16) {
+    pub(crate) fn answered(mut self, status: u16) {
         self.answered = true;
         let target = self.target.take();
         self.pipeline.finish(&self.ctx, status, target);
@@ -130,9 +148,11 @@ impl Pipeline {
 /// The caller's `X-Request-ID` when it is short printable ASCII (it goes into logs and the
 /// trail), else a fresh UUIDv7.
 pub(crate) fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+    request_id_of(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
+}
+
+fn request_id_of(given: Option<&str>) -> String {
+    given
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }

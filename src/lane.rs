@@ -1,0 +1,169 @@
+//! The pass-through lane: the proxy listener's own HTTP/1.1 server for the calls the proxy
+//! does not inspect. It reads a request head with httparse, and when the request is the plain
+//! case (`head::read`) relays it to the portal over its own pooled connections (`pool`) and
+//! the answer back, all in the connection's task; anything else — a watched call, unusual
+//! framing, HTTP/2 — is handed to hyper with the bytes already read (`prefixed`), and hyper
+//! serves the connection from there exactly as it served every connection before.
+//!
+//! Why a lane of its own: hyper's HTTP/1 server keeps 8–16 KiB of buffers per connection for
+//! the connection's life and spends most of a pass-through request's CPU on header maps and
+//! their hashing. The lane holds no buffer while a connection is idle (it waits for
+//! readiness, then reads), copies header lines as bytes, and makes one write each way per
+//! exchange in the common case. The timeouts are the listener's: `header_read_timeout` for an
+//! idle connection and for a head once its first byte came, `body_read_timeout` between body
+//! reads, `send_timeout` per write to the client (`timed_io`), `upstream.request_timeout`
+//! until the answer's head and between reads of its body. Metrics and the access line are the
+//! pipeline's (`Tracked`), so a request served here is counted like any other.
+
+mod chunked;
+mod exchange;
+mod head;
+mod pool;
+mod prefixed;
+mod response;
+mod wire;
+
+pub(crate) use prefixed::Prefixed;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::timed_io::TimedWrites;
+use head::Verdict;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Largest request head the lane reads; a longer one is handed to hyper, which applies its own
+/// limit.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// What a client read starts with: most request heads fit.
+const FIRST_READ: usize = 4 * 1024;
+
+pub(crate) type ClientIo = TimedWrites<TcpStream>;
+
+/// How a connection left the lane.
+pub(crate) enum Ended {
+    Closed,
+    /// hyper takes the connection, re-reading these bytes first.
+    Handoff(Prefixed<ClientIo>),
+}
+
+pub(crate) struct Lane {
+    pipeline: Arc<Pipeline>,
+    pool: pool::Pool,
+    /// The portal's `Host`.
+    host: Vec<u8>,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Lane {
+    pub(crate) fn new(config: &Config, pipeline: Arc<Pipeline>) -> Result<Lane, String> {
+        let pool = pool::Pool::new(&config.upstream, pipeline.upstream.reachability())?;
+        let host = config
+            .upstream
+            .url
+            .authority()
+            .ok_or("upstream.url has no host")?
+            .as_str()
+            .as_bytes()
+            .to_vec();
+        Ok(Lane {
+            pipeline,
+            pool,
+            host,
+            header_read_timeout: config.server.header_read_timeout,
+            body_read_timeout: config.server.body_read_timeout,
+            request_timeout: config.upstream.request_timeout,
+        })
+    }
+
+    /// Serves a connection until it closes or is handed to hyper.
+    pub(crate) async fn serve(
+        &self,
+        mut client: ClientIo,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) -> Ended {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            if buf.is_empty() {
+                // Idle: nothing is held but the socket until the next request starts.
+                buf = Vec::new();
+                if !self.wait_for_request(&client, &mut stop).await {
+                    return Ended::Closed;
+                }
+            }
+            let deadline = Instant::now() + self.header_read_timeout;
+            let head = loop {
+                match head::read(&buf) {
+                    Verdict::Serve(h) => break h,
+                    Verdict::Handoff => return self.handoff(buf, client),
+                    Verdict::Partial if buf.len() >= MAX_REQUEST_HEAD => {
+                        return self.handoff(buf, client)
+                    }
+                    Verdict::Partial => match read_until(&client, &mut buf, deadline).await {
+                        Ok(n) if n > 0 => {}
+                        // Closed, broken, or the head did not come in time: hyper would
+                        // close too, without an answer.
+                        _ => return Ended::Closed,
+                    },
+                }
+            };
+            match Box::pin(self.exchange(&mut client, &mut buf, head, peer, &stop)).await {
+                exchange::Next::KeepAlive => {}
+                exchange::Next::Close => return Ended::Closed,
+            }
+        }
+    }
+
+    fn handoff(&self, buf: Vec<u8>, client: ClientIo) -> Ended {
+        self.pipeline.metrics.lane_handoffs.inc();
+        Ended::Handoff(Prefixed::new(buf, client))
+    }
+
+    /// Waits for the first byte of the next request: `false` when the connection closed, the
+    /// proxy is stopping, or nothing came within `header_read_timeout` (hyper's header timer
+    /// runs while a connection is idle, too).
+    async fn wait_for_request(&self, client: &ClientIo, stop: &mut watch::Receiver<bool>) -> bool {
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = stop.changed() => false,
+            r = tokio::time::timeout(self.header_read_timeout, client.get_ref().readable()) => {
+                matches!(r, Ok(Ok(())))
+            }
+        }
+    }
+}
+
+/// Reads what the client sent into `buf`, waiting at most until `deadline`. `Ok(0)` is the
+/// client closing; a timeout is an error.
+async fn read_until(client: &ClientIo, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+    tokio::time::timeout_at(deadline, read_some(client, buf))
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// One read from the client socket into `buf`'s spare room (made first when there is little).
+async fn read_some(client: &ClientIo, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let tcp = client.get_ref();
+    loop {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(FIRST_READ.max(buf.len()));
+        }
+        tcp.readable().await?;
+        match tcp.try_read_buf(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
