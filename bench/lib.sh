@@ -203,11 +203,12 @@ start_nginx() { # name conf_file port
 }
 
 # --- the proxy ----------------------------------------------------------------------------------
-proxy_conf() { # name listen_port admin_port upstream_port [log_level]
+proxy_conf() { # name listen_port admin_port upstream_port [log_level] [server_lines]
   mkdir -p "$W/$1"
   cat >"$W/$1/proxy.toml" <<EOF
 [server]
 listen = "127.0.0.1:$2"
+${6:-}
 [upstream]
 url = "http://127.0.0.1:$4"
 [audit]

@@ -29,8 +29,10 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::timed_io::TimedWrites;
 use head::Verdict;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -89,14 +91,21 @@ impl Lane {
         &self,
         mut client: ClientIo,
         peer: SocketAddr,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Ended {
+        if *stop.borrow() {
+            return Ended::Closed;
+        }
+        // One wait for the stop signal per connection, not one registration per request.
+        let mut waiting = stop.clone();
+        let stopped = waiting.changed();
+        tokio::pin!(stopped);
         let mut buf: Vec<u8> = Vec::new();
         loop {
             if buf.is_empty() {
                 // Idle: nothing is held but the socket until the next request starts.
                 buf = Vec::new();
-                if !self.wait_for_request(&client, &mut stop).await {
+                if !self.wait_for_request(&client, stopped.as_mut()).await {
                     return Ended::Closed;
                 }
             }
@@ -129,14 +138,15 @@ impl Lane {
     }
 
     /// Waits for the first byte of the next request: `false` when the connection closed, the
-    /// proxy is stopping, or nothing came within `header_read_timeout` (hyper's header timer
-    /// runs while a connection is idle, too).
-    async fn wait_for_request(&self, client: &ClientIo, stop: &mut watch::Receiver<bool>) -> bool {
-        if *stop.borrow() {
-            return false;
-        }
+    /// proxy is stopping (`stopped` resolved; it is never polled again after that), or nothing
+    /// came within `header_read_timeout` (hyper's header timer runs while a connection is
+    /// idle, too).
+    async fn wait_for_request<F>(&self, client: &ClientIo, stopped: Pin<&mut F>) -> bool
+    where
+        F: Future,
+    {
         tokio::select! {
-            _ = stop.changed() => false,
+            _ = stopped => false,
             r = tokio::time::timeout(self.header_read_timeout, client.get_ref().readable()) => {
                 matches!(r, Ok(Ok(())))
             }

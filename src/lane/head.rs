@@ -139,6 +139,11 @@ fn unwatched_target(buf: &[u8], target: &str) -> Option<(Range<usize>, Option<us
         return None;
     }
     let pq = http::uri::PathAndQuery::try_from(target).ok()?;
+    // What is classified must be all that is forwarded: a target the URI parser reads as less
+    // than it is (a fragment) goes to hyper, which forwards what it parsed.
+    if pq.as_str() != target {
+        return None;
+    }
     let route = classify(pq.path()).ok()?;
     if Watched::of(&route.method).is_some() {
         return None;
@@ -295,6 +300,7 @@ mod tests {
             format!("GET {LIST} HTTP/1.1\r\nConnection: x-secret\r\n\r\n"),
             format!("GET {LIST} HTTP/1.1\r\nTE: trailers\r\n\r\n"),
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_owned(),
+            format!("GET {LIST}#/../crm.automatedsolution.update HTTP/1.1\r\n\r\n"),
             format!("GET {LIST} HTTP/1.1\r\nbad header\r\n\r\n"),
         ];
         for raw in cases {
