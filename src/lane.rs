@@ -146,6 +146,8 @@ impl Lane {
         F: Future,
     {
         tokio::select! {
+            // Polled in order: no random choice per request.
+            biased;
             _ = stopped => false,
             r = tokio::time::timeout(self.header_read_timeout, client.get_ref().readable()) => {
                 matches!(r, Ok(Ok(())))

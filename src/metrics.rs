@@ -44,7 +44,8 @@ pub struct Metrics {
     request_duration: HistogramVec,
     pass_through_duration: Histogram,
     own_duration: [Histogram; 2],
-    upstream_duration: HistogramVec,
+    /// One per `UpstreamPhase`, resolved once: a label lookup per request hashes and locks.
+    upstream_duration: [Histogram; 5],
     pub policy_decisions: IntCounterVec,
     pub audit_events: IntCounterVec,
     pub audit_write_duration: Histogram,
@@ -99,6 +100,15 @@ pub enum UpstreamPhase {
 }
 
 impl UpstreamPhase {
+    /// Every phase, in the order of their discriminants.
+    const ALL: [UpstreamPhase; 5] = [
+        UpstreamPhase::Snapshot,
+        UpstreamPhase::Forward,
+        UpstreamPhase::Reread,
+        UpstreamPhase::Identity,
+        UpstreamPhase::PassThrough,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             UpstreamPhase::Snapshot => "snapshot",
@@ -139,7 +149,8 @@ struct TrafficFamilies {
 
 /// The portal: time waiting for it, failed exchanges, reachability.
 struct UpstreamFamilies {
-    upstream_duration: HistogramVec,
+    /// One per `UpstreamPhase`, resolved once: a label lookup per request hashes and locks.
+    upstream_duration: [Histogram; 5],
     upstream_errors: IntCounterVec,
     upstream_reachable: IntGauge,
 }
@@ -268,15 +279,8 @@ fn upstream_families(registry: &Registry) -> Result<UpstreamFamilies, prometheus
         .buckets(LATENCY_BUCKETS.to_vec()),
         &["phase"],
     ))?;
-    for p in [
-        UpstreamPhase::Snapshot,
-        UpstreamPhase::Forward,
-        UpstreamPhase::Reread,
-        UpstreamPhase::Identity,
-        UpstreamPhase::PassThrough,
-    ] {
-        upstream_duration.with_label_values(&[p.label()]);
-    }
+    let upstream_duration =
+        UpstreamPhase::ALL.map(|p| upstream_duration.with_label_values(&[p.label()]));
     let upstream_reachable = reg(registry, IntGauge::new(
         "b24proxy_upstream_reachable",
         "1 while the portal answered the last exchange or connection probe, else 0 (in the /readyz body).",
@@ -602,9 +606,7 @@ impl Metrics {
     }
 
     pub fn upstream(&self, phase: UpstreamPhase, seconds: f64) {
-        self.upstream_duration
-            .with_label_values(&[phase.label()])
-            .observe(seconds);
+        self.upstream_duration[phase as usize].observe(seconds);
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
