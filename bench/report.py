@@ -492,26 +492,29 @@ def main():
       "(snapshot + forward + reread + identity), per request: it includes the waits for the two "
       "audit commits, shown separately.")
     w("")
-    w("## What stands in the way of the targets not met")
+    w("## The pass-through lane, and what stands in the way of the targets not met")
     w("")
-    w("- **Pass-through throughput vs nginx.** The proxy's own work per pass-through request is "
-      "about 1 µs (its metrics) and ~50k instructions (the profile below), almost all of it hyper "
-      "and HTTP plumbing. The first suspect was the shape of hyper-util's pooled client (each "
-      "upstream connection driven by its own task, so every request and body chunk crosses "
-      "tasks, where nginx does it all in one event loop per worker). Tried without "
-      "effect (±2 % of 47k req/s at c=16): 1, 2 or 4 tokio workers, a 16/64 KiB upstream read "
-      "buffer, single-pass hop-by-hop stripping, re-using the parsed path. A pool of "
-      "`hyper::client::conn::http1` connections driven by the requesting task itself (nothing "
-      "crossing tasks) was also built and measured: 46k req/s, no better, so it was not kept. "
-      "What remains is plain CPU: hyper's HTTP/1 path costs ~50k instructions a request (memcpy "
-      "of the body 9 %, header maps and hashing ~15 %), more than nginx's. For this product the "
-      "absolute figure (tens of thousands of req/s against a portal that allows a few per second "
-      "per client address) is far from being the limit.")
-    w("- **RSS with 1,000 idle connections.** About 24 KB of each idle connection is hyper's own "
-      "read and write buffers (DHAT), which hyper 1 keeps for the connection's life and does not "
-      "let a server shrink below 8 KiB each; boxing the audited path's future took ~5 KB per "
-      "connection off (46.4 → 40.8 MB). The rest of the baseline (17 MB idle) is code, the root "
-      "store and SQLite's cache.")
+    w("- **Why a lane of its own.** Served by hyper, a pass-through request cost more CPU than "
+      "nginx's (row 3h, and the profile below: ~50k instructions a request, header maps and "
+      "hashing ~15 %, memcpy of the body 9 %), and every idle connection kept ~24 KB of hyper's "
+      "read and write buffers (DHAT), which hyper 1 keeps for a connection's life. Tried first, "
+      "without effect (±2 %): 1, 2 or 4 tokio workers, a 16/64 KiB upstream read buffer, "
+      "single-pass hop-by-hop stripping, re-using the parsed path, and a pool of "
+      "`hyper::client::conn::http1` connections driven by the requesting task (nothing crossing "
+      "tasks). The lane (`src/lane.rs`, `server.pass_through_lane`, docs/architecture.md) reads "
+      "a request head with httparse, serves only plain unwatched HTTP/1.1 calls, relays them on "
+      "its own keep-alive portal connections in the connection's own task, copies header lines "
+      "as bytes, writes head and body in one write each way, and holds no buffer while a "
+      "connection is idle. Anything else (a watched call, unusual framing, HTTP/2) is handed to "
+      "hyper with the bytes read, so every hostile-input, smuggling, fault and bypass test runs "
+      "against the same code as before. Rows 3 and 3h are the same binary, lane on and off.")
+    w("- **Req/s on this machine.** wrk, nginx (or the simulator) and the proxy share 2 CPUs, so "
+      "req/s moves with what else is scheduled; the CPU time per request of the server under "
+      "test (column \"server CPU per request\") is the steadier comparison.")
+    w("- **The proxy's own time for an audited update.** It includes the wait for the intent's "
+      "commit, which is an fsync (`synchronous=FULL`) on this machine's virtual disk, and the "
+      "outcome's commit; see the commit times in the metrics table. What the proxy itself "
+      "computes is the \"proxy-only minus audit\" column.")
     w("")
     if profile and os.path.exists(profile):
         # Symbol locations name build paths on this machine; the function names are enough.

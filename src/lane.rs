@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -117,7 +118,7 @@ impl Lane {
                     Verdict::Partial if buf.len() >= MAX_REQUEST_HEAD => {
                         return self.handoff(buf, client)
                     }
-                    Verdict::Partial => match read_until(&client, &mut buf, deadline).await {
+                    Verdict::Partial => match read_until(&mut client, &mut buf, deadline).await {
                         Ok(n) if n > 0 => {}
                         // Closed, broken, or the head did not come in time: hyper would
                         // close too, without an answer.
@@ -158,24 +159,24 @@ impl Lane {
 
 /// Reads what the client sent into `buf`, waiting at most until `deadline`. `Ok(0)` is the
 /// client closing; a timeout is an error.
-async fn read_until(client: &ClientIo, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+async fn read_until(
+    client: &mut ClientIo,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> io::Result<usize> {
     tokio::time::timeout_at(deadline, read_some(client, buf))
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
-/// One read from the client socket into `buf`'s spare room (made first when there is little).
-async fn read_some(client: &ClientIo, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let tcp = client.get_ref();
-    loop {
-        if buf.capacity() - buf.len() < 512 {
-            buf.reserve(FIRST_READ.max(buf.len()));
-        }
-        tcp.readable().await?;
-        match tcp.try_read_buf(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+/// One read from the client into `buf`'s spare room (made first when there is little).
+///
+/// Through `AsyncRead`, not `try_read`: a read that does not fill the room clears the socket's
+/// readiness, so the next idle wait really waits — rather than waking at once, finding nothing
+/// and waiting again inside a read with a buffer allocated for the whole idle time.
+async fn read_some(client: &mut ClientIo, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(FIRST_READ.max(buf.len()));
     }
+    client.read_buf(buf).await
 }

@@ -62,7 +62,7 @@ impl Lane {
         let total = head.len + usize::try_from(head.body_len).unwrap_or(usize::MAX);
         while buf.len() < total {
             let deadline = Instant::now() + self.body_read_timeout;
-            match read_until(client, buf, deadline).await {
+            match read_until(&mut *client, buf, deadline).await {
                 Ok(n) if n > 0 => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     // The rest of the body may still come: the connection cannot be reused.
@@ -179,18 +179,27 @@ impl Lane {
             BodyIn::Length(n) => Framing::Length(n),
             BodyIn::Chunked | BodyIn::UntilClose => Framing::Chunked,
         };
-        let mut out = Vec::with_capacity(conn.buf.len() + 128);
+        let mut out = Vec::with_capacity(512);
         let lines = resp
             .lines
             .iter()
             .map(|(n, v)| (&conn.buf[n.clone()], &conn.buf[v.clone()]));
         wire::response_head(&mut out, resp.status, lines, framing, close);
-        conn.buf.drain(..resp.len);
         let relayed = match resp.body {
-            BodyIn::None => client.write_all(&out).await.map_err(|_| Broken),
-            BodyIn::Length(n) => self.relay_length(client, &mut conn, out, n).await,
-            BodyIn::Chunked => self.relay_chunked(client, &mut conn, out, false).await,
-            BodyIn::UntilClose => self.relay_chunked(client, &mut conn, out, true).await,
+            BodyIn::None => {
+                conn.buf.drain(..resp.len);
+                client.write_all(&out).await.map_err(|_| Broken)
+            }
+            BodyIn::Length(n) => {
+                self.relay_length(client, &mut conn, &out, resp.len, n)
+                    .await
+            }
+            BodyIn::Chunked | BodyIn::UntilClose => {
+                conn.buf.drain(..resp.len);
+                let until_close = resp.body == BodyIn::UntilClose;
+                self.relay_chunked(client, &mut conn, out, until_close)
+                    .await
+            }
         };
         if relayed.is_err() {
             return Next::Close;
@@ -201,35 +210,37 @@ impl Lane {
         finish(client, close).await
     }
 
-    /// A body of `n` bytes, as it came.
+    /// A body of `n` bytes, as it came: the part read with the head leaves with it in one
+    /// vectored write, without being copied.
     async fn relay_length(
         &self,
         client: &mut ClientIo,
         conn: &mut Conn,
-        mut out: Vec<u8>,
+        head: &[u8],
+        body_at: usize,
         n: u64,
     ) -> Result<(), Broken> {
         let mut left = n;
-        let take = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(conn.buf.len());
-        out.extend_from_slice(&conn.buf[..take]);
-        conn.buf.drain(..take);
-        left -= take as u64;
-        client.write_all(&out).await.map_err(|_| Broken)?;
-        while left > 0 {
-            self.read_portal(conn).await?;
+        let mut from = body_at;
+        let mut first = Some(head);
+        loop {
             let take = usize::try_from(left)
                 .unwrap_or(usize::MAX)
-                .min(conn.buf.len());
-            client
-                .write_all(&conn.buf[..take])
-                .await
-                .map_err(|_| Broken)?;
-            conn.buf.drain(..take);
+                .min(conn.buf.len() - from);
+            let body = &conn.buf[from..from + take];
+            match first.take() {
+                Some(head) => write_both(client, head, body).await?,
+                None => client.write_all(body).await.map_err(|_| Broken)?,
+            }
             left -= take as u64;
+            // What is left past the body stays, and keeps the connection from being reused.
+            conn.buf.drain(..from + take);
+            from = 0;
+            if left == 0 {
+                return Ok(());
+            }
+            self.read_portal(conn).await?;
         }
-        Ok(())
     }
 
     /// A chunked body decoded and re-chunked, or (`until_close`) a body that ends when the
@@ -296,6 +307,22 @@ async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHead, 
             _ => return Err(UpstreamFailure::Reset),
         }
     }
+}
+
+/// Writes `a` then `b`, in as few writes as the socket takes (one, usually).
+async fn write_both(client: &mut ClientIo, a: &[u8], b: &[u8]) -> Result<(), Broken> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() || !b.is_empty() {
+        let bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
+        let n = client.write_vectored(&bufs).await.map_err(|_| Broken)?;
+        if n == 0 {
+            return Err(Broken);
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
 }
 
 /// Appends one chunk of `data` (nothing for no data: an empty chunk would end the body).
