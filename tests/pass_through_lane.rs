@@ -486,3 +486,122 @@ async fn the_lane_and_hyper_give_the_same_answers_and_send_the_same_requests() {
         assert_eq!(normal(a), normal(b));
     }
 }
+
+/// Generated calls — header sets with duplicates, odd case, empty and non-ASCII values; every
+/// method the lane takes; bodies of random bytes; pipelined or one by one — through both
+/// proxies: the portal must receive the same requests and the client the same answers.
+#[tokio::test]
+async fn generated_calls_reach_the_portal_the_same_with_the_lane_and_without() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("B24_LANE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (B24_LANE_DIFF_SEED replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let portal = Scripted::start(by_path).await;
+    let lane = TestProxy::builder(portal.addr).start();
+    let hyper = TestProxy::builder(portal.addr)
+        .extra("pass_through_lane = false\n")
+        .start();
+    let names = [
+        "X-A",
+        "x-a",
+        "User-Agent",
+        "Accept",
+        "Cookie",
+        "X-Request-ID",
+        "x-b_c",
+    ];
+    let values: [&[u8]; 7] = [
+        b"v",
+        b"",
+        b"a, b",
+        b"  padded",
+        b"\xc3\xbc",
+        b"1;q=0.5",
+        b"x\ty",
+    ];
+    let methods = [
+        LIST,
+        "chunked.test",
+        "close.test",
+        "empty.test",
+        "interim.test",
+    ];
+    let mut calls: Vec<(Vec<u8>, bool)> = Vec::new();
+    for _ in 0..40 {
+        let verb = ["GET", "POST", "HEAD"][rng.gen_range(0..3)];
+        let method = methods[rng.gen_range(0..methods.len())];
+        let mut req = format!(
+            "{verb} /rest/{USER}/{SECRET}/{method}?q={} HTTP/1.1\r\nHost: x\r\n",
+            rng.gen_range(0..1000)
+        )
+        .into_bytes();
+        for _ in 0..rng.gen_range(0..6) {
+            req.extend_from_slice(names[rng.gen_range(0..names.len())].as_bytes());
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(values[rng.gen_range(0..values.len())]);
+            req.extend_from_slice(b"\r\n");
+        }
+        let body: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
+        if !body.is_empty() || rng.gen_bool(0.5) {
+            req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(&body);
+        calls.push((req, verb == "HEAD"));
+    }
+    let mut answers = Vec::new();
+    for proxy in [&lane, &hyper] {
+        let mut got = Vec::new();
+        let mut s = TcpStream::connect(proxy.proxy).await.expect("connect");
+        let mut pending = Vec::new();
+        for (req, head) in &calls {
+            s.write_all(req).await.expect("write");
+            let a = read_answer(&mut s, &mut pending, *head).await;
+            let Some(a) = a else {
+                got.push(None);
+                s = TcpStream::connect(proxy.proxy).await.expect("reconnect");
+                pending.clear();
+                continue;
+            };
+            let mut headers: Vec<(String, String)> =
+                a.headers.into_iter().filter(|(k, _)| k != "date").collect();
+            headers.sort();
+            got.push(Some((a.status, headers, a.body)));
+        }
+        answers.push(got);
+    }
+    for (i, (a, b)) in answers[0].iter().zip(&answers[1]).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "call {i} (seed {seed}): {:?}",
+            String::from_utf8_lossy(&calls[i].0)
+        );
+    }
+    // Header lines compared by lower-cased name, values in their order (stable by name).
+    let normal = |r: &String| {
+        let (head, body) = r.split_once("\r\n\r\n").expect("head");
+        let mut lines = head.split("\r\n");
+        let first = lines.next().unwrap_or("").to_owned();
+        let mut fields: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        (first, fields, body.to_owned())
+    };
+    let requests = portal.requests();
+    assert_eq!(
+        requests.len(),
+        2 * calls.len(),
+        "every call reached the portal once per proxy"
+    );
+    let (via_lane, via_hyper) = requests.split_at(calls.len());
+    for (i, (a, b)) in via_lane.iter().zip(via_hyper).enumerate() {
+        assert_eq!(normal(a), normal(b), "call {i} (seed {seed})");
+    }
+    assert_eq!(handoffs(&lane).await, 0.0, "the lane served every call");
+}
