@@ -605,3 +605,73 @@ async fn generated_calls_reach_the_portal_the_same_with_the_lane_and_without() {
     }
     assert_eq!(handoffs(&lane).await, 0.0, "the lane served every call");
 }
+
+/// SIGTERM with one kept connection idle and one call in flight in the lane: the idle one is
+/// closed at once, the call in flight is answered in full (and told the connection closes),
+/// and the proxy exits cleanly.
+#[tokio::test]
+async fn sigterm_closes_idle_lane_connections_and_finishes_the_call_in_flight() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let portal = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (g, n) = (gate.clone(), seen.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (g, n) = (g.clone(), n.clone());
+            tokio::spawn(async move {
+                while let Some((_, head)) = read_request(&mut s).await {
+                    if n.fetch_add(1, Ordering::SeqCst) > 0 {
+                        // Every call after the first waits until the test lets it go.
+                        g.notified().await;
+                    }
+                    let _ = s.write_all(&by_path(&head).0).await;
+                }
+            });
+        }
+    });
+    let mut proxy = TestProxy::builder(portal).start();
+    let mut idle = TcpStream::connect(proxy.proxy).await.expect("connect");
+    let mut pending = Vec::new();
+    idle.write_all(call(LIST, "GET", "", "").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(
+        read_answer(&mut idle, &mut pending, false)
+            .await
+            .expect("first")
+            .status,
+        200
+    );
+    let mut busy = TcpStream::connect(proxy.proxy).await.expect("connect");
+    busy.write_all(call(LIST, "POST", "", "a=1").as_bytes())
+        .await
+        .expect("write");
+    eventually("the slow call reached the portal", || {
+        seen.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    let pid = proxy.pid().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle connection is closed: {closed:?}"
+    );
+    gate.notify_one();
+    let mut pending = Vec::new();
+    let got = read_answer(&mut busy, &mut pending, false)
+        .await
+        .expect("the call in flight is answered");
+    assert_eq!(
+        (got.status, got.body.as_slice()),
+        (200, &b"{\"result\":1}"[..])
+    );
+    assert_eq!(got.header("connection"), Some("close"));
+    let status = proxy.terminate();
+    assert!(status.success(), "{status:?}: {}", proxy.log());
+}
