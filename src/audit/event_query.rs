@@ -13,8 +13,41 @@
 //! What is returned is read from the chain's own entries (the intent's and the outcome's hashed
 //! payloads); the event index only chooses which.
 
-use super::query::{Filter, Order};
 use rusqlite::types::Value;
+
+/// Filters for `query::for_each_event`; every one set must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only events received at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only events received before this RFC 3339 time.
+    pub until: Option<String>,
+    pub solution_id: Option<i64>,
+    /// An outcome name, or `pending` for events without one yet.
+    pub outcome: Option<String>,
+    /// A webhook/OAuth user id or a credential fingerprint.
+    pub caller: Option<String>,
+    /// A single event.
+    pub event_id: Option<String>,
+    /// Only events past this cursor (intent sequence number) in the listing order: later
+    /// ones when ascending, earlier ones when [`Order::Desc`] — so a cursor taken from the last
+    /// event of one page always continues with the next page.
+    pub after_seq: Option<i64>,
+    /// At most this many events.
+    pub limit: Option<usize>,
+    /// Trail order (the default, what export and `audit list` use) or newest first.
+    pub order: Order,
+}
+
+/// The order events are listed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first: trail order.
+    #[default]
+    Asc,
+    /// Newest first (the timeline page).
+    Desc,
+}
 
 /// The columns every event query returns: intent seq, intent payload, outcome payload, and the
 /// hash of the event's last entry.

@@ -5,6 +5,7 @@
 //! reader. The SQLite reader is a read-only connection of its own, so it can run beside a
 //! serving proxy (WAL).
 
+pub use super::event_query::{Filter, Order};
 pub use super::record::EventRecord;
 use super::record::{Completion, Intent, Stored};
 use super::{AuditError, ChainEntry};
@@ -24,40 +25,6 @@ pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| AuditError::Open(e.to_string()))?;
     Ok(conn)
-}
-
-/// Filters for [`for_each_event`]; every one set must match.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only events received at or after this RFC 3339 time.
-    pub since: Option<String>,
-    /// Only events received before this RFC 3339 time.
-    pub until: Option<String>,
-    pub solution_id: Option<i64>,
-    /// An outcome name, or `pending` for events without one yet.
-    pub outcome: Option<String>,
-    /// A webhook/OAuth user id or a credential fingerprint.
-    pub caller: Option<String>,
-    /// A single event.
-    pub event_id: Option<String>,
-    /// Only events past this cursor (intent sequence number) in the listing order: later
-    /// ones when ascending, earlier ones when [`Order::Desc`] — so a cursor taken from the last
-    /// event of one page always continues with the next page.
-    pub after_seq: Option<i64>,
-    /// At most this many events.
-    pub limit: Option<usize>,
-    /// Trail order (the default, what export and `audit list` use) or newest first.
-    pub order: Order,
-}
-
-/// The order events are listed in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Order {
-    /// Oldest first: trail order.
-    #[default]
-    Asc,
-    /// Newest first (the timeline page).
-    Desc,
 }
 
 /// The event query of a trail written before the event index (schema 1 and 2, read by `audit
