@@ -192,6 +192,14 @@ fn record(
     Ok(EventRecord::join(seq, i, o, hash))
 }
 
+/// An event's entries: its intent and its outcome, the only kinds that share an event id (a
+/// checkpoint or a signed head has an id of its own). One term per partial index on
+/// `event_id`, so each is a lookup rather than a walk through the trail.
+const ENTRIES_OF: &str = "SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries \
+     WHERE event_id = ?1 AND kind = 'received' \
+     UNION ALL SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries \
+     WHERE event_id = ?1 AND kind IN ('completed', 'reconciled') ORDER BY seq";
+
 fn read_err(e: rusqlite::Error) -> AuditError {
     AuditError::Open(e.to_string())
 }
@@ -260,9 +268,7 @@ impl TrailReader for Connection {
     }
 
     fn entries_of(&self, id: &str) -> Result<Vec<EntryRow>, AuditError> {
-        let mut stmt = self
-            .prepare("SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries WHERE event_id = ?1 ORDER BY seq")
-            .map_err(read_err)?;
+        let mut stmt = self.prepare_cached(ENTRIES_OF).map_err(read_err)?;
         let rows = stmt
             .query_map([id], |r| {
                 Ok(EntryRow {
@@ -394,6 +400,28 @@ mod tests {
             .into_iter()
             .map(|e| e.id)
             .collect()
+    }
+
+    #[test]
+    fn an_events_entries_are_found_through_the_event_id_indexes() {
+        let c = trail(3);
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {ENTRIES_OF}"))
+            .expect("prepare")
+            .query_map(["ev2"], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
+        let kinds: Vec<(i64, String)> = entries_of(&c, "ev2")
+            .expect("entries")
+            .into_iter()
+            .map(|e| (e.seq, e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(3, "received".to_owned()), (4, "completed".to_owned())]
+        );
     }
 
     #[test]
