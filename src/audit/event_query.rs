@@ -6,9 +6,10 @@
 //! (`CROSS JOIN`) so the planner cannot start from the whole trail: one intent by id through
 //! the unique index on intents' event ids; a workplace or a caller through its table of the
 //! event index (`migrations/0003_event_index.sql`), whose primary key yields matches in trail
-//! order; otherwise `audit_events`, one row per intent, through its index on outcome, time or
-//! pending events, or its primary key. Rows come out in seq order, so a page reads only as far
-//! as its limit, and the cursor bounds the same column the order uses.
+//! order; `audit_events`, one row per intent, through its index on outcome, time or pending
+//! events; with none of these, the trail itself by its primary key. Rows come out in seq order,
+//! so a page reads only as far as its limit, and the cursor bounds the same column the order
+//! uses.
 //!
 //! What is returned is read from the chain's own entries (the intent's and the outcome's hashed
 //! payloads); the event index only chooses which.
@@ -66,8 +67,10 @@ enum Driver {
     Solution,
     /// A caller's events.
     Caller,
-    /// Every intent (outcome, time and cursor filters use this table's indexes).
+    /// Every intent, through the indexes of `audit_events` (outcome, time).
     Events,
+    /// Every intent, in the trail itself: nothing to filter on but the cursor.
+    Trail,
 }
 
 impl Driver {
@@ -78,35 +81,46 @@ impl Driver {
             Driver::Solution
         } else if filter.caller.is_some() {
             Driver::Caller
-        } else {
+        } else if needs_events(filter) {
             Driver::Events
+        } else {
+            Driver::Trail
         }
     }
 
-    fn from(self) -> &'static str {
-        match self {
-            Driver::Intent => " FROM audit_entries r CROSS JOIN audit_events e ON e.seq = r.seq",
-            Driver::Solution => {
-                " FROM audit_event_solutions d CROSS JOIN audit_events e ON e.seq = d.seq \
-                 CROSS JOIN audit_entries r ON r.seq = e.seq"
-            }
-            Driver::Caller => {
-                " FROM audit_event_callers d CROSS JOIN audit_events e ON e.seq = d.seq \
-                 CROSS JOIN audit_entries r ON r.seq = e.seq"
-            }
-            Driver::Events => " FROM audit_events e CROSS JOIN audit_entries r ON r.seq = e.seq",
+    /// The tables, driver first; `audit_events` only when a term reads it, so a listing of
+    /// everything (an export) reads the trail alone, as before the index.
+    fn from(self, filter: &Filter) -> String {
+        let seq = self.seq();
+        let mut from = match self {
+            Driver::Intent | Driver::Trail => " FROM audit_entries r".to_owned(),
+            Driver::Solution => " FROM audit_event_solutions d".to_owned(),
+            Driver::Caller => " FROM audit_event_callers d".to_owned(),
+            Driver::Events => " FROM audit_events e".to_owned(),
+        };
+        if self != Driver::Events && needs_events(filter) {
+            from.push_str(&format!(" CROSS JOIN audit_events e ON e.seq = {seq}"));
         }
+        if matches!(self, Driver::Solution | Driver::Caller | Driver::Events) {
+            from.push_str(&format!(" CROSS JOIN audit_entries r ON r.seq = {seq}"));
+        }
+        from
     }
 
     /// The seq column the query is ordered and bounded by: the driving table's, so that its
     /// index order is the result's order.
     fn seq(self) -> &'static str {
         match self {
-            Driver::Intent => "r.seq",
+            Driver::Intent | Driver::Trail => "r.seq",
             Driver::Solution | Driver::Caller => "d.seq",
             Driver::Events => "e.seq",
         }
     }
+}
+
+/// Whether a filter reads `audit_events` (outcome and time live there).
+fn needs_events(filter: &Filter) -> bool {
+    filter.outcome.is_some() || filter.since.is_some() || filter.until.is_some()
 }
 
 /// SQL text being put together, and the values its placeholders stand for.
@@ -158,7 +172,7 @@ pub(crate) fn events_query(filter: &Filter) -> (String, Vec<Value>) {
     let mut q = Query {
         sql: format!(
             "{COLUMNS}{}{OUTCOME_JOIN} WHERE r.kind = 'received'",
-            d.from()
+            d.from(filter)
         ),
         params: Vec::new(),
     };
@@ -171,7 +185,7 @@ pub(crate) fn events_query(filter: &Filter) -> (String, Vec<Value>) {
             _ => q.and(
                 "EXISTS (SELECT 1 FROM audit_event_solutions s WHERE s.solution_id = ",
                 Value::Integer(sol),
-                " AND s.seq = e.seq)",
+                &format!(" AND s.seq = {})", d.seq()),
             ),
         }
     }
@@ -182,7 +196,7 @@ pub(crate) fn events_query(filter: &Filter) -> (String, Vec<Value>) {
             _ => q.and(
                 "EXISTS (SELECT 1 FROM audit_event_callers c WHERE c.caller = ",
                 v,
-                " AND c.seq = e.seq)",
+                &format!(" AND c.seq = {})", d.seq()),
             ),
         }
     }
@@ -272,9 +286,9 @@ mod tests {
     }
 
     #[test]
-    fn listing_everything_reads_the_event_table_in_order() {
+    fn listing_everything_reads_the_trail_in_order() {
         let plan = plan(&schema(), &Filter::default());
-        assert_eq!(plan[0], "SCAN e", "{plan:?}");
+        assert_eq!(plan[0], "SCAN r", "{plan:?}");
         assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
     }
 
