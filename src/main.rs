@@ -380,7 +380,9 @@ fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<Ex
         query::for_each_event(&conn, &f, |e| w.push(&e).map_err(write_err))
             .map_err(|e| e.to_string())?;
         let mut out = w.finish().map_err(|e| e.to_string())?;
-        writeln!(out).map_err(|e| e.to_string())?;
+        writeln!(out)
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut w = render::TableWriter::new(out);
@@ -400,7 +402,9 @@ fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<Ex
         ),
         Err(e) => (format!("\nchain: FAILED: {e}"), ExitCode::FAILURE),
     };
-    writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
     Ok(code)
 }
 
