@@ -206,7 +206,7 @@ fn read_err(e: rusqlite::Error) -> AuditError {
 
 /// Whether the trail has the event index (schema 3 on): a trail not yet migrated is still read,
 /// the slow way.
-fn has_event_index(conn: &Connection) -> Result<bool, AuditError> {
+pub(crate) fn has_event_index(conn: &Connection) -> Result<bool, AuditError> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit_events')",
     )
