@@ -40,11 +40,12 @@ CREATE TABLE audit_event_callers (
 ) WITHOUT ROWID;
 
 -- An intent: its row, its workplace, its caller, and an outcome already present (a trail
--- copied in out of order).
+-- copied in out of order). A row left at this seq (see the DELETE trigger below) is replaced:
+-- derived data never makes the writer refuse an entry.
 CREATE TRIGGER audit_events_on_intent AFTER INSERT ON audit_entries
 WHEN NEW.kind = 'received'
 BEGIN
-    INSERT INTO audit_events (seq, time, time_max, outcome)
+    INSERT OR REPLACE INTO audit_events (seq, time, time_max, outcome)
         SELECT NEW.seq, NEW.time,
                MAX(NEW.time, COALESCE((SELECT time_max FROM audit_events ORDER BY seq DESC LIMIT 1), NEW.time)),
                CASE WHEN o.seq IS NOT NULL THEN COALESCE(o.outcome, 0) END
@@ -72,6 +73,27 @@ BEGIN
     INSERT OR IGNORE INTO audit_event_solutions (solution_id, seq)
         SELECT NEW.solution_id, r.seq FROM audit_entries r
         WHERE r.event_id = NEW.event_id AND r.kind = 'received' AND NEW.solution_id IS NOT NULL;
+END;
+
+-- Entries are deleted only by `audit prune` (which removes the index rows of what it prunes
+-- itself, in bulk) or by hand, past the append-only triggers: a trail cut short by hand, which
+-- the writer then continues at the same seq. The index forgets what such a deletion removed.
+CREATE TRIGGER audit_events_on_delete AFTER DELETE ON audit_entries
+WHEN NOT EXISTS (SELECT 1 FROM audit_prune_guard)
+BEGIN
+    DELETE FROM audit_events WHERE OLD.kind = 'received' AND seq = OLD.seq;
+    DELETE FROM audit_event_solutions WHERE OLD.kind = 'received' AND solution_id = OLD.solution_id AND seq = OLD.seq;
+    DELETE FROM audit_event_callers WHERE OLD.kind = 'received' AND seq = OLD.seq AND caller IN (
+        CASE WHEN json_valid(OLD.payload) THEN json_extract(OLD.payload, '$.caller.user_id') END,
+        CASE WHEN json_valid(OLD.payload) THEN json_extract(OLD.payload, '$.caller.fingerprint') END);
+    -- An outcome removed: its event is in flight again, and no longer names the outcome's
+    -- workplace unless its intent does.
+    DELETE FROM audit_event_solutions WHERE OLD.kind IN ('completed', 'reconciled')
+        AND solution_id = OLD.solution_id
+        AND seq = (SELECT seq FROM audit_entries WHERE event_id = OLD.event_id AND kind = 'received')
+        AND OLD.solution_id IS NOT (SELECT solution_id FROM audit_entries WHERE event_id = OLD.event_id AND kind = 'received');
+    UPDATE audit_events SET outcome = NULL WHERE OLD.kind IN ('completed', 'reconciled')
+        AND seq = (SELECT seq FROM audit_entries WHERE event_id = OLD.event_id AND kind = 'received');
 END;
 
 -- The back-fill, for trails written before this version.

@@ -640,4 +640,62 @@ mod tests {
             assert!(!was.is_empty(), "{f:?} selects something");
         }
     }
+
+    #[test]
+    fn a_trail_cut_short_by_hand_and_written_on_lists_what_it_holds() {
+        let c = trail(0);
+        varied_trail(&c);
+        let head: i64 = c
+            .query_row("SELECT MAX(seq) FROM audit_entries", [], |r| r.get(0))
+            .expect("head");
+        c.execute_batch(
+            "DROP TRIGGER audit_entries_no_delete; \
+             DELETE FROM audit_entries WHERE seq > (SELECT MAX(seq) - 9 FROM audit_entries);",
+        )
+        .expect("cut");
+        // The writer continues after the new head: the same seqs, other events.
+        let mut seq = head - 9;
+        for i in 0..3 {
+            for (kind, outcome) in [("received", None), ("completed", Some("failed"))] {
+                seq += 1;
+                let payload = serde_json::json!({"caller": {"user_id": "again"}, "event_id": format!("new{i}")});
+                c.execute(
+                    "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, '2026-11-24T11:00:00.000Z', 'm', 777, ?4, ?5, 'p', ?6)",
+                    rusqlite::params![seq, format!("new{i}"), kind, outcome, payload.to_string(), format!("n{seq}")],
+                )
+                .expect("written on");
+            }
+        }
+        for f in [
+            Filter::default(),
+            Filter {
+                solution_id: Some(238),
+                ..Filter::default()
+            },
+            Filter {
+                solution_id: Some(777),
+                ..Filter::default()
+            },
+            Filter {
+                caller: Some("1".into()),
+                ..Filter::default()
+            },
+            Filter {
+                caller: Some("again".into()),
+                ..Filter::default()
+            },
+            Filter {
+                outcome: Some("pending".into()),
+                ..Filter::default()
+            },
+            Filter {
+                outcome: Some("failed".into()),
+                ..Filter::default()
+            },
+        ] {
+            let (new, old) = both_ways(&c, &f);
+            assert_eq!(new, old, "{f:?}");
+        }
+    }
 }
