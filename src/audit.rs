@@ -4,7 +4,8 @@
 //! - `record` — the typed intent, outcome and event every writer and reader uses
 //! - `backend` — the [`AuditStore`] trait a storage backend implements; `store` — SQLite
 //! - `writer` — the group-commit writer thread, generic over the backend
-//! - `chain` — canonical form and hashes; `query` — the readers ([`query::TrailReader`])
+//! - `chain` — canonical form and hashes; `query` — the readers ([`query::TrailReader`]), whose
+//!   event query `event_query` builds from the filters given
 //!
 //! One writer thread owns the store's connection; the async side only sends it
 //! requests over a bounded channel and awaits the commit. A request's entries travel together
@@ -15,6 +16,7 @@
 pub mod backend;
 pub mod backup;
 pub mod chain;
+mod event_query;
 pub mod export;
 pub mod migrate;
 pub mod ocsf;

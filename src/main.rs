@@ -359,8 +359,10 @@ fn open(db: &std::path::Path) -> Result<rusqlite::Connection, String> {
 }
 
 /// `audit list`: the table (or JSON) of matching events, then the whole chain re-verified.
+/// Events are written as they are read, so memory does not grow with the trail.
 fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<ExitCode, String> {
-    use b24_audit_proxy::audit::{render, verify};
+    use b24_audit_proxy::audit::{render, verify, AuditError};
+    use std::io::Write as _;
     let f = query::Filter {
         since: time_arg(filter.since)?,
         until: time_arg(filter.until)?,
@@ -370,29 +372,40 @@ fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<Ex
         limit: filter.limit,
         ..Default::default()
     };
-    let events = query::events(&open(db)?, &f).map_err(|e| e.to_string())?;
+    let conn = open(db)?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let write_err = |e: std::io::Error| AuditError::Open(format!("write: {e}"));
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&events).map_err(|e| e.to_string())?
-        );
-    } else {
-        print!("{}", render::render_table(&events));
-        // The same command proves the rows untouched: the whole chain is re-verified.
-        match verify::verify(&open(db)?, None) {
-            Ok(v) => println!(
+        let mut w = render::JsonArrayWriter::new(out);
+        query::for_each_event(&conn, &f, |e| w.push(&e).map_err(write_err))
+            .map_err(|e| e.to_string())?;
+        let mut out = w.finish().map_err(|e| e.to_string())?;
+        writeln!(out)
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut w = render::TableWriter::new(out);
+    query::for_each_event(&conn, &f, |e| w.push(&e).map_err(write_err))
+        .map_err(|e| e.to_string())?;
+    let mut out = w.finish().map_err(|e| e.to_string())?;
+    // The same command proves the rows untouched: the whole chain is re-verified.
+    let (line, code) = match verify::verify(&conn, None) {
+        Ok(v) => (
+            format!(
                 "\nchain: ok, {} entries verify, head {} (entry {})",
                 v.entries,
                 v.head_hash,
                 v.head_seq.unwrap_or(0)
             ),
-            Err(e) => {
-                println!("\nchain: FAILED: {e}");
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS,
+        ),
+        Err(e) => (format!("\nchain: FAILED: {e}"), ExitCode::FAILURE),
+    };
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
+    Ok(code)
 }
 
 /// `audit show`: one event with its diff, chain entries, verification and revert line.

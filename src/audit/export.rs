@@ -129,16 +129,26 @@ fn until_passed(
     if entries {
         return Ok(true);
     }
-    let pending: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM audit_entries r WHERE r.kind = 'received' AND r.time < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled'))",
-            [until],
-            |r| r.get(0),
-        )
+    let sql = if query::has_event_index(conn)? {
+        PENDING_BEFORE
+    } else {
+        LEGACY_PENDING_BEFORE
+    };
+    let pending: bool = conn
+        .query_row(sql, [until], |r| r.get(0))
         .map_err(|e| AuditError::Open(e.to_string()))?;
-    Ok(pending == 0)
+    Ok(!pending)
 }
+
+/// Whether an event received before `?1` still waits for its outcome: through the event index's
+/// pending events (a NULL outcome), which are few, rather than every intent before `?1`.
+const PENDING_BEFORE: &str =
+    "SELECT EXISTS (SELECT 1 FROM audit_events WHERE outcome IS NULL AND time < ?1)";
+
+/// The same, on a trail not yet migrated to the event index.
+const LEGACY_PENDING_BEFORE: &str = "SELECT EXISTS (SELECT 1 FROM audit_entries r \
+     WHERE r.kind = 'received' AND r.time < ?1 AND NOT EXISTS (SELECT 1 FROM audit_entries o \
+     WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled')))";
 
 /// Chain entries after `cursor`: `(written, new cursor, an entry at or past --until was seen)`.
 fn entries_since(
@@ -231,4 +241,41 @@ fn write_line(out: &mut impl Write, v: &impl serde::Serialize) -> Result<(), Aud
 fn flush(out: &mut impl Write) -> Result<(), AuditError> {
     out.flush()
         .map_err(|e| AuditError::Open(format!("write: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_events_are_found_the_same_way_with_and_without_the_event_index() {
+        let c = query::sample_trail(4);
+        c.execute(
+            "INSERT INTO audit_entries (seq, event_id, kind, time, method, payload, prev_hash, hash) \
+             VALUES (9, 'open', 'received', '2026-11-24T10:00:30.000Z', 'm', '{}', 'p', 'h9')",
+            [],
+        )
+        .expect("an intent in flight");
+        for (until, pending) in [
+            ("2026-11-24T10:00:20.000Z", false),
+            ("2026-11-24T10:00:31.000Z", true),
+        ] {
+            for sql in [PENDING_BEFORE, LEGACY_PENDING_BEFORE] {
+                let found: bool = c.query_row(sql, [until], |r| r.get(0)).expect("query");
+                assert_eq!(found, pending, "{sql} before {until}");
+            }
+        }
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {PENDING_BEFORE}"))
+            .expect("prepare")
+            .query_map(["t"], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("USING INDEX audit_events_outcome (outcome=?)")),
+            "{plan:?}"
+        );
+    }
 }

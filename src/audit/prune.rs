@@ -64,6 +64,7 @@ pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, 
         .map_err(err)?;
     tx.execute("DELETE FROM audit_prune_guard", [])
         .map_err(err)?;
+    forget_events(&tx, through_seq).map_err(err)?;
     let mut head = load_head(&tx).map_err(err)?;
     if head.seq == 0 {
         // Everything went: the checkpoint continues right after the last removed entry.
@@ -94,6 +95,29 @@ pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, 
     })
 }
 
+/// Removes the event index's rows of the events whose intents were removed (all of them at or
+/// before `through_seq`: no event straddles the cut). A trail not yet migrated has none.
+fn forget_events(tx: &Connection, through_seq: i64) -> rusqlite::Result<()> {
+    let indexed: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit_events')",
+        [],
+        |r| r.get(0),
+    )?;
+    if indexed {
+        for table in [
+            "audit_events",
+            "audit_event_solutions",
+            "audit_event_callers",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE seq <= ?1"),
+                [through_seq],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The last entry to remove: the last one written before `before`, moved before any event that
 /// is open at it (intent at or before the cut, outcome after it or not yet written), until no
 /// event straddles the cut. `None` when nothing is old enough.
@@ -117,5 +141,70 @@ fn cut_point(tx: &Connection, before: &str) -> rusqlite::Result<Option<i64>> {
             Some(s) if s <= cut => cut = s - 1,
             _ => return Ok(Some(cut)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` events, one a minute from 10:00; the last one still in flight.
+    fn trail(n: i64) -> Connection {
+        let mut c = Connection::open_in_memory().expect("db");
+        super::super::migrate::apply(&mut c).expect("schema");
+        let mut seq = 0;
+        for i in 1..=n {
+            let time = format!("2026-11-24T10:{i:02}:00.000Z");
+            let kinds: &[(&str, Option<&str>)] = if i == n {
+                &[("received", None)]
+            } else {
+                &[("received", None), ("completed", Some("applied"))]
+            };
+            for (kind, outcome) in kinds {
+                seq += 1;
+                let payload = json!({"seq": seq, "event_id": format!("ev{i}"), "kind": kind, "time": time,
+                                     "caller": {"user_id": format!("u{}", i % 2)}, "solution_id": 200 + i % 3});
+                c.execute(
+                    "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, ?4, 'm', ?5, ?6, ?7, 'p', ?8)",
+                    params![seq, format!("ev{i}"), kind, time, 200 + i % 3, outcome, payload.to_string(), format!("h{seq}")],
+                )
+                .expect("insert");
+            }
+        }
+        c
+    }
+
+    fn count(c: &Connection, sql: &str) -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).expect("count")
+    }
+
+    #[test]
+    fn the_event_index_loses_exactly_the_pruned_events() {
+        let mut c = trail(10);
+        let p = prune_conn(&mut c, "2026-11-24T10:04:30.000Z").expect("prune");
+        assert_eq!(p.through_seq, Some(8), "events 1-4, two entries each");
+        let left = "SELECT COUNT(*) FROM audit_entries WHERE kind = 'received'";
+        assert_eq!(count(&c, left), 6);
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM audit_events"), 6);
+        assert_eq!(count(&c, "SELECT MIN(seq) FROM audit_events"), 9);
+        for table in ["audit_event_solutions", "audit_event_callers"] {
+            let stale = format!("SELECT COUNT(*) FROM {table} WHERE seq <= 8");
+            assert_eq!(count(&c, &stale), 0, "{table}");
+            let kept = format!("SELECT COUNT(DISTINCT seq) FROM {table}");
+            assert_eq!(count(&c, &kept), 6, "{table}");
+        }
+        let f = |outcome: &str| super::super::query::Filter {
+            outcome: Some(outcome.into()),
+            ..Default::default()
+        };
+        let listed = |f| super::super::query::events(&c, &f).expect("list").len();
+        assert_eq!(listed(f("applied")), 5);
+        assert_eq!(listed(f("pending")), 1);
+        let by_caller = super::super::query::Filter {
+            caller: Some("u1".into()),
+            ..Default::default()
+        };
+        assert_eq!(listed(by_caller), 3, "events 5, 7, 9");
     }
 }

@@ -5,6 +5,7 @@
 //! reader. The SQLite reader is a read-only connection of its own, so it can run beside a
 //! serving proxy (WAL).
 
+pub use super::event_query::{Filter, Order};
 pub use super::record::EventRecord;
 use super::record::{Completion, Intent, Stored};
 use super::{AuditError, ChainEntry};
@@ -26,42 +27,10 @@ pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     Ok(conn)
 }
 
-/// Filters for [`for_each_event`]; every one set must match.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only events received at or after this RFC 3339 time.
-    pub since: Option<String>,
-    /// Only events received before this RFC 3339 time.
-    pub until: Option<String>,
-    pub solution_id: Option<i64>,
-    /// An outcome name, or `pending` for events without one yet.
-    pub outcome: Option<String>,
-    /// A webhook/OAuth user id or a credential fingerprint.
-    pub caller: Option<String>,
-    /// A single event.
-    pub event_id: Option<String>,
-    /// Only events past this cursor (intent sequence number) in the listing order: later
-    /// ones when ascending, earlier ones when [`Order::Desc`] — so a cursor taken from the last
-    /// event of one page always continues with the next page.
-    pub after_seq: Option<i64>,
-    /// At most this many events.
-    pub limit: Option<usize>,
-    /// Trail order (the default, what export and `audit list` use) or newest first.
-    pub order: Order,
-}
-
-/// The order events are listed in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Order {
-    /// Oldest first: trail order.
-    #[default]
-    Asc,
-    /// Newest first (the timeline page).
-    Desc,
-}
-
-/// The event query up to its ORDER BY; `$cmp` is how the cursor (`?7`) bounds `r.seq`.
-macro_rules! events_sql {
+/// The event query of a trail written before the event index (schema 1 and 2, read by `audit
+/// list` or `export` before the proxy has migrated it) up to its ORDER BY; `$cmp` is how the
+/// cursor (`?7`) bounds `r.seq`. Every filter is a term here, so it scans the trail.
+macro_rules! legacy_events_sql {
     ($cmp:literal) => {
         concat!(
             "SELECT r.seq, r.payload, o.payload, COALESCE(o.hash, r.hash) FROM audit_entries r \
@@ -223,8 +192,51 @@ fn record(
     Ok(EventRecord::join(seq, i, o, hash))
 }
 
+/// An event's entries: its intent and its outcome, the only kinds that share an event id (a
+/// checkpoint or a signed head has an id of its own). One term per partial index on
+/// `event_id`, so each is a lookup rather than a walk through the trail.
+const ENTRIES_OF: &str = "SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries \
+     WHERE event_id = ?1 AND kind = 'received' \
+     UNION ALL SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries \
+     WHERE event_id = ?1 AND kind IN ('completed', 'reconciled') ORDER BY seq";
+
 fn read_err(e: rusqlite::Error) -> AuditError {
     AuditError::Open(e.to_string())
+}
+
+/// Whether the trail has the event index (schema 3 on): a trail not yet migrated is still read,
+/// the slow way.
+pub(crate) fn has_event_index(conn: &Connection) -> Result<bool, AuditError> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit_events')",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    .map_err(read_err)
+}
+
+/// The query of a trail without the event index, with its eight parameters.
+fn legacy_events_query(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let sql = match filter.order {
+        Order::Asc => concat!(legacy_events_sql!(">"), " ORDER BY r.seq LIMIT ?8"),
+        Order::Desc => concat!(legacy_events_sql!("<"), " ORDER BY r.seq DESC LIMIT ?8"),
+    };
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    let limit = filter
+        .limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let params = vec![
+        text(&filter.since),
+        text(&filter.until),
+        int(filter.solution_id),
+        text(&filter.outcome),
+        text(&filter.caller),
+        text(&filter.event_id),
+        int(filter.after_seq),
+        Value::Integer(limit),
+    ];
+    (sql.to_owned(), params)
 }
 
 /// The SQLite reader: a connection to the trail's file.
@@ -234,25 +246,14 @@ impl TrailReader for Connection {
         filter: &Filter,
         f: &mut dyn FnMut(EventRecord) -> Result<(), AuditError>,
     ) -> Result<usize, AuditError> {
-        // Two fixed statements rather than one with a computed ORDER BY: each keeps using the
-        // primary key for its direction, and nothing from the query string reaches the SQL text.
-        let sql = match filter.order {
-            Order::Asc => concat!(events_sql!(">"), " ORDER BY r.seq LIMIT ?8"),
-            Order::Desc => concat!(events_sql!("<"), " ORDER BY r.seq DESC LIMIT ?8"),
+        let (sql, params) = if has_event_index(self)? {
+            super::event_query::events_query(filter)
+        } else {
+            legacy_events_query(filter)
         };
-        let mut stmt = self.prepare_cached(sql).map_err(read_err)?;
-        let limit = filter.limit.map_or(-1, |l| l as i64);
+        let mut stmt = self.prepare_cached(&sql).map_err(read_err)?;
         let mut rows = stmt
-            .query(rusqlite::params![
-                filter.since,
-                filter.until,
-                filter.solution_id,
-                filter.outcome,
-                filter.caller,
-                filter.event_id,
-                filter.after_seq,
-                limit
-            ])
+            .query(rusqlite::params_from_iter(params))
             .map_err(read_err)?;
         let mut n = 0;
         while let Some(row) = rows.next().map_err(read_err)? {
@@ -267,9 +268,7 @@ impl TrailReader for Connection {
     }
 
     fn entries_of(&self, id: &str) -> Result<Vec<EntryRow>, AuditError> {
-        let mut stmt = self
-            .prepare("SELECT seq, kind, time, prev_hash, hash, payload FROM audit_entries WHERE event_id = ?1 ORDER BY seq")
-            .map_err(read_err)?;
+        let mut stmt = self.prepare_cached(ENTRIES_OF).map_err(read_err)?;
         let rows = stmt
             .query_map([id], |r| {
                 Ok(EntryRow {
@@ -359,35 +358,40 @@ impl TrailReader for Connection {
 }
 
 #[cfg(test)]
+/// A trail of `n` applied updates (intent + outcome each), alternating workplaces 238/267;
+/// hashes are placeholders — listing never verifies the chain.
+pub(crate) fn sample_trail(n: i64) -> Connection {
+    let mut c = Connection::open_in_memory().expect("db");
+    super::migrate::apply(&mut c).expect("schema");
+    let mut seq = 0;
+    for i in 1..=n {
+        let id = format!("ev{i}");
+        let sol = if i % 2 == 0 { 267 } else { 238 };
+        let time = format!("2026-11-24T10:00:{i:02}.000Z");
+        for (kind, outcome) in [("received", None), ("completed", Some("applied"))] {
+            seq += 1;
+            let payload = serde_json::json!({
+                "event_id": id, "kind": kind, "time": time, "solution_id": sol,
+                "method": "crm.automatedsolution.update", "outcome": outcome,
+                "caller": {"auth": "webhook", "user_id": "1"},
+            });
+            c.execute(
+                "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, 'crm.automatedsolution.update', ?5, ?6, ?7, 'p', ?8)",
+                rusqlite::params![seq, id, kind, time, sol, outcome, payload.to_string(), format!("h{seq}")],
+            )
+            .expect("insert");
+        }
+    }
+    c
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A trail of `n` applied updates (intent + outcome each), alternating workplaces 238/267;
-    /// hashes are placeholders — listing never verifies the chain.
     fn trail(n: i64) -> Connection {
-        let mut c = Connection::open_in_memory().expect("db");
-        super::super::migrate::apply(&mut c).expect("schema");
-        let mut seq = 0;
-        for i in 1..=n {
-            let id = format!("ev{i}");
-            let sol = if i % 2 == 0 { 267 } else { 238 };
-            let time = format!("2026-11-24T10:00:{i:02}.000Z");
-            for (kind, outcome) in [("received", None), ("completed", Some("applied"))] {
-                seq += 1;
-                let payload = serde_json::json!({
-                    "event_id": id, "kind": kind, "time": time, "solution_id": sol,
-                    "method": "crm.automatedsolution.update", "outcome": outcome,
-                    "caller": {"auth": "webhook", "user_id": "1"},
-                });
-                c.execute(
-                    "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
-                     VALUES (?1, ?2, ?3, ?4, 'crm.automatedsolution.update', ?5, ?6, ?7, 'p', ?8)",
-                    rusqlite::params![seq, id, kind, time, sol, outcome, payload.to_string(), format!("h{seq}")],
-                )
-                .expect("insert");
-            }
-        }
-        c
+        sample_trail(n)
     }
 
     fn ids(c: &Connection, f: &Filter) -> Vec<String> {
@@ -396,6 +400,28 @@ mod tests {
             .into_iter()
             .map(|e| e.id)
             .collect()
+    }
+
+    #[test]
+    fn an_events_entries_are_found_through_the_event_id_indexes() {
+        let c = trail(3);
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {ENTRIES_OF}"))
+            .expect("prepare")
+            .query_map(["ev2"], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
+        let kinds: Vec<(i64, String)> = entries_of(&c, "ev2")
+            .expect("entries")
+            .into_iter()
+            .map(|e| (e.seq, e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(3, "received".to_owned()), (4, "completed".to_owned())]
+        );
     }
 
     #[test]
@@ -447,5 +473,229 @@ mod tests {
             ..desc
         };
         assert_eq!(ids(&c, &one_workplace), ["ev5", "ev3"]);
+    }
+
+    /// A varied trail: workplaces 238/267 and adds that learn their id from the outcome, three
+    /// callers, every outcome and events still in flight, and a clock that steps back.
+    fn varied_trail(c: &Connection) {
+        let outcomes = [
+            Some("applied"),
+            Some("denied"),
+            None,
+            Some("unknown"),
+            Some("rejected_by_portal"),
+        ];
+        let mut seq = 0;
+        for i in 1..=60i64 {
+            let id = format!("ev{i}");
+            let sol = match i % 3 {
+                0 => None,
+                1 => Some(238),
+                _ => Some(267),
+            };
+            let minute = if (20..26).contains(&i) { i - 15 } else { i };
+            let time = format!("2026-11-24T10:{minute:02}:00.000Z");
+            let caller = serde_json::json!({"auth": "webhook", "user_id": (i % 3).to_string(), "fingerprint": format!("fp{}", i % 2)});
+            let outcome = outcomes[(i % 5) as usize];
+            let mut insert = |kind: &str, sol: Option<i64>, outcome: Option<&str>| {
+                seq += 1;
+                let payload = serde_json::json!({
+                    "event_id": id, "kind": kind, "time": time, "solution_id": sol,
+                    "method": "crm.automatedsolution.update", "outcome": outcome, "caller": caller,
+                });
+                c.execute(
+                    "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, ?4, 'crm.automatedsolution.update', ?5, ?6, ?7, 'p', ?8)",
+                    rusqlite::params![seq, id, kind, time, sol, outcome, payload.to_string(), format!("h{seq}")],
+                )
+                .expect("insert");
+            };
+            insert("received", sol, None);
+            if let Some(o) = outcome {
+                let kind = if o == "unknown" {
+                    "reconciled"
+                } else {
+                    "completed"
+                };
+                insert(kind, sol.or(Some(300 + i)), Some(o));
+            }
+        }
+    }
+
+    /// `(intent seq, last hash)` of each event selected.
+    type Selected = Vec<(i64, String)>;
+
+    fn both_ways(c: &Connection, f: &Filter) -> (Selected, Selected) {
+        let run = |(sql, params): (String, Vec<rusqlite::types::Value>)| {
+            let mut stmt = c.prepare(&sql).expect("prepare");
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    Ok((r.get(0)?, r.get(3)?))
+                })
+                .expect("query");
+            rows.collect::<Result<Vec<_>, _>>().expect("rows")
+        };
+        (
+            run(super::super::event_query::events_query(f)),
+            run(legacy_events_query(f)),
+        )
+    }
+
+    #[test]
+    fn the_event_index_selects_what_the_scan_selects() {
+        let c = trail(0);
+        varied_trail(&c);
+        let times = [
+            None,
+            Some("2026-11-24T10:07:00.000Z"),
+            Some("2026-11-24T10:22:00.000Z"),
+        ];
+        let mut checked = 0;
+        for since in times {
+            for until in [
+                None,
+                Some("2026-11-24T10:09:30.000Z"),
+                Some("2026-11-24T10:40:00.000Z"),
+            ] {
+                for solution_id in [None, Some(238), Some(302), Some(999)] {
+                    for outcome in [None, Some("applied"), Some("pending"), Some("unknown")] {
+                        for caller in [None, Some("1"), Some("fp0")] {
+                            for (order, after_seq) in [
+                                (Order::Asc, None),
+                                (Order::Asc, Some(30)),
+                                (Order::Desc, Some(70)),
+                            ] {
+                                let f = Filter {
+                                    since: since.map(str::to_owned),
+                                    until: until.map(str::to_owned),
+                                    solution_id,
+                                    outcome: outcome.map(str::to_owned),
+                                    caller: caller.map(str::to_owned),
+                                    after_seq,
+                                    order,
+                                    limit: Some(7),
+                                    ..Filter::default()
+                                };
+                                let (new, old) = both_ways(&c, &f);
+                                assert_eq!(new, old, "{f:?}");
+                                checked += usize::from(!new.is_empty());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "the filters select something: {checked}");
+        let one = Filter {
+            event_id: Some("ev21".into()),
+            ..Filter::default()
+        };
+        let (new, old) = both_ways(&c, &one);
+        assert_eq!((new.len(), new), (1, old));
+    }
+
+    #[test]
+    fn a_trail_migrated_to_the_event_index_lists_what_it_listed_before() {
+        let mut c = Connection::open_in_memory().expect("db");
+        super::super::migrate::apply_through(&mut c, 2).expect("schema 2");
+        varied_trail(&c);
+        assert!(!has_event_index(&c).expect("schema"));
+        let filters = [
+            Filter::default(),
+            Filter {
+                solution_id: Some(238),
+                ..Filter::default()
+            },
+            Filter {
+                solution_id: Some(306),
+                ..Filter::default()
+            },
+            Filter {
+                outcome: Some("denied".into()),
+                ..Filter::default()
+            },
+            Filter {
+                outcome: Some("pending".into()),
+                order: Order::Desc,
+                ..Filter::default()
+            },
+            Filter {
+                caller: Some("fp1".into()),
+                ..Filter::default()
+            },
+            Filter {
+                since: Some("2026-11-24T10:08:00.000Z".into()),
+                until: Some("2026-11-24T10:30:00.000Z".into()),
+                ..Filter::default()
+            },
+        ];
+        let before: Vec<Vec<EventRecord>> = filters
+            .iter()
+            .map(|f| events(&c, f).expect("before"))
+            .collect();
+        super::super::migrate::apply(&mut c).expect("schema 3");
+        assert!(has_event_index(&c).expect("schema"));
+        for (f, was) in filters.iter().zip(&before) {
+            assert_eq!(&events(&c, f).expect("after"), was, "{f:?}");
+            assert!(!was.is_empty(), "{f:?} selects something");
+        }
+    }
+
+    #[test]
+    fn a_trail_cut_short_by_hand_and_written_on_lists_what_it_holds() {
+        let c = trail(0);
+        varied_trail(&c);
+        let head: i64 = c
+            .query_row("SELECT MAX(seq) FROM audit_entries", [], |r| r.get(0))
+            .expect("head");
+        c.execute_batch(
+            "DROP TRIGGER audit_entries_no_delete; \
+             DELETE FROM audit_entries WHERE seq > (SELECT MAX(seq) - 9 FROM audit_entries);",
+        )
+        .expect("cut");
+        // The writer continues after the new head: the same seqs, other events.
+        let mut seq = head - 9;
+        for i in 0..3 {
+            for (kind, outcome) in [("received", None), ("completed", Some("failed"))] {
+                seq += 1;
+                let payload = serde_json::json!({"caller": {"user_id": "again"}, "event_id": format!("new{i}")});
+                c.execute(
+                    "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, '2026-11-24T11:00:00.000Z', 'm', 777, ?4, ?5, 'p', ?6)",
+                    rusqlite::params![seq, format!("new{i}"), kind, outcome, payload.to_string(), format!("n{seq}")],
+                )
+                .expect("written on");
+            }
+        }
+        for f in [
+            Filter::default(),
+            Filter {
+                solution_id: Some(238),
+                ..Filter::default()
+            },
+            Filter {
+                solution_id: Some(777),
+                ..Filter::default()
+            },
+            Filter {
+                caller: Some("1".into()),
+                ..Filter::default()
+            },
+            Filter {
+                caller: Some("again".into()),
+                ..Filter::default()
+            },
+            Filter {
+                outcome: Some("pending".into()),
+                ..Filter::default()
+            },
+            Filter {
+                outcome: Some("failed".into()),
+                ..Filter::default()
+            },
+        ] {
+            let (new, old) = both_ways(&c, &f);
+            assert_eq!(new, old, "{f:?}");
+        }
     }
 }

@@ -292,13 +292,14 @@ fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<Value, String> 
     }
 }
 
+/// The newest checkpoint's payload: through the partial index of checkpoints (schema 3 on), so
+/// a trail that was never pruned is not walked back to its start to learn so.
+const LATEST_CHECKPOINT: &str =
+    "SELECT payload FROM audit_entries WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1";
+
 /// `(pruned_through_seq, pruned_through_hash)` of the newest checkpoint, if any.
 fn latest_checkpoint(conn: &Connection) -> Result<Option<(i64, String)>, Broken> {
-    let row = conn.query_row(
-        "SELECT payload FROM audit_entries WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
-        [],
-        |r| r.get::<_, String>(0),
-    );
+    let row = conn.query_row(LATEST_CHECKPOINT, [], |r| r.get::<_, String>(0));
     let payload = match row {
         Ok(p) => p,
         Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
@@ -314,5 +315,27 @@ fn latest_checkpoint(conn: &Connection) -> Result<Option<(i64, String)>, Broken>
         _ => Err(Broken::Unreadable(
             "a checkpoint entry lacks pruned_through_seq/hash".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_checkpoint_is_found_through_its_index() {
+        let mut c = Connection::open_in_memory().expect("db");
+        super::super::migrate::apply(&mut c).expect("schema");
+        let plan: String = c
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {LATEST_CHECKPOINT}"),
+                [],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(
+            plan.contains("USING INDEX audit_entries_checkpoint"),
+            "{plan}"
+        );
     }
 }
