@@ -152,7 +152,7 @@ def previous_rps(path):
         return {}, None
     text = open(path).read()
     m = re.search(r"<!-- bench-rps: (\{.*?\}) -->", text)
-    commit = re.search(r"\(commit ([0-9a-f]+);", text)
+    commit = re.search(r"\(commit ([0-9a-f]+)", text)
     commit = commit.group(1) if commit else None
     if m:
         return json.loads(m.group(1)), commit
@@ -516,6 +516,12 @@ def main():
       "outcome's commit; see the commit times in the metrics table. What the proxy itself "
       "computes is the \"proxy-only minus audit\" column.")
     w("")
+    # bench/trail's figures (a separate, longer run), kept beside this file's source.
+    trail = os.path.join(os.path.dirname(os.path.abspath(__file__)), "TRAIL.md")
+    if os.path.exists(trail):
+        text = open(trail).read().rstrip()
+        w(re.sub(r"^# ", "## ", text, count=1))
+        w("")
     if profile and os.path.exists(profile):
         # Symbol locations name build paths on this machine; the function names are enough.
         text = re.sub(r" \(in /[^)|←`]*\)?", "", open(profile).read().rstrip())
