@@ -184,6 +184,17 @@ fn call(method: &str, verb: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// Writes `request` on a kept connection and reads its answer.
+async fn call_on(
+    s: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    no_body: bool,
+    request: &str,
+) -> Option<Got> {
+    s.write_all(request.as_bytes()).await.expect("write");
+    read_answer(s, pending, no_body).await
+}
+
 async fn handoffs(proxy: &TestProxy) -> f64 {
     proxy
         .metric("b24proxy_lane_handoffs_total")
@@ -199,10 +210,7 @@ async fn plain_calls_are_relayed_on_kept_connections_without_hop_by_hop_headers(
     let mut pending = Vec::new();
     for i in 0..3 {
         let body = format!("start={i}");
-        s.write_all(call(LIST, "POST", "", &body).as_bytes())
-            .await
-            .expect("write");
-        let got = read_answer(&mut s, &mut pending, false)
+        let got = call_on(&mut s, &mut pending, false, &call(LIST, "POST", "", &body))
             .await
             .expect("answer");
         assert_eq!(got.status, 200);
@@ -254,12 +262,14 @@ async fn chunked_close_delimited_and_bodiless_answers_are_reframed() {
         (LIST, "HEAD", None, 200),
     ];
     for (method, verb, body, status) in cases {
-        s.write_all(call(method, verb, "", "").as_bytes())
-            .await
-            .expect("write");
-        let got = read_answer(&mut s, &mut pending, verb == "HEAD")
-            .await
-            .expect(method);
+        let got = call_on(
+            &mut s,
+            &mut pending,
+            verb == "HEAD",
+            &call(method, verb, "", ""),
+        )
+        .await
+        .expect(method);
         assert_eq!(got.status, status, "{method}");
         match body {
             Some(b) => assert_eq!(got.body, b, "{method}"),
@@ -271,10 +281,7 @@ async fn chunked_close_delimited_and_bodiless_answers_are_reframed() {
         }
     }
     // The HEAD answer kept the portal's length; the connection still works after every case.
-    s.write_all(call(LIST, "GET", "", "").as_bytes())
-        .await
-        .expect("write");
-    let got = read_answer(&mut s, &mut pending, false)
+    let got = call_on(&mut s, &mut pending, false, &call(LIST, "GET", "", ""))
         .await
         .expect("last");
     assert_eq!(got.status, 200);
@@ -310,10 +317,7 @@ async fn a_watched_call_hands_the_connection_to_hyper_which_serves_the_rest() {
     let proxy = TestProxy::builder(sim.addr).start();
     let mut s = TcpStream::connect(proxy.proxy).await.expect("connect");
     let mut pending = Vec::new();
-    s.write_all(call(LIST, "POST", "", "").as_bytes())
-        .await
-        .expect("write");
-    let got = read_answer(&mut s, &mut pending, false)
+    let got = call_on(&mut s, &mut pending, false, &call(LIST, "POST", "", ""))
         .await
         .expect("list");
     assert_eq!(got.status, 200);
@@ -330,10 +334,7 @@ async fn a_watched_call_hands_the_connection_to_hyper_which_serves_the_rest() {
         .expect("update");
     assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
     assert!(got.header("x-audit-event-id").is_some(), "audited");
-    s.write_all(call(LIST, "POST", "", "").as_bytes())
-        .await
-        .expect("write");
-    let got = read_answer(&mut s, &mut pending, false)
+    let got = call_on(&mut s, &mut pending, false, &call(LIST, "POST", "", ""))
         .await
         .expect("list again");
     assert_eq!(got.status, 200);
@@ -353,10 +354,7 @@ async fn a_portal_that_drops_kept_connections_is_reconnected_to() {
     let mut s = TcpStream::connect(proxy.proxy).await.expect("connect");
     let mut pending = Vec::new();
     for _ in 0..4 {
-        s.write_all(call(LIST, "POST", "", "").as_bytes())
-            .await
-            .expect("write");
-        let got = read_answer(&mut s, &mut pending, false)
+        let got = call_on(&mut s, &mut pending, false, &call(LIST, "POST", "", ""))
             .await
             .expect("answer");
         assert_eq!(got.status, 200);
@@ -452,12 +450,14 @@ async fn the_lane_and_hyper_give_the_same_answers_and_send_the_same_requests() {
         let mut pending = Vec::new();
         let mut got = Vec::new();
         for (method, verb, extra, body) in calls {
-            s.write_all(call(method, verb, extra, body).as_bytes())
-                .await
-                .expect("write");
-            let a = read_answer(&mut s, &mut pending, verb == "HEAD")
-                .await
-                .expect(method);
+            let a = call_on(
+                &mut s,
+                &mut pending,
+                verb == "HEAD",
+                &call(method, verb, extra, body),
+            )
+            .await
+            .expect(method);
             let mut headers: Vec<(String, String)> =
                 a.headers.into_iter().filter(|(k, _)| k != "date").collect();
             headers.sort();
