@@ -157,6 +157,21 @@ impl Lane {
     }
 }
 
+/// Where `part` (a slice httparse returned) starts in `buf`.
+fn offset_in(buf: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    (start + part.len() <= buf.len()).then_some(start)
+}
+
+/// A `Content-Length` value of plain digits (what RFC 9110 allows: no sign, no list), within
+/// u64.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// Reads what the client sent into `buf`, waiting at most until `deadline`. `Ok(0)` is the
 /// client closing; a timeout is an error.
 async fn read_until(

@@ -23,8 +23,9 @@ use std::time::Duration;
 /// well under a kilobyte; the cap only keeps a broken upstream from exhausting memory.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Upgrade`,
+/// which the proxy never carries out: never forwarded, by either HTTP path.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -33,6 +34,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, and any header the `Connection` header names.
@@ -42,7 +44,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if HOP_BY_HOP.contains(name) || name == header::UPGRADE {
+        if HOP_BY_HOP.contains(name) {
             doomed.push(name.clone());
         }
     }
@@ -65,6 +67,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 pub use crate::answer::Answer;
+
+/// The host to connect to (an IPv6 address without its brackets) and the port, the scheme's
+/// default when the URL names none.
+pub(crate) fn host_port(authority: &http::uri::Authority, https: bool) -> (String, u16) {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    (host.to_owned(), port)
+}
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
@@ -151,20 +164,7 @@ impl Upstream {
     /// Opens (and drops) a TCP connection to the portal, updating reachability. Run now and
     /// then while no traffic does it, so readiness recovers on its own.
     pub async fn probe(&self) -> bool {
-        let port =
-            self.authority
-                .port_u16()
-                .unwrap_or(if self.scheme == http::uri::Scheme::HTTPS {
-                    443
-                } else {
-                    80
-                });
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let (host, port) = host_port(&self.authority, self.scheme == http::uri::Scheme::HTTPS);
         let ok = matches!(
             tokio::time::timeout(
                 self.connect_timeout,

@@ -244,15 +244,7 @@ mod tests {
     /// The plan SQLite chooses, one detail per line.
     fn plan(c: &Connection, f: &Filter) -> Vec<String> {
         let (sql, params) = events_query(f);
-        let mut stmt = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .expect("prepare");
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| {
-                r.get::<_, String>(3)
-            })
-            .expect("plan");
-        rows.collect::<Result<_, _>>().expect("rows")
+        crate::audit::query::query_plan(c, &sql, rusqlite::params_from_iter(params))
     }
 
     /// A plan line that reads more than its filter selects: a table scanned, or rows sorted

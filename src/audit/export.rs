@@ -265,13 +265,7 @@ mod tests {
                 assert_eq!(found, pending, "{sql} before {until}");
             }
         }
-        let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {PENDING_BEFORE}"))
-            .expect("prepare")
-            .query_map(["t"], |r| r.get(3))
-            .expect("plan")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let plan = crate::audit::query::query_plan(&c, PENDING_BEFORE, ["t"]);
         assert!(
             plan.iter()
                 .any(|l| l.contains("USING INDEX audit_events_outcome (outcome=?)")),

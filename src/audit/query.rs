@@ -387,6 +387,17 @@ pub(crate) fn sample_trail(n: i64) -> Connection {
 }
 
 #[cfg(test)]
+/// The plan SQLite chooses for `sql` with `params`, one detail per line.
+pub(crate) fn query_plan<P: rusqlite::Params>(c: &Connection, sql: &str, params: P) -> Vec<String> {
+    c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("prepare")
+        .query_map(params, |r| r.get(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -405,13 +416,7 @@ mod tests {
     #[test]
     fn an_events_entries_are_found_through_the_event_id_indexes() {
         let c = trail(3);
-        let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {ENTRIES_OF}"))
-            .expect("prepare")
-            .query_map(["ev2"], |r| r.get(3))
-            .expect("plan")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let plan = query_plan(&c, ENTRIES_OF, ["ev2"]);
         assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
         let kinds: Vec<(i64, String)> = entries_of(&c, "ev2")
             .expect("entries")

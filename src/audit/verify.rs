@@ -326,13 +326,7 @@ mod tests {
     fn the_newest_checkpoint_is_found_through_its_index() {
         let mut c = Connection::open_in_memory().expect("db");
         super::super::migrate::apply(&mut c).expect("schema");
-        let plan: String = c
-            .query_row(
-                &format!("EXPLAIN QUERY PLAN {LATEST_CHECKPOINT}"),
-                [],
-                |r| r.get(3),
-            )
-            .expect("plan");
+        let plan = crate::audit::query::query_plan(&c, LATEST_CHECKPOINT, []).join("\n");
         assert!(
             plan.contains("USING INDEX audit_entries_checkpoint"),
             "{plan}"

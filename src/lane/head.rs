@@ -7,6 +7,7 @@
 //! buffer cannot hold, a malformed head. So the lane never has to refuse anything itself, and
 //! the framing rules of the hostile-input tests stay hyper's.
 
+use super::{offset_in, parse_length};
 use crate::rest::route::classify;
 use crate::watched::Watched;
 use std::ops::Range;
@@ -164,7 +165,7 @@ fn take_header(head: &mut LaneHead, buf: &[u8], h: &httparse::Header<'_>) -> boo
         if head.has_length {
             return false;
         }
-        let Some(n) = content_length(h.value) else {
+        let Some(n) = parse_length(h.value) else {
             return false;
         };
         head.has_length = true;
@@ -203,14 +204,6 @@ fn take_header(head: &mut LaneHead, buf: &[u8], h: &httparse::Header<'_>) -> boo
     true
 }
 
-/// A `Content-Length` of plain digits (what RFC 9110 allows, no sign, no list), within u64.
-fn content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
 /// `Some(close)` for a `Connection` made only of `keep-alive` and `close` tokens; `None` for
 /// any other token (it names a hop-by-hop header, which hyper's path strips).
 fn connection_close(v: &[u8]) -> Option<bool> {
@@ -224,12 +217,6 @@ fn connection_close(v: &[u8]) -> Option<bool> {
         }
     }
     Some(close)
-}
-
-/// Where `part` (a slice httparse returned) starts in `buf`.
-fn offset_in(buf: &[u8], part: &[u8]) -> Option<usize> {
-    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
-    (start + part.len() <= buf.len()).then_some(start)
 }
 
 #[cfg(test)]

@@ -47,14 +47,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(cfg: &UpstreamConfig, reachable: Arc<AtomicBool>) -> Result<Pool, String> {
         let authority = cfg.url.authority().ok_or("upstream.url has no host")?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = authority
-            .port_u16()
-            .unwrap_or(if cfg.is_https() { 443 } else { 80 });
+        let (host, port) = crate::upstream::host_port(authority, cfg.is_https());
         let tls = if cfg.is_https() {
             let mut config = crate::tls::client_config(cfg.ca_file.as_deref())?;
             // The lane speaks HTTP/1.1 only; a portal offering h2 must not pick it.

@@ -3,7 +3,9 @@
 //! hyper's path), how its body is framed (RFC 9112 §6.3), and whether the connection can
 //! carry another request afterwards.
 
+use super::{offset_in, parse_length};
 use crate::error::UpstreamFailure;
+use crate::upstream::HOP_BY_HOP;
 use http::StatusCode;
 use std::ops::Range;
 
@@ -12,19 +14,6 @@ const MAX_HEADERS: usize = 128;
 
 /// Largest answer head accepted; past it the answer is invalid (502).
 pub const MAX_HEAD: usize = 64 * 1024;
-
-/// Headers that describe one connection, not the message: never passed on.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// How the answer's body arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +124,9 @@ fn passed_on(
     let mut lines = Vec::with_capacity(headers.len());
     for h in headers {
         let name = h.name;
-        if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+        if HOP_BY_HOP
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str()))
             || connection_named
                 .iter()
                 .any(|n| name.eq_ignore_ascii_case(n))
@@ -148,18 +139,6 @@ fn passed_on(
         }
     }
     lines
-}
-
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn offset_in(buf: &[u8], part: &[u8]) -> Option<usize> {
-    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
-    (start + part.len() <= buf.len()).then_some(start)
 }
 
 #[cfg(test)]
