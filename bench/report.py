@@ -514,7 +514,21 @@ def main():
     w("- **The proxy's own time for an audited update.** It includes the wait for the intent's "
       "commit, which is an fsync (`synchronous=FULL`) on this machine's virtual disk, and the "
       "outcome's commit; see the commit times in the metrics table. What the proxy itself "
-      "computes is the \"proxy-only minus audit\" column.")
+      "computes is the \"proxy-only minus audit\" column. The floor on this disk, measured "
+      "on 2026-12-03 with a loop of 4 KiB writes each followed by fsync (python, 300–1,000 "
+      "calls): 0.15 ms median and 0.33 ms p99 when the write overwrites a block in place, "
+      "0.36–0.49 ms median and 1.3–3.1 ms p99 when it grows the file; an SQLite commit with "
+      "`synchronous=FULL` took 0.25–1 ms for 95–98 % of intents. With two commits per call "
+      "(the outcome's is not fsynced, but is committed before the client is answered, so an "
+      "answered change is never left `unknown` by a crash), a p99 under 1 ms needs a "
+      "disk whose fsync p99 is well under 0.5 ms. Tried on 2026-12-03 and not kept: WAL "
+      "checkpoints moved to a thread of their own (automatic checkpoints off on the writer, "
+      "a passive checkpoint per 0.1 s or 1 s, the writer copying the last frames itself so the "
+      "WAL restarts in place): in alternating runs of the old and new binaries (c=1: 704 and "
+      "707 against 558 and 737 updates/s, own time p99 ≤ 5 ms in all four; c=64: 4,267 and "
+      "3,003 against 3,830 and 2,834) no difference beyond the machine's noise, because "
+      "SQLite's own checkpoint every 1,000 pages already keeps the WAL small and overwritten "
+      "in place.")
     w("")
     # bench/trail's figures (a separate, longer run), kept beside this file's source.
     trail = os.path.join(os.path.dirname(os.path.abspath(__file__)), "TRAIL.md")
