@@ -37,8 +37,8 @@ pub struct Admin {
     database: PathBuf,
     /// SHA-256 of the configured token; `None`: the API is open.
     token_digest: Option<[u8; 32]>,
-    /// Whether the portal was reachable at the last exchange or probe.
-    upstream_reachable: Arc<AtomicBool>,
+    /// Each portal's name and whether it was reachable at the last exchange or probe.
+    portals: Vec<(String, Arc<AtomicBool>)>,
     ready_requires_portal: bool,
     /// With `[audit] signing_key_file`: `/v1/chain/verify` checks every signed head with it.
     public_key: Option<ed25519_dalek::VerifyingKey>,
@@ -50,7 +50,7 @@ impl Admin {
         audit: AuditLog,
         database: PathBuf,
         token: Option<String>,
-        upstream_reachable: Arc<AtomicBool>,
+        portals: Vec<(String, Arc<AtomicBool>)>,
         ready_requires_portal: bool,
     ) -> Admin {
         Admin {
@@ -58,7 +58,7 @@ impl Admin {
             audit,
             database,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
-            upstream_reachable,
+            portals,
             ready_requires_portal,
             public_key: None,
         }
@@ -103,9 +103,13 @@ impl Admin {
         self.metrics
             .audit_writable
             .set(i64::from(self.audit.is_writable()));
-        self.metrics
-            .upstream_reachable
-            .set(i64::from(self.upstream_reachable.load(Ordering::Relaxed)));
+        let mut every = true;
+        for (name, up) in &self.portals {
+            let up = up.load(Ordering::Relaxed);
+            every &= up;
+            self.metrics.portal_reachable(name, up);
+        }
+        self.metrics.upstream_reachable.set(i64::from(every));
         self.refresh_trail_gauges().await;
         let mut resp = Response::new(ProxyBody::bytes(self.metrics.render()));
         resp.headers_mut().insert(
@@ -115,18 +119,34 @@ impl Admin {
         resp
     }
 
-    /// `/readyz`: ready when the trail is writable (and the portal reachable, when configured
-    /// to require it); the body says which part is not.
+    /// `/readyz`: ready when the trail is writable (and a portal reachable, when configured
+    /// to require it); the body says which part is not. With several portals, one portal's
+    /// outage does not make the replica unready: every replica reaches the portals the same
+    /// way, so taking one out of service would only move that portal's failures elsewhere and
+    /// stop the other portals' traffic; the body names the unreachable ones.
     fn readiness(&self) -> Response<ProxyBody> {
         let audit = self.audit.is_writable();
-        let upstream = self.upstream_reachable.load(Ordering::Relaxed);
-        let ready = audit && (upstream || !self.ready_requires_portal);
-        let body = json!({
+        let unreachable: Vec<&str> = self
+            .portals
+            .iter()
+            .filter(|(_, up)| !up.load(Ordering::Relaxed))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let upstream = match unreachable.len() {
+            0 => "reachable",
+            n if n < self.portals.len() => "partly_reachable",
+            _ => "unreachable",
+        };
+        let ready = audit && (upstream != "unreachable" || !self.ready_requires_portal);
+        let mut body = json!({
             "status": if ready { "ready" } else { "not_ready" },
             "audit": if audit { "writable" } else { "unavailable" },
-            "upstream": if upstream { "reachable" } else { "unreachable" },
+            "upstream": upstream,
             "ready_requires_portal": self.ready_requires_portal,
         });
+        if self.portals.len() > 1 {
+            body["unreachable_portals"] = json!(unreachable);
+        }
         let status = if ready {
             StatusCode::OK
         } else {

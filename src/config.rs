@@ -10,6 +10,7 @@
 //! by `ipnet`. Secrets are never written in the file itself: every one is a path (`*_file`,
 //! `key_file`, `tls_key`), so a secret store or systemd's `LoadCredential=` can provide it.
 
+use crate::portal::HostPattern;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -56,7 +57,10 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     server: FileServer,
+    #[serde(default)]
     upstream: FileUpstream,
+    #[serde(default)]
+    portals: Vec<FilePortal>,
     audit: FileAudit,
     admin: FileAdmin,
     #[serde(default)]
@@ -67,6 +71,7 @@ struct FileConfig {
     identity: FileIdentity,
     #[serde(default)]
     revert: FileRevert,
+    broker: Option<FileBroker>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,10 +94,12 @@ struct FileServer {
     tls_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
-    url: String,
+    /// The one portal; absent when `[[portals]]` lists several (then `[upstream]` holds only
+    /// the settings they share).
+    url: Option<String>,
     #[serde(default, with = "humantime_serde")]
     connect_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -101,6 +108,17 @@ struct FileUpstream {
     pool_idle_timeout: Option<Duration>,
     pool_max_idle: Option<usize>,
     ca_file: Option<PathBuf>,
+}
+
+/// One `[[portals]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePortal {
+    host: String,
+    url: String,
+    name: Option<String>,
+    ca_file: Option<PathBuf>,
+    revert_webhook_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +164,13 @@ struct FileIdentity {
     #[serde(default, with = "humantime_serde")]
     cache_ttl: Option<Duration>,
     cache_entries: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBroker {
+    webhooks_file: PathBuf,
+    require_keys: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,13 +239,25 @@ pub mod defaults {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
+    /// The portals served, never empty: the single `[upstream]` (which matches every request)
+    /// or the `[[portals]]` entries (each matched by the request's host).
+    pub portals: Vec<PortalConfig>,
     pub audit: AuditConfig,
     pub admin: AdminConfig,
     pub policy: PolicyConfig,
     pub log: LogConfig,
     pub identity: IdentityConfig,
     pub revert: RevertConfig,
+    /// `[broker]`: integrations hold proxy keys instead of the portal's webhook secrets.
+    pub broker: Option<BrokerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `NAME = "USER_ID/SECRET"` per real portal webhook; read by the proxy alone.
+    pub webhooks_file: PathBuf,
+    /// Refuse (401 `NO_AUTH_FOUND`) every webhook path that is not a live proxy key.
+    pub require_keys: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +323,38 @@ pub struct ServerConfig {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// One portal the proxy serves.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// How the trail, the metrics and the logs name it: `[[portals]] name`, by default the
+    /// host (and port, when the URL gives one) of its URL.
+    pub name: String,
+    /// The request host it is served under; `None` for the single `[upstream]`, which serves
+    /// every request whatever its host.
+    pub host: Option<HostPattern>,
+    pub upstream: UpstreamConfig,
+    /// The service webhook `revert --apply` uses for this portal's events; the `[revert]`
+    /// one when unset.
+    pub revert_webhook_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Whether requests are matched to portals by host (`[[portals]]`).
+    pub fn by_host(&self) -> bool {
+        self.portals.iter().any(|p| p.host.is_some())
+    }
+
+    /// The portal an event recorded as `name` belongs to (`None` for an event recorded before
+    /// portals were named: with one portal, that one).
+    pub fn portal_named(&self, name: Option<&str>) -> Option<&PortalConfig> {
+        match name {
+            Some(n) => self.portals.iter().find(|p| p.name == n),
+            None if self.portals.len() == 1 => self.portals.first(),
+            None => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -428,7 +497,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
     match section {
         Some(s) => ConfigError::new(&format!("{s}.{key}"), msg),
@@ -447,7 +516,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         server: server_config(listen, raw.server)?,
-        upstream: upstream_config(raw.upstream)?,
+        portals: portals_config(raw.upstream, raw.portals)?,
         audit: audit_config(raw.audit)?,
         admin: admin_config(admin, raw.admin)?,
         policy: policy_config(raw.policy)?,
@@ -456,6 +525,10 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         revert: RevertConfig {
             webhook_file: raw.revert.webhook_file,
         },
+        broker: raw.broker.map(|b| BrokerConfig {
+            webhooks_file: b.webhooks_file,
+            require_keys: b.require_keys.unwrap_or(false),
+        }),
     })
 }
 
@@ -511,9 +584,103 @@ fn server_config(listen: SocketAddr, raw: FileServer) -> Result<ServerConfig, Co
     Ok(value)
 }
 
-fn upstream_config(raw: FileUpstream) -> Result<UpstreamConfig, ConfigError> {
+/// Longest portal name: it is a metrics label value and a trail field.
+const MAX_PORTAL_NAME: usize = 100;
+
+fn portals_config(
+    upstream: FileUpstream,
+    portals: Vec<FilePortal>,
+) -> Result<Vec<PortalConfig>, ConfigError> {
+    let url = upstream.url.clone();
+    let shared = upstream_config(
+        upstream,
+        url.as_deref().unwrap_or("http://unset"),
+        "upstream.url",
+    )?;
+    match (url, portals.is_empty()) {
+        (Some(_), true) => Ok(vec![PortalConfig {
+            name: default_portal_name(&shared.url),
+            host: None,
+            upstream: shared,
+            revert_webhook_file: None,
+        }]),
+        (None, true) => Err(ConfigError::new(
+            "upstream.url",
+            "is required (or list the portals as [[portals]] entries with host and url)",
+        )),
+        (Some(_), false) => Err(ConfigError::new(
+            "upstream.url",
+            "must not be set together with [[portals]]: with several portals each entry has its own url, and [upstream] holds only the settings they share",
+        )),
+        (None, false) => {
+            let mut out: Vec<PortalConfig> = Vec::with_capacity(portals.len());
+            for (i, p) in portals.into_iter().enumerate() {
+                let key = |k: &str| format!("portals[{i}].{k}");
+                let host = HostPattern::parse(&p.host)
+                    .map_err(|why| ConfigError::new(&key("host"), why))?;
+                let url = upstream_url_at(&key("url"), &p.url)?;
+                let name = match p.name {
+                    Some(n) => portal_name(&key("name"), n)?,
+                    None => default_portal_name(&url),
+                };
+                if out.iter().any(|o| o.host.as_ref() == Some(&host)) {
+                    return Err(ConfigError::new(
+                        &key("host"),
+                        format!("\"{}\" is listed twice", host.label()),
+                    ));
+                }
+                if out.iter().any(|o| o.name == name) {
+                    return Err(ConfigError::new(
+                        &key("name"),
+                        format!("\"{name}\" names two portals (give each entry a distinct name)"),
+                    ));
+                }
+                let mut upstream = shared.clone();
+                upstream.url = url;
+                if p.ca_file.is_some() {
+                    upstream.ca_file = p.ca_file;
+                }
+                out.push(PortalConfig {
+                    name,
+                    host: Some(host),
+                    upstream,
+                    revert_webhook_file: p.revert_webhook_file,
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// A portal's default name: its URL's host, with the port when the URL gives one.
+fn default_portal_name(url: &http::Uri) -> String {
+    url.authority()
+        .map_or_else(String::new, |a| a.as_str().to_ascii_lowercase())
+}
+
+fn portal_name(key: &str, name: String) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PORTAL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:[]".contains(&b));
+    if ok {
+        Ok(name)
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("must be 1 to {MAX_PORTAL_NAME} letters, digits or - _ . : [ ]"),
+        ))
+    }
+}
+
+fn upstream_config(
+    raw: FileUpstream,
+    url: &str,
+    url_key: &str,
+) -> Result<UpstreamConfig, ConfigError> {
     let value = UpstreamConfig {
-        url: upstream_url(&raw.url)?,
+        url: upstream_url_at(url_key, url)?,
         connect_timeout: duration(
             "upstream.connect_timeout",
             raw.connect_timeout,
@@ -759,31 +926,30 @@ fn duration(
     }
 }
 
-fn upstream_url(value: &str) -> Result<http::Uri, ConfigError> {
-    const KEY: &str = "upstream.url";
+fn upstream_url_at(key: &str, value: &str) -> Result<http::Uri, ConfigError> {
     let uri: http::Uri = value
         .parse()
-        .map_err(|_| ConfigError::new(KEY, format!("\"{value}\" is not a URL")))?;
+        .map_err(|_| ConfigError::new(key, format!("\"{value}\" is not a URL")))?;
     match uri.scheme_str() {
         Some("https") | Some("http") => {}
         _ => {
             return Err(ConfigError::new(
-                KEY,
+                key,
                 "must start with https:// (or http:// for local use)",
             ))
         }
     }
     if uri.authority().is_none() {
-        return Err(ConfigError::new(KEY, "must name a host"));
+        return Err(ConfigError::new(key, "must name a host"));
     }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(ConfigError::new(
-            KEY,
+            key,
             "must be the portal's address only (no path): requests keep their own /rest/ path",
         ));
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(ConfigError::new(KEY, "must not contain credentials"));
+        return Err(ConfigError::new(key, "must not contain credentials"));
     }
     Ok(uri)
 }
@@ -810,7 +976,8 @@ listen = "127.0.0.1:9090"
         assert!(c.policy.deny_empty_type_ids);
         assert!(!c.policy.shadow);
         assert_eq!(c.audit.key_file, PathBuf::from("data/audit.db.key"));
-        assert!(c.upstream.is_https());
+        assert!(c.portals[0].upstream.is_https());
+        assert!(!c.by_host());
     }
 
     #[test]
@@ -939,6 +1106,93 @@ listen = "127.0.0.1:9090"
             Config::parse(&half).expect_err("cert without key").key,
             "admin.tls_key"
         );
+    }
+
+    /// MINIMAL without `[upstream] url`, with `portals` appended.
+    fn with_portals(portals: &str) -> String {
+        MINIMAL.replace("url = \"https://portal.example\"\n", "") + portals
+    }
+
+    #[test]
+    fn portals_are_read_with_the_shared_upstream_settings() {
+        let c = Config::parse(&with_portals(
+            "[[portals]]\nhost = \"A.proxy.example\"\nurl = \"https://a.portal.example\"\n\
+             [[portals]]\nhost = \"b.proxy.example:8443\"\nurl = \"https://b.portal.example:444\"\nname = \"b\"\n",
+        ))
+        .expect("valid");
+        assert!(c.by_host());
+        assert_eq!(c.portals.len(), 2);
+        assert_eq!(c.portals[0].name, "a.portal.example");
+        assert_eq!(
+            c.portals[0]
+                .host
+                .as_ref()
+                .map(HostPattern::label)
+                .as_deref(),
+            Some("a.proxy.example")
+        );
+        assert_eq!(c.portals[1].name, "b");
+        assert_eq!(c.portals[1].host.as_ref().and_then(|h| h.port), Some(8443));
+        assert_eq!(c.portals[1].upstream.url, "https://b.portal.example:444/");
+        assert_eq!(
+            c.portals[1].upstream.request_timeout,
+            defaults::REQUEST_TIMEOUT
+        );
+        assert_eq!(
+            c.portal_named(Some("b")).map(|p| p.name.as_str()),
+            Some("b")
+        );
+        assert!(
+            c.portal_named(None).is_none(),
+            "an unnamed event fits no portal of several"
+        );
+        let single = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(single.portals[0].name, "portal.example");
+        assert!(single.portal_named(None).is_some());
+    }
+
+    #[test]
+    fn portal_mistakes_name_their_key() {
+        let entry = |host: &str, url: &str, extra: &str| {
+            format!("[[portals]]\nhost = \"{host}\"\nurl = \"{url}\"\n{extra}")
+        };
+        let a = entry("a.example", "https://a.portal", "");
+        let cases = [
+            (with_portals(""), "upstream.url"),
+            (MINIMAL.to_owned() + &a, "upstream.url"),
+            (
+                with_portals(&entry("a b", "https://a.portal", "")),
+                "portals[0].host",
+            ),
+            (
+                with_portals(&entry("a.example", "ftp://a.portal", "")),
+                "portals[0].url",
+            ),
+            (
+                with_portals(&(a.clone() + &entry("A.example.", "https://b.portal", ""))),
+                "portals[1].host",
+            ),
+            (
+                with_portals(&(a.clone() + &entry("b.example", "https://a.portal", ""))),
+                "portals[1].name",
+            ),
+            (
+                with_portals(&entry(
+                    "a.example",
+                    "https://a.portal",
+                    "name = \"a\\\"b\"\n",
+                )),
+                "portals[0].name",
+            ),
+            (
+                with_portals(&entry("a.example", "https://a.portal", "nam = \"a\"\n")),
+                "portals.nam",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(&text).expect_err(key);
+            assert!(e.key == key || e.to_string().contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

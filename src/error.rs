@@ -45,6 +45,24 @@ pub enum ProxyError {
     #[error("only the portal's /rest/ endpoint is served by this proxy")]
     NotFound,
 
+    /// `[broker] require_keys`: the path's credential is not a live proxy key. The portal's own
+    /// answer to a wrong webhook, so clients treat it as they would the portal's.
+    #[error("Wrong authorization data")]
+    NoAuth,
+
+    /// A proxy key called a method outside its `--methods`.
+    #[error("the proxy key {key} may not call {method}")]
+    KeyScope { key: String, method: String },
+
+    /// With `[[portals]]`: the request's host names no configured portal.
+    #[error("this proxy serves no portal under the host the request names")]
+    UnknownPortal,
+
+    /// With `[[portals]]`: no host, more than one, or one that is not a host name; which portal
+    /// is meant cannot be told.
+    #[error("the request must name exactly one host (Host header or absolute target)")]
+    BadHost,
+
     /// A path the portal would normalise into something else than its literal form.
     #[error("non-canonical REST path: {0}")]
     NonCanonicalPath(&'static str),
@@ -149,6 +167,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::UnknownPortal => StatusCode::NOT_FOUND,
+            ProxyError::NoAuth => StatusCode::UNAUTHORIZED,
+            ProxyError::KeyScope { .. } => StatusCode::FORBIDDEN,
+            ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::NonCanonicalPath(_)
             | ProxyError::Uninterpretable { .. }
             | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
@@ -167,6 +189,10 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::NotFound => "NOT_FOUND",
+            ProxyError::UnknownPortal => "UNKNOWN_PORTAL",
+            ProxyError::NoAuth => "NO_AUTH_FOUND",
+            ProxyError::KeyScope { .. } => "insufficient_scope",
+            ProxyError::BadHost => "INVALID_HOST",
             ProxyError::NonCanonicalPath(_) => "NON_CANONICAL_PATH",
             ProxyError::Uninterpretable { code, .. } => code,
             ProxyError::BodyTooLarge { .. } => "REQUEST_TOO_LARGE",
@@ -198,6 +224,9 @@ mod tests {
     fn status_and_code_table() {
         let rows: Vec<(ProxyError, u16, &str)> = vec![
             (ProxyError::NotFound, 404, "NOT_FOUND"),
+            (ProxyError::UnknownPortal, 404, "UNKNOWN_PORTAL"),
+            (ProxyError::NoAuth, 401, "NO_AUTH_FOUND"),
+            (ProxyError::BadHost, 400, "INVALID_HOST"),
             (ProxyError::NonCanonicalPath("x"), 400, "NON_CANONICAL_PATH"),
             (
                 ProxyError::uninterpretable("AMBIGUOUS_PARAMETER", "x"),

@@ -25,8 +25,10 @@ mod wire;
 
 pub(crate) use prefixed::Prefixed;
 
+use crate::broker::{rewrite_path, Admission, LiveKey};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+use crate::portal::Portal;
 use crate::timed_io::TimedWrites;
 use head::Verdict;
 use std::future::Future;
@@ -49,6 +51,22 @@ const FIRST_READ: usize = 4 * 1024;
 
 pub(crate) type ClientIo = TimedWrites<TcpStream>;
 
+/// What a request the lane serves goes out with.
+pub(crate) struct Admitted {
+    portal: Arc<Portal>,
+    /// The proxy key it came with (`[broker]`).
+    key: Option<Arc<LiveKey>>,
+    /// The target to send instead of the client's (the key replaced by the real webhook).
+    target: Option<Vec<u8>>,
+}
+
+/// The lane's side of one portal.
+struct Upstream {
+    pool: pool::Pool,
+    /// The portal's `Host`.
+    host: Vec<u8>,
+}
+
 /// How a connection left the lane.
 pub(crate) enum Ended {
     Closed,
@@ -58,9 +76,8 @@ pub(crate) enum Ended {
 
 pub(crate) struct Lane {
     pipeline: Arc<Pipeline>,
-    pool: pool::Pool,
-    /// The portal's `Host`.
-    host: Vec<u8>,
+    /// Per portal, by its index: the connections to it and the `Host` it is sent.
+    portals: Vec<Upstream>,
     header_read_timeout: Duration,
     body_read_timeout: Duration,
     request_timeout: Duration,
@@ -68,22 +85,36 @@ pub(crate) struct Lane {
 
 impl Lane {
     pub(crate) fn new(config: &Config, pipeline: Arc<Pipeline>) -> Result<Lane, String> {
-        let pool = pool::Pool::new(&config.upstream, pipeline.upstream.reachability())?;
-        let host = config
-            .upstream
-            .url
-            .authority()
-            .ok_or("upstream.url has no host")?
-            .as_str()
-            .as_bytes()
-            .to_vec();
+        let portals = config
+            .portals
+            .iter()
+            .zip(pipeline.portals.all())
+            .map(|(cfg, portal)| {
+                let pool = pool::Pool::new(&cfg.upstream, portal.upstream.reachability())?;
+                let host = cfg
+                    .upstream
+                    .url
+                    .authority()
+                    .ok_or("the portal's url has no host")?
+                    .as_str()
+                    .as_bytes()
+                    .to_vec();
+                Ok(Upstream { pool, host })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        // Every portal shares `[upstream]`'s timeouts.
+        let request_timeout = config
+            .portals
+            .first()
+            .map_or(crate::config::defaults::REQUEST_TIMEOUT, |p| {
+                p.upstream.request_timeout
+            });
         Ok(Lane {
             pipeline,
-            pool,
-            host,
+            portals,
             header_read_timeout: config.server.header_read_timeout,
             body_read_timeout: config.server.body_read_timeout,
-            request_timeout: config.upstream.request_timeout,
+            request_timeout,
         })
     }
 
@@ -113,7 +144,11 @@ impl Lane {
             let deadline = Instant::now() + self.header_read_timeout;
             let head = loop {
                 match head::read(&buf) {
-                    Verdict::Serve(h) => break h,
+                    Verdict::Serve(h) => match self.admit(&buf, &h) {
+                        Some(admitted) => break (h, admitted),
+                        // A host that names no portal, a key refused: hyper answers it.
+                        None => return self.handoff(buf, client),
+                    },
                     Verdict::Handoff => return self.handoff(buf, client),
                     Verdict::Partial if buf.len() >= MAX_REQUEST_HEAD => {
                         return self.handoff(buf, client)
@@ -126,10 +161,58 @@ impl Lane {
                     },
                 }
             };
-            match Box::pin(self.exchange(&mut client, &mut buf, head, peer, &stop)).await {
+            let (head, admitted) = head;
+            let exchange = self.exchange(&mut client, &mut buf, head, admitted, peer, &stop);
+            match Box::pin(exchange).await {
                 exchange::Next::KeepAlive => {}
                 exchange::Next::Close => return Ended::Closed,
             }
+        }
+    }
+
+    /// What the lane serves the request with: its portal (by `Host`; any request, with a single
+    /// portal) and, with `[broker]`, its admitted key and the target with the real webhook in
+    /// the key's place. `None` when hyper must answer: no such portal, or a path credential the
+    /// broker refuses or a method outside the key's scope (hyper answers those the same way).
+    fn admit(&self, buf: &[u8], head: &head::LaneHead) -> Option<Admitted> {
+        let host = head.host.clone().map(|r| &buf[r]);
+        let portal = self.pipeline.portals.pick(host).ok()?.clone();
+        let (Some(broker), Some(hook)) = (&self.pipeline.broker, &head.route.webhook) else {
+            return Some(Admitted {
+                portal,
+                key: None,
+                target: None,
+            });
+        };
+        let name = self
+            .pipeline
+            .portals
+            .by_host()
+            .then_some(portal.name.as_str());
+        match broker.admit(hook, name) {
+            Admission::Key(key) if key.allows_method(&head.route.method) => {
+                let target = std::str::from_utf8(&buf[head.target.clone()]).ok()?;
+                let (path, query) = match head.query_at {
+                    Some(q) => (&target[..q - 1], Some(&target[q..])),
+                    None => (target, None),
+                };
+                let mut rewritten = rewrite_path(path, &head.route, &key.webhook)?;
+                if let Some(q) = query {
+                    rewritten.push('?');
+                    rewritten.push_str(q);
+                }
+                Some(Admitted {
+                    portal,
+                    key: Some(key),
+                    target: Some(rewritten.into_bytes()),
+                })
+            }
+            Admission::NotAKey if !broker.require_keys => Some(Admitted {
+                portal,
+                key: None,
+                target: None,
+            }),
+            _ => None,
         }
     }
 

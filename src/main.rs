@@ -61,6 +61,11 @@ enum Command {
         #[arg(long, env = "B24PROXY_CONFIG")]
         config: PathBuf,
     },
+    /// Proxy keys ([broker]): what integrations hold instead of the portal's webhook secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysArgs,
+    },
     /// Run the bundled portal simulator.
     PortalSim {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -147,6 +152,49 @@ enum AuditCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysArgs {
+    /// Make a key for a webhook of the webhooks file; the last line printed is the path the
+    /// integration uses (the key is shown this once).
+    Create {
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The webhook's name in [broker] webhooks_file.
+        #[arg(long)]
+        webhook: String,
+        /// Methods the key may call (globs, e.g. crm.deal.*); default every method.
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+        /// Workplaces the key may change; default every workplace.
+        #[arg(long, value_delimiter = ',')]
+        solutions: Vec<i64>,
+        /// The [[portals]] name the key is for (required with several portals).
+        #[arg(long)]
+        portal: Option<String>,
+    },
+    /// Every key, live and revoked, with its scope and fingerprint (never the key).
+    List {
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Refuse a key from the next request on.
+    Revoke {
+        name: String,
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Give a key a new value; the old one keeps working for --grace (default: not at all).
+    Rotate {
+        name: String,
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value = "0s")]
+        grace: String,
+    },
+}
+
 #[derive(clap::Args)]
 struct FilterArgs {
     /// Only this workplace.
@@ -209,6 +257,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit { command } => audit(command),
+        Command::Keys { command } => keys(command),
         Command::Revert {
             event_id,
             config,
@@ -234,6 +283,56 @@ fn main() -> ExitCode {
                 level: "error".into(),
             });
             run_async(b24_audit_proxy::demo::run())
+        }
+    }
+}
+
+fn keys(args: KeysArgs) -> ExitCode {
+    use b24_audit_proxy::broker::cli::KeysCommand;
+    let (config, command) = match args {
+        KeysArgs::Create {
+            config,
+            name,
+            webhook,
+            methods,
+            solutions,
+            portal,
+        } => (
+            config,
+            KeysCommand::Create {
+                name,
+                webhook,
+                methods,
+                solutions,
+                portal,
+            },
+        ),
+        KeysArgs::List { config } => (config, KeysCommand::List),
+        KeysArgs::Revoke { name, config } => (config, KeysCommand::Revoke { name }),
+        KeysArgs::Rotate {
+            name,
+            config,
+            grace,
+        } => match b24_audit_proxy::config::parse_duration(&grace) {
+            Some(grace) => (config, KeysCommand::Rotate { name, grace }),
+            None => {
+                eprintln!("error: --grace {grace:?} is not a duration like 10m or 1h");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e),
+    };
+    match b24_audit_proxy::broker::cli::run(&cfg, command) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -79,6 +79,21 @@ pub struct Metrics {
     pub reload_success_time: Gauge,
     identity_cache: [IntCounter; 2],
     refusals: IntCounterVec,
+    /// Requests and reachability by portal (`[[portals]]`; the one portal otherwise). The
+    /// label's values are the configured portals' names, so it stays bounded.
+    portal_requests: IntCounterVec,
+    portal_reachable: IntGaugeVec,
+}
+
+/// One portal's request counters, resolved once (a label lookup per request hashes and
+/// locks): by route (pass-through, watched) and status class.
+pub struct PortalCounters([[IntCounter; 5]; 2]);
+
+impl PortalCounters {
+    /// One answered request for this portal.
+    pub fn count(&self, watched: bool, status: u16) {
+        self.0[usize::from(watched)][class_index(status)].inc();
+    }
 }
 
 /// Now as Unix seconds (0 before 1970, which no clock here reports).
@@ -527,6 +542,20 @@ impl Metrics {
             reload_successful,
             reload_success_time,
         } = process_families(&registry)?;
+        let portal_requests = reg(&registry, IntCounterVec::new(
+            Opts::new("b24proxy_portal_requests_total", "REST calls answered, by portal (its configured name), route (pass_through, watched) and status class."),
+            &["portal", "route", "status_class"],
+        ))?;
+        let portal_reachable = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "b24proxy_portal_reachable",
+                    "1 while the portal answered its last exchange or probe, else 0, by portal.",
+                ),
+                &["portal"],
+            ),
+        )?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -563,7 +592,25 @@ impl Metrics {
             reload_success_time,
             identity_cache,
             refusals,
+            portal_requests,
+            portal_reachable,
         })
+    }
+
+    /// The counters of the portal named `name`, created at start-up for each configured one.
+    pub fn portal(&self, name: &str) -> PortalCounters {
+        let portal = &self.portal_requests;
+        PortalCounters(
+            ["pass_through", "watched"]
+                .map(|route| STATUS_CLASSES.map(|c| portal.with_label_values(&[name, route, c]))),
+        )
+    }
+
+    /// Whether the portal named `name` is reachable, as `/metrics` shows it.
+    pub fn portal_reachable(&self, name: &str, up: bool) {
+        self.portal_reachable
+            .with_label_values(&[name])
+            .set(i64::from(up));
     }
 
     /// An OAuth caller looked up in the identity cache.

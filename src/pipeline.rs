@@ -43,16 +43,14 @@ pub(crate) use respond::error_response;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::body::ProxyBody;
+use crate::broker::Broker;
 use crate::config::{Cidr, Config};
 use crate::error::{ProxyError, UpstreamFailure};
-use crate::identity::Identities;
 use crate::lifecycle::Detached;
-use crate::locks::SolutionLocks;
 use crate::metrics::Metrics;
-use crate::owners::Owners;
 use crate::policy::Policy;
+use crate::portal::{Portal, Portals, Unmatched};
 use crate::secrets::FingerprintKey;
-use crate::upstream::Upstream;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -62,7 +60,8 @@ use tracing::Instrument;
 
 /// Everything a request needs, shared by all connections.
 pub struct Pipeline {
-    pub upstream: Upstream,
+    /// The portals served, each with its upstream client, locks, owners and identities.
+    pub portals: Portals,
     pub audit: AuditLog,
     /// Swapped whole by SIGHUP; a request reads it once.
     policy: std::sync::RwLock<Arc<Policy>>,
@@ -71,13 +70,10 @@ pub struct Pipeline {
     pub max_body_bytes: usize,
     /// The longest pause between two reads of a client's body.
     body_read_timeout: std::time::Duration,
-    pub(crate) locks: SolutionLocks,
-    /// Who was last seen holding which smart process: lets a snapshot read an owner together
-    /// with its target.
-    pub(crate) owners: Owners,
     /// Audited changes carried on in their own tasks; the drain waits for them.
     pub detached: Detached,
-    identities: Identities,
+    /// `[broker]`: the real webhooks and the live proxy keys.
+    pub(crate) broker: Option<Broker>,
     resolve_oauth_users: bool,
     pub(crate) trusted_proxies: Vec<Cidr>,
 }
@@ -85,26 +81,30 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         config: &Config,
-        upstream: Upstream,
+        portals: Portals,
         audit: AuditLog,
         key: FingerprintKey,
         metrics: Arc<Metrics>,
     ) -> Pipeline {
         Pipeline {
-            upstream,
+            portals,
             audit,
             policy: std::sync::RwLock::new(Arc::new(Policy::new(config.policy.clone()))),
             key,
             metrics,
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
-            locks: SolutionLocks::new(),
-            owners: Owners::new(),
             detached: Detached::default(),
-            identities: Identities::new(config.identity.cache_ttl, config.identity.cache_entries),
+            broker: None,
             resolve_oauth_users: config.identity.resolve_oauth_users,
             trusted_proxies: config.server.trusted_proxies.clone(),
         }
+    }
+
+    /// Serves proxy keys with `broker` (`[broker]`).
+    pub fn with_broker(mut self, broker: Option<Broker>) -> Pipeline {
+        self.broker = broker;
+        self
     }
 
     /// Replaces the policy (SIGHUP); requests already past the decide phase keep the old one.
@@ -151,6 +151,29 @@ impl Pipeline {
     pub(crate) fn body_timeout(&self) -> ProxyError {
         ProxyError::BodyTimeout {
             limit_s: self.body_read_timeout.as_secs(),
+        }
+    }
+
+    /// The portal the request is for (picked in `route`, or by the lane).
+    pub(crate) fn portal(&self, ctx: &RequestCtx) -> Result<Arc<Portal>, ProxyError> {
+        ctx.portal
+            .clone()
+            .ok_or_else(|| ProxyError::Internal("no portal picked for the request".into()))
+    }
+
+    /// Picks the portal for `req` into `ctx`.
+    pub(crate) fn pick_portal<B>(
+        &self,
+        ctx: &mut RequestCtx,
+        req: &Request<B>,
+    ) -> Result<(), ProxyError> {
+        match self.portals.for_request(req) {
+            Ok(p) => {
+                ctx.portal = Some(p.clone());
+                Ok(())
+            }
+            Err(Unmatched::BadHost) => Err(ProxyError::BadHost),
+            Err(Unmatched::Unknown) => Err(ProxyError::UnknownPortal),
         }
     }
 

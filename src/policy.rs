@@ -19,13 +19,17 @@ pub mod rules {
     /// Not a configurable rule: the call could not be read unambiguously (docs/architecture.md, The
     /// rule of interpretation).
     pub const UNINTERPRETABLE: &str = "uninterpretable_request";
-    pub const ALL: [&str; 6] = [
+    /// Not a configurable rule: a proxy key (`[broker]`) changed a workplace outside its
+    /// `--solutions`. Enforced in shadow mode too: it is the key's grant, not a guard rail.
+    pub const KEY_SCOPE: &str = "key_scope";
+    pub const ALL: [&str; 7] = [
         DENY_EMPTY_TYPE_IDS,
         PROTECTED_SOLUTION,
         DENY_DELETE,
         MAX_TYPE_IDS_REMOVED,
         ALLOWED_USER_IDS,
         UNINTERPRETABLE,
+        KEY_SCOPE,
     ];
 }
 

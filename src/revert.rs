@@ -75,6 +75,46 @@ pub fn describe(plan: &Plan) -> String {
     )
 }
 
+/// Where a revert of an event goes: the service webhook and, with `[[portals]]`, the host
+/// of the event's portal.
+struct Route {
+    hook: String,
+    host: Option<String>,
+}
+
+/// The route for reverting `event`: its portal's `revert_webhook_file`, else `[revert]
+/// webhook_file`.
+fn route(config: &Config, event: &EventRecord) -> anyhow::Result<Route> {
+    let portal = config
+        .portal_named(event.portal.as_deref())
+        .with_context(|| {
+            format!(
+                "event {} was recorded for portal {}, which is not configured",
+                event.id,
+                event.portal.as_deref().unwrap_or("(unnamed)")
+            )
+        })?;
+    let (key, path) = match (&portal.revert_webhook_file, &config.revert.webhook_file) {
+        (Some(p), _) => ("revert_webhook_file", p),
+        (None, Some(p)) => ("revert.webhook_file", p),
+        (None, None) => bail!("revert --apply needs [revert] webhook_file (a file holding USER_ID/SECRET of a service webhook), or the portal's revert_webhook_file"),
+    };
+    let hook =
+        std::fs::read_to_string(path).with_context(|| format!("{key} {}", path.display()))?;
+    let hook = hook.trim().trim_matches('/');
+    if hook.split('/').count() != 2 || hook.split('/').any(str::is_empty) {
+        bail!("{key} must hold USER_ID/SECRET");
+    }
+    Ok(Route {
+        hook: hook.to_owned(),
+        host: portal.host.as_ref().map(|h| match h.port {
+            Some(_) => h.label(),
+            // A host matched on any port: the proxy's own port is as good as any.
+            None => format!("{}:{}", h.label(), config.server.listen.port()),
+        }),
+    })
+}
+
 /// Sends the plan through the proxy at `config.server.listen`.
 pub async fn apply(
     config: &Config,
@@ -82,26 +122,18 @@ pub async fn apply(
     plan: &Plan,
     force: bool,
 ) -> anyhow::Result<Value> {
-    let path = config
-        .revert
-        .webhook_file
-        .as_ref()
-        .context("revert --apply needs [revert] webhook_file (a file holding USER_ID/SECRET of a service webhook)")?;
-    let hook = std::fs::read_to_string(path)
-        .with_context(|| format!("revert.webhook_file {}", path.display()))?;
-    let hook = hook.trim().trim_matches('/');
-    if hook.split('/').count() != 2 || hook.split('/').any(str::is_empty) {
-        bail!("revert.webhook_file must hold USER_ID/SECRET");
-    }
+    let Route { hook, host } = route(config, event)?;
     let base = format!("http://{}/rest/{hook}", local(config.server.listen));
     let client: Client<HttpConnector, ProxyBody> =
         Client::builder(TokioExecutor::new()).build_http();
+    let host = host.as_deref();
 
     if let (Some(id), false) = (plan.solution_id, force) {
         let now = call(
             &client,
             &format!("{base}/crm.automatedsolution.get"),
             &json!({"id": id}),
+            host,
             None,
         )
         .await?;
@@ -121,6 +153,7 @@ pub async fn apply(
         &client,
         &format!("{base}/{}", plan.method),
         &plan.params,
+        host,
         Some(&event.id),
     )
     .await
@@ -130,9 +163,13 @@ async fn call(
     client: &Client<HttpConnector, ProxyBody>,
     url: &str,
     body: &Value,
+    host: Option<&str>,
     reverts: Option<&str>,
 ) -> anyhow::Result<Value> {
     let mut req = Request::post(url).header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(h) = host {
+        req = req.header(http::header::HOST, h);
+    }
     if let Some(id) = reverts {
         req = req.header(REVERT_HEADER, id);
     }
@@ -183,6 +220,7 @@ mod tests {
             time: "t".into(),
             method: method.into(),
             solution_id: Some(238),
+            portal: None,
             caller: Caller::default(),
             client_addr: None,
             request: RequestInfo::default(),

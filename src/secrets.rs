@@ -86,14 +86,20 @@ impl FingerprintKey {
 
     /// `HMAC-SHA-256(key, material)`, first 16 hex characters.
     pub fn fingerprint(&self, material: &str) -> String {
+        let mut out = self.mac_hex(material);
+        out.truncate(16);
+        out
+    }
+
+    /// `HMAC-SHA-256(key, material)`, all 64 hex characters (what a proxy key is stored as).
+    pub fn mac_hex(&self, material: &str) -> String {
         // HMAC zero-pads keys to the hash's block size, so the padded 64-byte key gives the same
         // MAC as the 32-byte one and uses the infallible fixed-size constructor.
         let mut block = [0u8; 64];
         block[..32].copy_from_slice(&self.0);
         let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
         mac.update(material.as_bytes());
-        let out = mac.finalize().into_bytes();
-        hex::encode(&out[..8])
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 

@@ -12,16 +12,17 @@ use crate::audit::syslog::SyslogSink;
 use crate::audit::writer::{OpenOptions, Writer};
 use crate::audit::{AuditLog, EntrySink};
 use crate::body::ProxyBody;
+use crate::broker::{Broker, Webhooks};
 use crate::config::Config;
 use crate::lane::{Ended, Lane, Prefixed};
 use crate::lifecycle::GaugeGuard;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
+use crate::portal::Portals;
 use crate::secrets::FingerprintKey;
 use crate::timed_io::TimedWrites;
 use crate::tls::ReloadableCert;
-use crate::upstream::Upstream;
 use anyhow::Context as _;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -192,6 +193,23 @@ fn open_trail(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Trail> 
     })
 }
 
+/// `[broker]`: the webhooks file and the keys in the trail's database (opened after the trail,
+/// so its schema is in place).
+fn open_broker(config: &Config, key: &FingerprintKey) -> anyhow::Result<Option<Broker>> {
+    let Some(b) = &config.broker else {
+        return Ok(None);
+    };
+    let webhooks = Webhooks::load(&b.webhooks_file).map_err(anyhow::Error::msg)?;
+    let broker = Broker::new(
+        webhooks,
+        b.require_keys,
+        key.clone(),
+        &config.audit.database,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Some(broker))
+}
+
 /// Both listeners' certificates (reloadable on SIGHUP) and their acceptors.
 struct Tls {
     cert: Option<Arc<ReloadableCert>>,
@@ -224,25 +242,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let key = FingerprintKey::load_or_create(&config.audit.key_file)
         .with_context(|| format!("fingerprint key {}", config.audit.key_file.display()))?;
     let trail = open_trail(config, &metrics)?;
-    if !config.upstream.is_https() {
+    for p in config.portals.iter().filter(|p| !p.upstream.is_https()) {
         tracing::warn!(
-            "upstream.url is plain http://: use this only against a local portal or the simulator"
+            portal = %p.name,
+            "The portal's url is plain http://: use this only against a local portal or the simulator"
         );
     }
     let tls = load_tls(config, &metrics)?;
     metrics
         .max_connections
         .set(i64::try_from(config.server.max_connections).unwrap_or(i64::MAX));
-    let upstream = Upstream::new(&config.upstream).map_err(anyhow::Error::msg)?;
-    let reachable = upstream.reachability();
+    let portals = Portals::new(config, &metrics).map_err(anyhow::Error::msg)?;
+    let reachable = portals
+        .all()
+        .iter()
+        .map(|p| (p.name.clone(), p.upstream.reachability()))
+        .collect();
     let heads = trail.public_key.is_some().then(|| trail.log.clone());
-    let pipeline = Arc::new(Pipeline::new(
-        config,
-        upstream,
-        trail.log.clone(),
-        key,
-        metrics.clone(),
-    ));
+    let broker = open_broker(config, &key)?;
+    let pipeline = Arc::new(
+        Pipeline::new(config, portals, trail.log.clone(), key, metrics.clone()).with_broker(broker),
+    );
     let lane = lane_for(config, &pipeline)?;
     let token = match &config.admin.token_file {
         Some(path) => Some(read_token(path)?),
@@ -468,10 +488,15 @@ pub fn check_files(config: &Config) -> Result<(), String> {
         crate::tls::load_certified_key(&files.cert, &files.key)
             .map_err(|e| format!("admin.tls_cert/tls_key: {e}"))?;
     }
-    crate::tls::client_config(config.upstream.ca_file.as_deref())
-        .map_err(|e| format!("upstream.ca_file: {e}"))?;
+    for p in &config.portals {
+        crate::tls::client_config(p.upstream.ca_file.as_deref())
+            .map_err(|e| format!("the ca_file of portal {}: {e}", p.name))?;
+    }
     if let Some(path) = &config.admin.token_file {
         read_token(path).map_err(|e| e.to_string())?;
+    }
+    if let Some(b) = &config.broker {
+        Webhooks::load(&b.webhooks_file)?;
     }
     if let Some(path) = &config.audit.signing_key_file {
         HeadSigner::load(path).map_err(|e| format!("audit.signing_key_file: {e}"))?;
@@ -490,8 +515,10 @@ async fn probe_upstream(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        if !pipeline.upstream.probe().await {
-            tracing::warn!("The portal is not reachable");
+        for p in pipeline.portals.all() {
+            if !p.upstream.probe().await {
+                tracing::warn!(portal = %p.name, "The portal is not reachable");
+            }
         }
     }
 }

@@ -151,24 +151,74 @@ struct Harness {
     sim: SimHandle,
     proxy: TestProxy,
     pki: Option<Pki>,
+    /// What the SDK is given as `USER_ID/SECRET`: the webhook, or a proxy key in its place.
+    webhook: String,
+    _dir: tempfile::TempDir,
 }
 
 async fn harness(sdk: Sdk) -> Harness {
+    harness_with(sdk, false).await
+}
+
+/// With `brokered`, the proxy holds the webhook (`[broker]`, `require_keys`) and the SDK only
+/// a proxy key made with `keys create`.
+async fn harness_with(sdk: Sdk, brokered: bool) -> Harness {
     let sim = sim().await;
     let pki = sdk.tls().then(make_pki);
-    let extra = pki.as_ref().map_or_else(String::new, |p| {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut extra = pki.as_ref().map_or_else(String::new, |p| {
         format!(
             "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
             p.cert.display(),
             p.key.display()
         )
     });
-    let proxy = TestProxy::builder(sim.addr).extra(&extra).start();
+    if brokered {
+        let hooks = dir.path().join("webhooks.toml");
+        std::fs::write(&hooks, format!("portal = \"{USER}/{SECRET}\"\n")).expect("webhooks");
+        extra.push_str(&format!(
+            "[broker]\nwebhooks_file = \"{}\"\nrequire_keys = true\n",
+            hooks.display()
+        ));
+    }
+    let proxy = TestProxy::builder(sim.addr)
+        .dir(dir.path())
+        .extra(&extra)
+        .start();
+    let webhook = if brokered {
+        let out = Command::new(BIN)
+            .args([
+                "keys",
+                "create",
+                "--name",
+                sdk.name(),
+                "--webhook",
+                "portal",
+                "--config",
+            ])
+            .arg(&proxy.config)
+            .output()
+            .expect("keys create");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = text.lines().last().expect("the key's path").to_owned();
+        path.trim_start_matches("/rest/")
+            .trim_end_matches('/')
+            .to_owned()
+    } else {
+        format!("{USER}/{SECRET}")
+    };
     Harness {
         sdk,
         sim,
         proxy,
         pki,
+        webhook,
+        _dir: dir,
     }
 }
 
@@ -180,7 +230,7 @@ impl Harness {
         cmd.arg(step)
             .current_dir(sdk_dir())
             .env("B24_BASE_URL", format!("{scheme}://{}", self.proxy.proxy))
-            .env("B24_WEBHOOK", format!("{USER}/{SECRET}"))
+            .env("B24_WEBHOOK", &self.webhook)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost");
         // Loopback only: no proxy from the environment, no CA bundle but the test's.
@@ -498,7 +548,46 @@ async fn empty_type_ids(sdk: Sdk) {
     assert_eq!(h.solution(267), ("Sales".to_owned(), vec![31]));
 }
 
+/// The SDK holding only a proxy key (`require_keys` on): its single call, its batch of reads
+/// and its batch of updates all work, each change is recorded under the key's name, and every
+/// request the portal got carried the real webhook.
+async fn brokered(sdk: Sdk) {
+    let h = harness_with(sdk, true).await;
+    assert!(!h.webhook.contains(SECRET));
+    for step in ["single_update", "batch_reads", "batch_updates"] {
+        let out = h.run(step).await;
+        assert_no_crash(sdk, &out);
+        assert_eq!(out["ok"], true, "{step} with a proxy key: {out:#}");
+    }
+    assert_eq!(
+        executed(&h.sim, UPDATE),
+        3,
+        "one single update, two in the batch"
+    );
+    let events = h.events();
+    let changes: Vec<&Value> = events.iter().filter(|e| e["method"] == UPDATE).collect();
+    assert_eq!(changes.len(), 3, "{events:#?}");
+    for e in changes {
+        assert_eq!(e["caller"]["integration"], sdk.name(), "{e:#}");
+        assert_eq!(e["caller"]["user_id"], USER);
+        assert_eq!(e["outcome"], "applied");
+    }
+    let key = h.webhook.split('/').nth(1).expect("key");
+    for c in h.sim.sim.calls() {
+        assert!(
+            !c.path.contains(key),
+            "the key reached the portal: {}",
+            c.path
+        );
+    }
+}
+
 // ---- b24pysdk ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b24pysdk_works_unchanged_with_a_proxy_key() {
+    brokered(Sdk::B24Py).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b24pysdk_single_update_is_audited_and_applied() {
@@ -528,6 +617,11 @@ async fn b24pysdk_empty_type_ids_is_its_normal_api_error_without_retry() {
 // ---- fast-bitrix24 -------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_bitrix24_works_unchanged_with_a_proxy_key() {
+    brokered(Sdk::FastBitrix24).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_bitrix24_single_update_is_audited_and_applied() {
     single_update(Sdk::FastBitrix24).await;
 }
@@ -553,6 +647,11 @@ async fn fast_bitrix24_raises_on_the_403_without_retry() {
 }
 
 // ---- @bitrix24/b24jssdk --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b24jssdk_works_unchanged_with_a_proxy_key() {
+    brokered(Sdk::B24Js).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b24jssdk_single_update_is_audited_and_applied() {

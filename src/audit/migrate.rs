@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_audit_trail.sql")),
     (2, include_str!("../../migrations/0002_signed_heads.sql")),
     (3, include_str!("../../migrations/0003_event_index.sql")),
+    (4, include_str!("../../migrations/0004_proxy_keys.sql")),
 ];
 
 /// The schema version this binary writes.

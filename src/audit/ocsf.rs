@@ -153,10 +153,12 @@ mod tests {
             time: "2026-11-24T10:00:00.250Z".into(),
             method: method.into(),
             solution_id: Some(238),
+            portal: None,
             caller: Caller {
                 auth: "webhook".into(),
                 user_id: Some("7".into()),
                 fingerprint: Some("fp1".into()),
+                ..Caller::default()
             },
             client_addr: Some("10.0.0.5:51234".into()),
             request: RequestInfo {

@@ -22,6 +22,9 @@ pub struct Caller {
     pub auth: String,
     pub fingerprint: Option<String>,
     pub user_id: Option<String>,
+    /// The proxy key the call came with (`[broker]`): the integration, by the key's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
 }
 
 /// The call as the proxy read it: HTTP method, body encoding, and the mutation's parameters
@@ -92,6 +95,10 @@ pub struct Intent {
     /// The event this one reverts (`revert --apply`); left out otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverts: Option<String>,
+    /// The portal the change was for (`[[portals]] name`, or the single portal's host);
+    /// entries written before portals were named have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
 }
 
 /// The outcome: what the portal answered and the state after. A `reconciled` entry holds only
@@ -221,6 +228,9 @@ pub struct EventRecord {
     pub time: String,
     pub method: String,
     pub solution_id: Option<i64>,
+    /// The portal the change was for; left out for events recorded before portals were named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
     pub caller: Caller,
     pub client_addr: Option<String>,
     pub request: RequestInfo,
@@ -280,6 +290,7 @@ impl EventRecord {
                 .header
                 .solution_id
                 .or(oh.as_ref().and_then(|h| h.solution_id)),
+            portal: i.portal,
             caller: i.caller,
             client_addr: i.client_addr,
             request: i.request,
@@ -318,6 +329,7 @@ mod tests {
                 auth: "webhook".into(),
                 user_id: Some("1".into()),
                 fingerprint: Some("f".into()),
+                ..Caller::default()
             },
             client_addr: Some("127.0.0.1".into()),
             request: RequestInfo {

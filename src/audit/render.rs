@@ -244,7 +244,11 @@ fn render_summary(out: &mut String, e: &EventRecord) {
         out,
         "caller",
         format!(
-            "{} user {} (fingerprint {}) from {}",
+            "{}{} user {} (fingerprint {}) from {}",
+            e.caller
+                .integration
+                .as_ref()
+                .map_or(String::new(), |i| format!("integration {i}, ")),
             e.caller.auth,
             opt(&e.caller.user_id),
             opt(&e.caller.fingerprint),
@@ -262,7 +266,10 @@ fn render_summary(out: &mut String, e: &EventRecord) {
         out,
         "portal",
         format!(
-            "status {} error {}",
+            "{}status {} error {}",
+            e.portal
+                .as_ref()
+                .map_or(String::new(), |p| format!("{p}: ")),
             e.portal_status.map_or("-".into(), |s| s.to_string()),
             text(e.portal_error.as_ref())
         ),

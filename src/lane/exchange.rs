@@ -7,10 +7,10 @@
 
 use super::chunked::Decoder;
 use super::head::{LaneHead, LaneMethod};
-use super::pool::Conn;
+use super::pool::{Conn, Pool};
 use super::response::{self, BodyIn, Parsed, ResponseHead};
 use super::wire::{self, Framing};
-use super::{read_until, ClientIo, Lane};
+use super::{read_until, Admitted, ClientIo, Lane};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::metrics::UpstreamPhase;
@@ -38,9 +38,18 @@ impl Lane {
         client: &mut ClientIo,
         buf: &mut Vec<u8>,
         head: LaneHead,
+        admitted: Admitted,
         peer: SocketAddr,
         stop: &watch::Receiver<bool>,
     ) -> Next {
+        let Admitted {
+            portal,
+            key,
+            target: rewritten,
+        } = admitted;
+        let Some(upstream) = self.portals.get(portal.index) else {
+            return Next::Close;
+        };
         let method = head.method.http();
         let target = std::str::from_utf8(&buf[head.target.clone()]).unwrap_or("");
         let (path, query) = match head.query_at {
@@ -58,6 +67,8 @@ impl Lane {
             request_id,
         };
         let mut t = Tracked::start_head(&self.pipeline, &info, peer);
+        t.ctx.portal = Some(portal);
+        t.ctx.key = key;
         // Bounded by head::MAX_BODY, so it fits in usize.
         let total = head.len + usize::try_from(head.body_len).unwrap_or(usize::MAX);
         while buf.len() < total {
@@ -73,12 +84,12 @@ impl Lane {
                 _ => return Next::Close,
             }
         }
-        let mut out = Vec::with_capacity(total + self.host.len() + 64);
+        let mut out = Vec::with_capacity(total + upstream.host.len() + 64);
         wire::request_head(
             &mut out,
             head.method.as_str(),
-            &buf[head.target.clone()],
-            &self.host,
+            rewritten.as_deref().unwrap_or(&buf[head.target.clone()]),
+            &upstream.host,
             head.forwarded.iter().map(|r| &buf[r.clone()]),
             head.has_length.then_some(head.body_len),
         );
@@ -87,7 +98,7 @@ impl Lane {
         let started = std::time::Instant::now();
         let sent = tokio::time::timeout(
             self.request_timeout,
-            self.send(&out, head.method == LaneMethod::Head),
+            self.send(&upstream.pool, &out, head.method == LaneMethod::Head),
         )
         .await
         .unwrap_or(Err(UpstreamFailure::Timeout));
@@ -105,7 +116,7 @@ impl Lane {
         t.ctx.upstream_status = Some(resp.status.as_u16());
         t.answered(resp.status.as_u16());
         let close = head.close || *stop.borrow();
-        self.relay(client, conn, resp, close).await
+        self.relay(client, &upstream.pool, conn, resp, close).await
     }
 
     /// Answers with the proxy's envelope for `e`.
@@ -146,16 +157,17 @@ impl Lane {
     /// Sends the request on a pooled (or new) connection and reads the answer's head.
     async fn send(
         &self,
+        pool: &Pool,
         request: &[u8],
         head_request: bool,
     ) -> Result<(Conn, ResponseHead), UpstreamFailure> {
-        let mut conn = self.pool.checkout().await?;
+        let mut conn = pool.checkout().await?;
         if conn.io.write_all(request).await.is_err() {
             if !conn.reused {
                 return Err(UpstreamFailure::Reset);
             }
             // A kept connection the portal had closed: the portal read nothing from it.
-            conn = self.pool.checkout().await?;
+            conn = pool.checkout().await?;
             conn.io
                 .write_all(request)
                 .await
@@ -170,6 +182,7 @@ impl Lane {
     async fn relay(
         &self,
         client: &mut ClientIo,
+        pool: &Pool,
         mut conn: Conn,
         resp: ResponseHead,
         close: bool,
@@ -205,7 +218,7 @@ impl Lane {
             return Next::Close;
         }
         if resp.reusable && conn.buf.is_empty() {
-            self.pool.put(conn);
+            pool.put(conn);
         }
         finish(client, close).await
     }

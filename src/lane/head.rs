@@ -8,7 +8,7 @@
 //! the framing rules of the hostile-input tests stay hyper's.
 
 use super::{offset_in, parse_length};
-use crate::rest::route::classify;
+use crate::rest::route::{classify, Route};
 use crate::watched::Watched;
 use std::ops::Range;
 
@@ -27,6 +27,9 @@ pub struct LaneHead {
     pub method: LaneMethod,
     /// The request target (`/path?query`), as sent.
     pub target: Range<usize>,
+    /// The target's path as classified: the method and the path's webhook, which `[broker]`
+    /// admits or refuses.
+    pub route: Route,
     /// Where the query starts inside `target`, when there is one.
     pub query_at: Option<usize>,
     /// The body's length: `Content-Length`, 0 without one.
@@ -37,6 +40,9 @@ pub struct LaneHead {
     pub close: bool,
     /// `X-Request-ID`'s value, when sent.
     pub request_id: Option<Range<usize>>,
+    /// `Host`'s value, when sent (an empty range for an empty value); which portal the
+    /// request is for, with `[[portals]]`.
+    pub host: Option<Range<usize>>,
     /// The header lines forwarded as they came (`Name: value`), without `Host`,
     /// `Content-Length` and `Connection`.
     pub forwarded: Vec<Range<usize>>,
@@ -68,6 +74,9 @@ impl LaneMethod {
 }
 
 #[derive(Debug, PartialEq, Eq)]
+// Returned once per request and unpacked at once: boxing the head would cost an allocation per
+// request on the pass-through path to save moving a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict {
     /// The head is not complete yet: read more.
     Partial,
@@ -108,18 +117,20 @@ pub fn read(buf: &[u8]) -> Verdict {
     let (Some(1), Some(target)) = (req.version, req.path) else {
         return Verdict::Handoff;
     };
-    let Some((target, query_at)) = unwatched_target(buf, target) else {
+    let Some((target, query_at, route)) = unwatched_target(buf, target) else {
         return Verdict::Handoff;
     };
     let mut head = LaneHead {
         len,
         method,
         target,
+        route,
         query_at,
         body_len: 0,
         has_length: false,
         close: false,
         request_id: None,
+        host: None,
         forwarded: Vec::with_capacity(req.headers.len()),
     };
     for h in req.headers.iter() {
@@ -135,7 +146,7 @@ pub fn read(buf: &[u8]) -> Verdict {
 
 /// The target's range and its query's offset, when it is an origin-form target that parses as
 /// a URI path the way hyper parses it and names an unwatched method the classifier serves.
-fn unwatched_target(buf: &[u8], target: &str) -> Option<(Range<usize>, Option<usize>)> {
+fn unwatched_target(buf: &[u8], target: &str) -> Option<(Range<usize>, Option<usize>, Route)> {
     if !target.starts_with('/') {
         return None;
     }
@@ -151,7 +162,7 @@ fn unwatched_target(buf: &[u8], target: &str) -> Option<(Range<usize>, Option<us
     }
     let start = offset_in(buf, target.as_bytes())?;
     let query_at = target.find('?').map(|q| q + 1);
-    Some((start..start + target.len(), query_at))
+    Some((start..start + target.len(), query_at, route))
 }
 
 /// Notes one header; `false` when it sends the request to hyper.
@@ -182,6 +193,18 @@ fn take_header(head: &mut LaneHead, buf: &[u8], h: &httparse::Header<'_>) -> boo
         };
     }
     if name.eq_ignore_ascii_case("host") {
+        // Two are hyper's to judge (with `[[portals]]`, a 400: which portal is meant?).
+        if head.host.is_some() {
+            return false;
+        }
+        head.host = Some(if h.value.is_empty() {
+            0..0
+        } else {
+            match offset_in(buf, h.value) {
+                Some(at) => at..at + h.value.len(),
+                None => return false,
+            }
+        });
         return true;
     }
     let Some(line_start) = offset_in(buf, name.as_bytes()) else {

@@ -104,15 +104,16 @@ impl Pipeline {
         let client = identity::client_addr(ctx.peer, headers, &self.trusted_proxies);
 
         // Phase 4: lock and snapshot; an OAuth caller's user is resolved at the same time.
+        let portal = self.portal(ctx)?;
         let (snapshot, user) = tokio::join!(
             self.lock_and_read(ctx, &credential, &items, headers),
-            self.caller_user(&credential, fingerprint.as_deref(), headers)
+            self.caller_user(&portal, &credential, fingerprint.as_deref(), headers)
         );
         let (known, turns) = snapshot?;
 
         // Phase 5: plan and decide.
         let planned = plan::simulate(&mutations, &known);
-        let decisions = self.decide(&items, &planned, user.as_deref());
+        let decisions = self.decide(&items, &planned, user.as_deref(), ctx.key.as_deref());
         let refused = decisions.iter().position(|d| d.is_denied());
         ctx.decision = Some(overall_verdict(&decisions, refused));
         let batch_id = batch.as_ref().map(|_| new_event_id());
@@ -133,6 +134,8 @@ impl Pipeline {
             batch_id: batch_id.as_deref(),
             request_id: &rid,
             reverts: reverts.as_deref(),
+            portal: &portal.name,
+            integration: ctx.key.as_ref().map(|k| k.name.as_str()),
         };
         let intents = record::intents(&intent, &items, &planned, &decisions, &event_ids);
         if let Some(i) = refused {

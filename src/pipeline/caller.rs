@@ -5,6 +5,7 @@ use super::Pipeline;
 use crate::identity;
 use crate::metrics::UpstreamPhase;
 use crate::mutation::{outbound, Credential};
+use crate::portal::Portal;
 use serde_json::json;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ impl Pipeline {
     /// (the snapshot read decides whether the credential is good).
     pub(crate) async fn caller_user(
         &self,
+        portal: &Portal,
         credential: &Credential,
         fingerprint: Option<&str>,
         headers: &http::HeaderMap,
@@ -25,14 +27,14 @@ impl Pipeline {
         if !self.resolve_oauth_users {
             return None;
         }
-        let cached = self.identities.get(fp);
+        let cached = portal.identities.get(fp);
         self.metrics.identity_lookup(cached.is_some());
         if let Some(u) = cached {
             return Some(u);
         }
         let call = outbound("user.current", credential, json!({}));
         let t = Instant::now();
-        let answer = self.upstream.call(&call, headers).await;
+        let answer = portal.upstream.call(&call, headers).await;
         self.metrics
             .upstream(UpstreamPhase::Identity, t.elapsed().as_secs_f64());
         let user = answer
@@ -40,7 +42,7 @@ impl Pipeline {
             .json()
             .as_ref()
             .and_then(identity::user_id_from_answer)?;
-        self.identities.put(fp, user.clone());
+        portal.identities.put(fp, user.clone());
         Some(user)
     }
 }

@@ -3,10 +3,13 @@
 //! request was answered or its client went away first (`Tracked`).
 
 use super::Pipeline;
+use crate::broker::LiveKey;
 use crate::lifecycle::GaugeGuard;
+use crate::portal::Portal;
 use crate::secrets::redact_target;
 use http::Request;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-request state, filled in by the phases and read once at the end.
@@ -23,6 +26,10 @@ pub(crate) struct RequestCtx {
     pub(crate) upstream_seconds: f64,
     /// The caller's `X-Request-ID` (when sane) or a fresh one; set when it will be used.
     pub(crate) request_id: Option<String>,
+    /// The portal the request is for, once picked (`Pipeline::pick_portal`).
+    pub(crate) portal: Option<Arc<Portal>>,
+    /// The proxy key the request came with (`[broker]`), once admitted.
+    pub(crate) key: Option<Arc<LiveKey>>,
 }
 
 /// What the access line and the request id are taken from.
@@ -79,6 +86,8 @@ impl<'a> Tracked<'a> {
                 upstream_status: None,
                 upstream_seconds: 0.0,
                 request_id: logging.then(|| request_id_of(head.request_id)),
+                portal: None,
+                key: None,
             },
             target,
             answered: false,
@@ -125,6 +134,9 @@ impl Pipeline {
         let seconds = ctx.start.elapsed().as_secs_f64();
         self.metrics
             .request(ctx.watched, status, seconds, ctx.upstream_seconds);
+        if let Some(p) = &ctx.portal {
+            p.counters.count(ctx.watched.is_some(), status);
+        }
         if let Some((method, target)) = target {
             tracing::info!(
                 target: "access",

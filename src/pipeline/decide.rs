@@ -6,9 +6,35 @@ use super::change::Item;
 use super::record;
 use super::Pipeline;
 use crate::audit::Entry;
+use crate::broker::LiveKey;
 use crate::error::ProxyError;
+use crate::mutation::Mutation;
 use crate::plan;
-use crate::policy::Decision;
+use crate::policy::{rules, Decision, Verdict};
+
+/// Why the key may not make this change (`--solutions`): the workplace it changes, or one it
+/// takes a smart process from, is not among the key's; an add creates one that cannot be.
+fn outside_scope(key: &LiveKey, m: &Mutation, planned: &plan::Planned) -> Option<String> {
+    if !key.allows_solution(m.solution_id) {
+        return Some(match m.solution_id {
+            Some(id) => format!("the proxy key {} may not change workplace {id}", key.name),
+            None => format!(
+                "the proxy key {} may change only workplaces {:?}, not create one",
+                key.name, key.solutions
+            ),
+        });
+    }
+    planned
+        .side_effects
+        .iter()
+        .find(|s| !key.allows_solution(Some(s.solution_id)))
+        .map(|s| {
+            format!(
+                "the proxy key {} may not change workplace {} (a smart process would be taken from it)",
+                key.name, s.solution_id
+            )
+        })
+}
 
 /// The verdict of the whole call: the refusing one, else the first that is not a plain allow.
 pub(super) fn overall_verdict(decisions: &[Decision], refused: Option<usize>) -> &'static str {
@@ -29,12 +55,22 @@ impl Pipeline {
         items: &[Item],
         planned: &[plan::Planned],
         user: Option<&str>,
+        key: Option<&LiveKey>,
     ) -> Vec<Decision> {
         let policy = self.current_policy();
         let decisions: Vec<_> = items
             .iter()
             .zip(planned)
-            .map(|(i, p)| policy.evaluate_planned(&i.mutation, p, user))
+            .map(
+                |(i, p)| match key.and_then(|k| outside_scope(k, &i.mutation, p)) {
+                    Some(reason) => Decision {
+                        verdict: Verdict::Deny,
+                        rule: Some(rules::KEY_SCOPE),
+                        reason: Some(reason),
+                    },
+                    None => policy.evaluate_planned(&i.mutation, p, user),
+                },
+            )
             .collect();
         for d in &decisions {
             self.metrics.decision(d.rule, d.verdict.label());

@@ -38,8 +38,9 @@ impl Pipeline {
             }),
             Some(call) => outbound("batch", &w.credential, call.forward_params()),
         };
+        let portal = self.portal(ctx)?;
         let t = Instant::now();
-        let forwarded = self.upstream.call(&forward, &w.headers).await;
+        let forwarded = portal.upstream.call(&forward, &w.headers).await;
         ctx.upstream_seconds += t.elapsed().as_secs_f64();
         self.metrics
             .upstream(UpstreamPhase::Forward, t.elapsed().as_secs_f64());

@@ -9,7 +9,7 @@ use super::{Pipeline, RequestCtx, Shape};
 use crate::body::{read_capped, ProxyBody, ReadError, Timed};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamPhase;
-use crate::mutation::{self, OutboundCall};
+use crate::mutation::{self, Credential, OutboundCall};
 use crate::policy::rules;
 use crate::rest::batch::{self};
 use crate::rest::params;
@@ -80,6 +80,7 @@ impl Pipeline {
                     &query,
                     &body,
                 )?;
+                self.credential_allowed(&call.credential)?;
                 self.audited(ctx, &parts, Shape::Single(call)).await
             }
         };
@@ -87,6 +88,34 @@ impl Pipeline {
             ProxyError::Uninterpretable { .. } | ProxyError::NonCanonicalPath(_) => self.refused(e),
             other => other,
         })
+    }
+
+    /// `[broker]`: every method a batch calls must be in the key's scope.
+    fn batch_in_scope<'m>(
+        &self,
+        ctx: &RequestCtx,
+        mut methods: impl Iterator<Item = &'m str>,
+    ) -> Result<(), ProxyError> {
+        let Some(key) = &ctx.key else {
+            return Ok(());
+        };
+        match methods.find(|m| !key.allows_method(&m.to_ascii_lowercase())) {
+            Some(m) => Err(ProxyError::KeyScope {
+                key: key.name.clone(),
+                method: m.to_ascii_lowercase(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `[broker] require_keys`: a webhook in the parameters (`aplogin`/`ap`) is the real secret
+    /// sent some other way, refused like one in the path.
+    fn credential_allowed(&self, credential: &Credential) -> Result<(), ProxyError> {
+        let required = self.broker.as_ref().is_some_and(|b| b.require_keys);
+        if required && matches!(credential, Credential::WebhookParams { .. }) {
+            return Err(ProxyError::NoAuth);
+        }
+        Ok(())
     }
 
     /// Counts a refusal of an unreadable watched call.
@@ -105,6 +134,7 @@ impl Pipeline {
         body: &[u8],
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let methods = batch::v3_methods(body)?;
+        self.batch_in_scope(ctx, methods.iter().map(String::as_str))?;
         if let Some(m) = methods.iter().find(|m| Watched::of(m).is_some()) {
             return Err(self.refused(ProxyError::uninterpretable(
                 "BATCH_NOT_AUDITED",
@@ -127,6 +157,8 @@ impl Pipeline {
         let decoded = decode_params(parts, query, body)?;
         let call = mutation::parse_batch(&decoded.params)?;
         let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
+        self.credential_allowed(&credential)?;
+        self.batch_in_scope(ctx, call.commands.iter().map(|c| c.method.as_str()))?;
         if !call.is_watched() {
             let out = mutation::rebuilt(route, "batch", &credential, call.forward_params());
             return self.forward_inspected(ctx, &out, &parts.headers).await;
@@ -163,6 +195,7 @@ impl Pipeline {
             _ => None,
         };
         let credential = mutation::credential(route, &parts.headers, query, &decoded.params)?;
+        self.credential_allowed(&credential)?;
         if let Some(type_id) = type_id {
             self.guard_type_delete(ctx, &credential, type_id, &parts.headers)
                 .await?;
@@ -188,8 +221,9 @@ impl Pipeline {
         call: &OutboundCall,
         headers: &http::HeaderMap,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let portal = self.portal(ctx)?;
         let t = Instant::now();
-        let result = self.upstream.send_call(call, headers).await;
+        let result = portal.upstream.send_call(call, headers).await;
         ctx.upstream_seconds += t.elapsed().as_secs_f64();
         self.metrics
             .upstream(UpstreamPhase::Forward, t.elapsed().as_secs_f64());

@@ -29,8 +29,9 @@ impl Pipeline {
         parts: http::request::Parts,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let portal = self.portal(ctx)?;
         let t = Instant::now();
-        let result = self.upstream.forward(parts, body).await;
+        let result = portal.upstream.forward(parts, body).await;
         ctx.upstream_seconds = t.elapsed().as_secs_f64();
         self.metrics
             .upstream(UpstreamPhase::PassThrough, ctx.upstream_seconds);

@@ -23,6 +23,10 @@ pub(crate) struct Shared<'a> {
     pub(crate) batch_id: Option<&'a str>,
     pub(crate) request_id: &'a str,
     pub(crate) reverts: Option<&'a str>,
+    /// The portal's name (`[[portals]] name`, or the single portal's host).
+    pub(crate) portal: &'a str,
+    /// The proxy key's name, for a brokered call.
+    pub(crate) integration: Option<&'a str>,
 }
 
 /// What identifies the change an entry of `m` belongs to.
@@ -46,6 +50,7 @@ pub(crate) fn intents(
         auth: c.credential.auth_kind().to_owned(),
         fingerprint: c.fingerprint.map(str::to_owned),
         user_id: c.user.map(str::to_owned),
+        integration: c.integration.map(str::to_owned),
     };
     items
         .iter()
@@ -75,6 +80,7 @@ pub(crate) fn intents(
                 side_effects: p.side_effects.clone(),
                 request_id: Some(c.request_id.to_owned()),
                 reverts: c.reverts.map(str::to_owned),
+                portal: Some(c.portal.to_owned()),
             }
             .entry(subject(event_id, &item.mutation, item.mutation.solution_id))
         })

@@ -69,24 +69,25 @@ impl Pipeline {
         items: &[Item],
         headers: &HeaderMap,
     ) -> Result<(Known, Vec<SolutionGuard>), ProxyError> {
+        let portal = self.portal(ctx)?;
         let mutations: Vec<Mutation> = items.iter().map(|i| i.mutation.clone()).collect();
         let targets: BTreeSet<i64> = mutations.iter().filter_map(|m| m.solution_id).collect();
         let bound = plan::bound_types(&mutations);
         let mut found = BTreeSet::new();
         for _ in 0..MAX_LOCK_ROUNDS {
-            let (guess, every_one) = self.owners.guess(&bound);
+            let (guess, every_one) = portal.owners.guess(&bound);
             let lock_set: BTreeSet<i64> = targets
                 .iter()
                 .chain(&guess)
                 .chain(&found)
                 .copied()
                 .collect();
-            let mut guards = self.locks.lock_all(&lock_set).await;
-            let epoch = self.locks.epoch();
+            let mut guards = portal.locks.lock_all(&lock_set).await;
+            let epoch = portal.locks.epoch();
             let pages = if bound.is_empty() || every_one {
                 0
             } else {
-                self.owners.pages()
+                portal.owners.pages()
             };
             let read = self
                 .read_targets(ctx, credential, items, &targets, &lock_set, pages, headers)
@@ -95,7 +96,7 @@ impl Pipeline {
                 states: read.states,
                 complete: false,
             };
-            self.owners.learn(known.states.values());
+            portal.owners.learn(known.states.values());
             let mut listing = read.listing;
             if listing.is_none()
                 && plan::binds_new_types(&mutations, &known.states)
@@ -108,7 +109,7 @@ impl Pipeline {
                 );
             }
             if let Some(all) = listing {
-                self.owners.learn_all(&all);
+                portal.owners.learn_all(&all);
                 for s in all {
                     known.states.entry(s.id).or_insert(s);
                 }
@@ -124,7 +125,7 @@ impl Pipeline {
             // audited change ended since the read, the listing shows its state as it is: lock
             // it and go on, no second read.
             let missing: BTreeSet<i64> = owners.difference(&lock_set).copied().collect();
-            if let Some(more) = self.locks.try_lock_unchanged(&missing, epoch) {
+            if let Some(more) = portal.locks.try_lock_unchanged(&missing, epoch) {
                 guards.extend(more);
                 return Ok((known, guards));
             }
@@ -444,8 +445,9 @@ impl Pipeline {
         headers: &HeaderMap,
         phase: UpstreamPhase,
     ) -> Result<Answer, ProxyError> {
+        let portal = self.portal(ctx)?;
         let t = Instant::now();
-        let result = self.upstream.call(call, headers).await;
+        let result = portal.upstream.call(call, headers).await;
         ctx.upstream_seconds += t.elapsed().as_secs_f64();
         self.metrics.upstream(phase, t.elapsed().as_secs_f64());
         result.map_err(|k| self.upstream_failed(k))

@@ -195,7 +195,9 @@
 
   function callerText(c) {
     if (!isState(c)) return ['–', ''];
-    const who = c.user_id ? `user ${c.user_id}` : 'anonymous';
+    const user = c.user_id ? `user ${c.user_id}` : 'anonymous';
+    // A brokered call names its integration (the proxy key) first: that is who it was.
+    const who = typeof c.integration === 'string' ? `${c.integration} (${user})` : user;
     const how = [c.auth, c.fingerprint ? `fp ${c.fingerprint}` : ''].filter(Boolean).join(' · ');
     return [who, how];
   }
@@ -332,7 +334,7 @@
     const wp = e.solution_id === null || e.solution_id === undefined ? null : String(e.solution_id);
     const tr = el('tr', { tabindex: '0', 'data-id': e.id, 'data-outcome': e.outcome || 'pending', 'data-workplace': wp || '' },
       el('td', {}, timeNode(e.time)),
-      el('td', {}, el('span', { text: who }),
+      el('td', {}, el('span', { text: who, title: isState(e.caller) && typeof e.caller.integration === 'string' ? 'integration (proxy key) and portal user' : null }),
         el('span', { class: 'sub', text: [isState(e.caller) ? e.caller.auth : '', typeof e.client_addr === 'string' ? e.client_addr : ''].filter(Boolean).join(' · ') }),
         isState(e.caller) && e.caller.fingerprint ? el('span', { class: 'sub mono fp', title: 'credential fingerprint', text: e.caller.fingerprint }) : null),
       el('td', {},

@@ -30,6 +30,7 @@ impl TestProxy {
             shell_prelude: None,
             upstream_url: None,
             audit: String::new(),
+            portals: Vec::new(),
         }
     }
 
@@ -47,19 +48,31 @@ impl TestProxy {
             .iter()
             .map(|(k, v)| format!("{k} = {v}\n"))
             .collect();
+        // With `[[portals]]`, `[upstream]` holds only the shared settings.
+        let url_line = if opts.portals.is_empty() {
+            format!(
+                "url = \"{}\"\n",
+                opts.upstream_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{upstream}"))
+            )
+        } else {
+            String::new()
+        };
+        let portals: String = opts
+            .portals
+            .iter()
+            .map(|(host, lines)| format!("\n[[portals]]\nhost = \"{host}\"\n{lines}\n"))
+            .collect();
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
-                 [upstream]\nurl = \"{url}\"\n{upstream_keys}\
+                 [upstream]\n{url_line}{upstream_keys}\
                  [audit]\ndatabase = \"{}\"\n{audit}\n\
-                 {admin}{log}{rest}",
+                 {admin}{log}{rest}{portals}",
                 dir.join("audit.db").display(),
                 audit = opts.audit,
-                url = opts
-                    .upstream_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{upstream}")),
                 admin = if rest.contains("[admin]") {
                     ""
                 } else {
@@ -205,6 +218,8 @@ pub struct ProxyBuilder {
     shell_prelude: Option<String>,
     upstream_url: Option<String>,
     audit: String,
+    /// `[[portals]]` entries: the host, and the entry's other lines (`url = ...`).
+    portals: Vec<(String, String)>,
 }
 
 impl ProxyBuilder {
@@ -237,6 +252,13 @@ impl ProxyBuilder {
     /// `[upstream] url` instead of `http://{upstream}` (e.g. an `https://` portal).
     pub fn upstream_url(mut self, url: &str) -> Self {
         self.upstream_url = Some(url.to_owned());
+        self
+    }
+
+    /// A `[[portals]]` entry served under `host`, with its other lines (`url = "..."`,
+    /// `name = "..."`); with any, `[upstream]` gets no `url`.
+    pub fn portal(mut self, host: &str, lines: &str) -> Self {
+        self.portals.push((host.to_owned(), lines.to_owned()));
         self
     }
 
