@@ -30,6 +30,7 @@ impl TestProxy {
             shell_prelude: None,
             upstream_url: None,
             audit: String::new(),
+            database: None,
         }
     }
 
@@ -52,9 +53,12 @@ impl TestProxy {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
                  [upstream]\nurl = \"{url}\"\n{upstream_keys}\
-                 [audit]\ndatabase = \"{}\"\n{audit}\n\
+                 [audit]\ndatabase = \"{database}\"\n{audit}\n\
                  {admin}{log}{rest}",
-                dir.join("audit.db").display(),
+                database = opts
+                    .database
+                    .clone()
+                    .unwrap_or_else(|| dir.join("audit.db").display().to_string()),
                 audit = opts.audit,
                 url = opts
                     .upstream_url
@@ -205,6 +209,7 @@ pub struct ProxyBuilder {
     shell_prelude: Option<String>,
     upstream_url: Option<String>,
     audit: String,
+    database: Option<String>,
 }
 
 impl ProxyBuilder {
@@ -243,6 +248,12 @@ impl ProxyBuilder {
     /// Lines added to the `[audit]` table, e.g. `signing_key_file = "..."`.
     pub fn audit(mut self, lines: &str) -> Self {
         self.audit = lines.to_owned();
+        self
+    }
+
+    /// `[audit] database` instead of `audit.db` in the proxy's directory (a PostgreSQL URL).
+    pub fn database(mut self, value: &str) -> Self {
+        self.database = Some(value.to_owned());
         self
     }
 
