@@ -145,6 +145,20 @@ impl Driver {
             Driver::Events => "e.seq",
         }
     }
+
+    /// Every seq column of the query's tables, the driver's first: a bound is put on each.
+    /// PostgreSQL carries equalities across a join but not ranges, so a range on the driver
+    /// alone would leave a merge join reading the other tables from their start.
+    fn seqs(self, filter: &Filter) -> Vec<&'static str> {
+        let mut v = vec![self.seq()];
+        if self != Driver::Events && needs_events(filter) {
+            v.push("e.seq");
+        }
+        if !matches!(self, Driver::Intent | Driver::Trail) {
+            v.push("r.seq");
+        }
+        v
+    }
 }
 
 fn needs_events(filter: &Filter) -> bool {
@@ -169,25 +183,30 @@ impl Query {
 
     /// `since`: from the first seq whose `time_max` reaches it (one index lookup); the term on
     /// `time` keeps the bound exact past a clock that stepped back.
-    fn since(&mut self, seq: &str, t: &str) {
+    fn since(&mut self, seqs: &[&str], t: &str) {
         let n = self.bind(Param::Text(t.to_owned()));
-        self.sql.push_str(&format!(
-            " AND {seq} >= COALESCE((SELECT m.seq FROM audit_events m WHERE m.time_max >= ${n} \
-             ORDER BY m.time_max, m.seq LIMIT 1), 9223372036854775807) AND e.time >= ${n}"
-        ));
+        for seq in seqs {
+            self.sql.push_str(&format!(
+                " AND {seq} >= COALESCE((SELECT m.seq FROM audit_events m WHERE m.time_max >= ${n} \
+                 ORDER BY m.time_max, m.seq LIMIT 1), 9223372036854775807)"
+            ));
+        }
+        self.sql.push_str(&format!(" AND e.time >= ${n}"));
     }
 
     /// `until`: no event before it comes after both the last seq whose `time_max` is before it
     /// and the last one written while the clock was stepped back to before it.
-    fn until(&mut self, seq: &str, t: &str) {
+    fn until(&mut self, seqs: &[&str], t: &str) {
         let n = self.bind(Param::Text(t.to_owned()));
-        self.sql.push_str(&format!(
-            " AND {seq} <= GREATEST(\
-             COALESCE((SELECT m.seq FROM audit_events m WHERE m.time_max < ${n} \
-                       ORDER BY m.time_max DESC, m.seq DESC LIMIT 1), 0), \
-             COALESCE((SELECT MAX(b.seq) FROM audit_events b WHERE b.time < b.time_max AND b.time < ${n}), 0)) \
-             AND e.time < ${n}"
-        ));
+        for seq in seqs {
+            self.sql.push_str(&format!(
+                " AND {seq} <= GREATEST(\
+                 COALESCE((SELECT m.seq FROM audit_events m WHERE m.time_max < ${n} \
+                           ORDER BY m.time_max DESC, m.seq DESC LIMIT 1), 0), \
+                 COALESCE((SELECT MAX(b.seq) FROM audit_events b WHERE b.time < b.time_max AND b.time < ${n}), 0))"
+            ));
+        }
+        self.sql.push_str(&format!(" AND e.time < ${n}"));
     }
 }
 
@@ -231,23 +250,31 @@ pub fn events_query(filter: &Filter) -> (String, Vec<Param>) {
         Some(o) => q.and("e.outcome = ", Param::Text(o.to_owned()), ""),
         None => {}
     }
+    let seqs = d.seqs(filter);
     if let Some(t) = &filter.since {
-        q.since(d.seq(), t);
+        q.since(&seqs, t);
     }
     if let Some(t) = &filter.until {
-        q.until(d.seq(), t);
+        q.until(&seqs, t);
     }
     let (cmp, dir) = match filter.order {
         Order::Asc => (">", ""),
         Order::Desc => ("<", " DESC"),
     };
     if let Some(c) = filter.after_seq {
-        q.and(&format!("{} {cmp} ", d.seq()), Param::Int(c), "");
+        let n = q.bind(Param::Int(c));
+        for seq in &seqs {
+            q.sql.push_str(&format!(" AND {seq} {cmp} ${n}"));
+        }
     }
     let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let n = q.bind(Param::Limit(limit));
-    q.sql
-        .push_str(&format!(" ORDER BY {}{dir} LIMIT ${n}", d.seq()));
+    // One event id has at most one intent (a unique index): nothing to order, and an ORDER BY
+    // would only tempt the planner to walk the trail in seq order looking for it.
+    if d != Driver::Intent {
+        q.sql.push_str(&format!(" ORDER BY {}{dir}", d.seq()));
+    }
+    q.sql.push_str(&format!(" LIMIT ${n}"));
     (q.sql, q.params)
 }
 
