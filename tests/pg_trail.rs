@@ -653,6 +653,24 @@ async fn the_proxy_audits_updates_into_postgres_and_the_cli_reads_them_back() {
     assert_eq!(denied[0]["rule"], "deny_empty_type_ids");
     assert_eq!(denied[0]["before"]["typeIds"], serde_json::json!([14, 190]));
 
+    // `audit export` streams the same events, in trail order.
+    let exported = tokio::task::spawn_blocking({
+        let config = two.config.clone();
+        move || audit(&config, &["export"])
+    })
+    .await
+    .expect("export");
+    assert_eq!(exported.0, 0, "{}", exported.1);
+    let events: Vec<serde_json::Value> = exported
+        .1
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(events.len(), 22);
+    assert_eq!(events[0]["id"], ok_id.as_str());
+    assert_eq!(events[0]["outcome"], "applied");
+    assert_eq!(events[1]["outcome"], "denied");
+
     // The admin API of either replica reads the same trail.
     let head = get(&format!("http://{}/v1/chain/head", two.admin)).await;
     assert_eq!(head.status, StatusCode::OK);

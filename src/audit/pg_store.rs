@@ -31,6 +31,15 @@ const INSERT: &str = "INSERT INTO audit_entries (seq, event_id, kind, time, meth
 
 const HEAD: &str = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1";
 
+/// The writer's session settings, set on every connection it opens:
+/// - commits durable until told otherwise (`set_durable`), whatever the server's default;
+/// - a writers' lock held elsewhere for longer than SQLite's busy timeout fails the group
+///   rather than holding every queued request;
+/// - a session left idle inside a transaction (a replica frozen or cut off while it held the
+///   lock) is ended by the server, so the lock does not stay taken.
+const SESSION: &str = "SET synchronous_commit = on; SET lock_timeout = '5s'; \
+     SET idle_in_transaction_session_timeout = '10s'";
+
 /// SQLSTATE class 23: integrity constraint violation (unique, check, not null, foreign key).
 const CONSTRAINT_CLASS: &str = "23";
 
@@ -60,8 +69,11 @@ pub struct PgStore {
     /// A statement failed inside the transaction: PostgreSQL refuses everything but a rollback
     /// until the savepoint is rolled back to, and would turn a COMMIT into a silent ROLLBACK.
     aborted: bool,
-    /// What the writer last asked `set_durable` for, re-applied on a new connection.
+    /// What the session's `synchronous_commit` is now (true: `on`).
     durable: bool,
+    /// What the writer last asked `set_durable` for: `begin` makes the session match it before
+    /// a group starts, so an intent is never committed without its flush because a SET failed.
+    wanted_durable: bool,
 }
 
 fn failure(e: postgres::Error) -> StoreFailure {
@@ -74,6 +86,9 @@ impl PgStore {
         let mut client = pg_conn::connect(&trail, APPLICATION)?;
         let schema_version = pg_migrate::apply(&mut client)
             .map_err(|e| AuditError::Open(format!("{}: {e}", trail.url)))?;
+        client
+            .batch_execute(SESSION)
+            .map_err(|e| AuditError::Open(describe(&e)))?;
         let insert = client
             .prepare(INSERT)
             .map_err(|e| AuditError::Open(describe(&e)))?;
@@ -85,6 +100,7 @@ impl PgStore {
             in_tx: false,
             aborted: false,
             durable: true,
+            wanted_durable: true,
         })
     }
 
@@ -103,6 +119,21 @@ impl PgStore {
         self.durable = !durable;
         self.set_durable(durable);
         tracing::info!(target: "audit", database = %self.trail.url, "Audit trail connection opened again");
+        Ok(())
+    }
+
+    /// Makes the session's `synchronous_commit` what the writer wants.
+    fn apply_durable(&mut self) -> Result<(), StoreFailure> {
+        if self.durable == self.wanted_durable {
+            return Ok(());
+        }
+        let sql = if self.wanted_durable {
+            "SET synchronous_commit = on"
+        } else {
+            "SET synchronous_commit = off"
+        };
+        self.client.batch_execute(sql).map_err(failure)?;
+        self.durable = self.wanted_durable;
         Ok(())
     }
 
@@ -148,24 +179,15 @@ impl AuditStore for PgStore {
     }
 
     fn set_durable(&mut self, durable: bool) {
-        if durable == self.durable {
-            return;
-        }
-        let sql = if durable {
-            "SET synchronous_commit = on"
-        } else {
-            "SET synchronous_commit = off"
-        };
-        match self.client.batch_execute(sql) {
-            Ok(()) => self.durable = durable,
-            Err(e) => {
-                tracing::warn!(target: "audit", error = %describe(&e), "Cannot change the audit trail's synchronous_commit")
-            }
+        self.wanted_durable = durable;
+        if let Err(e) = self.apply_durable() {
+            tracing::warn!(target: "audit", error = %e, "Cannot change the audit trail's synchronous_commit");
         }
     }
 
     fn begin(&mut self) -> Result<Head, StoreFailure> {
         self.reconnect_if_closed()?;
+        self.apply_durable()?;
         self.client.batch_execute("BEGIN").map_err(failure)?;
         self.in_tx = true;
         self.aborted = false;
