@@ -1082,6 +1082,30 @@ listen = "127.0.0.1:9090"
     }
 
     #[test]
+    fn the_examples_postgresql_lines_load() {
+        let text = include_str!("../config/b24-audit-proxy.example.toml");
+        let mut pg = String::new();
+        for line in text.lines() {
+            if line == "database = \"data/audit.db\"" {
+                continue;
+            }
+            let uncommented = line.strip_prefix("# ").filter(|l| {
+                l.starts_with("database = \"postgres")
+                    || l.starts_with("password_file =")
+                    || l.starts_with("key_file =")
+            });
+            pg.push_str(uncommented.unwrap_or(line));
+            pg.push('\n');
+        }
+        let c = Config::parse(&pg).expect("the example with PostgreSQL");
+        let TrailDatabase::Postgres(t) = &c.audit.database else {
+            panic!("not PostgreSQL: {:?}", c.audit.database);
+        };
+        assert_eq!(t.url.sslmode, crate::audit::pg_url::SslMode::VerifyFull);
+        assert!(t.password_file.is_some());
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let text = include_str!("../config/b24-audit-proxy.example.toml");
         Config::parse(text).expect("the documented example must load");
