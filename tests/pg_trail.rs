@@ -487,6 +487,51 @@ fn two_writers_appending_at_once_form_one_chain() {
 }
 
 #[test]
+fn a_refused_request_leaves_the_rest_of_its_group_and_no_gap() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let rt = runtime();
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    rt.block_on(log.append(vec![intent("dup", Some(238), "1", "fp")]))
+        .expect("first");
+    // Many requests at once, so that they share groups; every third repeats an intent the
+    // schema already holds (one intent per event id) and is refused alone.
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let id = if i % 3 == 0 {
+                        "dup".to_owned()
+                    } else {
+                        format!("ok{i}")
+                    };
+                    let mut entries = vec![intent(&id, Some(238), "1", "fp")];
+                    if i % 3 != 0 {
+                        entries.push(outcome(&id, Some(238), Outcome::Applied));
+                    }
+                    (i, log.append(entries).await)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    });
+    for (i, r) in &results {
+        assert_eq!(r.is_err(), i % 3 == 0, "request {i}: {r:?}");
+    }
+    drop(log);
+    writer.join();
+    let reader = PgReader::open(&trail).expect("reader");
+    let v = verify::verify(&reader, None).expect("the chain has no gap");
+    assert_eq!(v.entries, 1 + 40 * 2);
+}
+
+#[test]
 fn a_writer_whose_connection_was_cut_reconnects_and_continues_the_chain() {
     let pg = PgServer::shared();
     let db = pg.database();

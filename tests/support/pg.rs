@@ -138,6 +138,7 @@ impl PgServer {
             );
             if out.status.success() {
                 server.create_role();
+                eprintln!("PostgreSQL test server on 127.0.0.1:{}", server.port);
                 return server;
             }
         }
