@@ -4,7 +4,9 @@
 //!
 //! Each group's transaction first takes the one row of `audit_writer_lock` `FOR UPDATE` and
 //! only then reads the head, so a writer in another process that committed meanwhile is chained
-//! onto; the lock is released by the commit. Requests are savepoints, as on SQLite. Durability
+//! onto; the lock is released by the commit. Requests are savepoints, as on SQLite. Round trips
+//! are what a group costs here: the start is one, and a request's release travels with the
+//! next request's savepoint. Durability
 //! is `synchronous_commit`: `on` (the WAL flushed before COMMIT returns) for groups holding an
 //! intent, `off` for outcome-only groups unless `audit.fsync_outcomes` — a lost outcome leaves
 //! its intent to be reconciled as `unknown`, as on SQLite.
@@ -30,6 +32,11 @@ const INSERT: &str = "INSERT INTO audit_entries (seq, event_id, kind, time, meth
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 const HEAD: &str = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1";
+
+/// A group's start, sent as one simple query: the transaction, the writers' lock, the head read
+/// under it, and the savepoint of the group's first request.
+const BEGIN: &str = "BEGIN; SELECT 1 FROM audit_writer_lock FOR UPDATE; \
+     SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1; SAVEPOINT request";
 
 /// The writer's session settings, set on every connection it opens:
 /// - commits durable until told otherwise (`set_durable`), whatever the server's default;
@@ -69,6 +76,10 @@ pub struct PgStore {
     /// A statement failed inside the transaction: PostgreSQL refuses everything but a rollback
     /// until the savepoint is rolled back to, and would turn a COMMIT into a silent ROLLBACK.
     aborted: bool,
+    /// `release` was called and not yet sent (see `release`).
+    pending_release: bool,
+    /// `begin` made the savepoint the group's first request starts in.
+    savepoint_ready: bool,
     /// What the session's `synchronous_commit` is now (true: `on`).
     durable: bool,
     /// What the writer last asked `set_durable` for: `begin` makes the session match it before
@@ -99,6 +110,8 @@ impl PgStore {
             schema_version,
             in_tx: false,
             aborted: false,
+            pending_release: false,
+            savepoint_ready: false,
             durable: true,
             wanted_durable: true,
         })
@@ -134,6 +147,15 @@ impl PgStore {
         };
         self.client.batch_execute(sql).map_err(failure)?;
         self.durable = self.wanted_durable;
+        Ok(())
+    }
+
+    /// Sends a release that `release` deferred, when something other than the next savepoint
+    /// comes first.
+    fn flush_release(&mut self) -> Result<(), StoreFailure> {
+        if std::mem::take(&mut self.pending_release) {
+            self.in_tx_exec("RELEASE SAVEPOINT request")?;
+        }
         Ok(())
     }
 
@@ -185,30 +207,68 @@ impl AuditStore for PgStore {
         }
     }
 
+    /// One round trip: the transaction, the lock, the head and the first request's savepoint.
     fn begin(&mut self) -> Result<Head, StoreFailure> {
         self.reconnect_if_closed()?;
         self.apply_durable()?;
-        self.client.batch_execute("BEGIN").map_err(failure)?;
         self.in_tx = true;
         self.aborted = false;
+        self.pending_release = false;
+        self.savepoint_ready = false;
         // The lock first, then the head: under READ COMMITTED the head query's snapshot is
         // taken after the lock was granted, so it sees what the lock's last holder committed.
-        self.in_tx_exec("SELECT 1 FROM audit_writer_lock FOR UPDATE")?;
-        self.read_head().map_err(|e| {
+        let messages = self.client.simple_query(BEGIN).map_err(|e| {
             self.aborted = true;
             failure(e)
+        })?;
+        self.savepoint_ready = true;
+        // The head is the row of the second statement (the lock's row comes first).
+        let mut statement = 0;
+        let mut head = None;
+        for m in &messages {
+            match m {
+                postgres::SimpleQueryMessage::CommandComplete(_) => statement += 1,
+                postgres::SimpleQueryMessage::Row(row) if statement == 2 => head = Some(row),
+                _ => {}
+            }
+        }
+        let Some(row) = head else {
+            return Ok(Head::genesis());
+        };
+        let seq = row
+            .get(0)
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| StoreFailure("the trail's head has no readable seq".into()))?;
+        let hash = row
+            .get(1)
+            .ok_or_else(|| StoreFailure("the trail's head has no hash".into()))?;
+        Ok(Head {
+            seq,
+            hash: hash.to_owned(),
         })
     }
 
+    /// The savepoint `begin` made, or the previous request's release and this savepoint in one
+    /// round trip.
     fn savepoint(&mut self) -> Result<(), StoreFailure> {
+        if std::mem::take(&mut self.savepoint_ready) {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.pending_release) {
+            return self.in_tx_exec("RELEASE SAVEPOINT request; SAVEPOINT request");
+        }
         self.in_tx_exec("SAVEPOINT request")
     }
 
+    /// Deferred to the next `savepoint` (or dropped by `commit`, which releases every
+    /// savepoint): a release alone changes nothing another statement could see.
     fn release(&mut self) -> Result<(), StoreFailure> {
-        self.in_tx_exec("RELEASE SAVEPOINT request")
+        self.pending_release = true;
+        Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<(), StoreFailure> {
+        self.flush_release()?;
         self.client
             .batch_execute("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
             .map_err(failure)?;
@@ -217,6 +277,7 @@ impl AuditStore for PgStore {
     }
 
     fn append(&mut self, entry: &Entry, sealed: &Sealed) -> Result<(), AppendFailure> {
+        self.flush_release().map_err(AppendFailure::Store)?;
         let kind = entry.kind.as_str();
         let outcome = entry.outcome.map(Outcome::as_str);
         let result = self.client.execute(
@@ -251,6 +312,7 @@ impl AuditStore for PgStore {
     }
 
     fn kind_at(&mut self, seq: i64) -> Result<Option<String>, StoreFailure> {
+        self.flush_release()?;
         let row = self
             .client
             .query_opt("SELECT kind FROM audit_entries WHERE seq = $1", &[&seq])
@@ -267,6 +329,8 @@ impl AuditStore for PgStore {
                 "the audit transaction failed and cannot be committed".into(),
             ));
         }
+        self.pending_release = false;
+        self.savepoint_ready = false;
         self.client.batch_execute("COMMIT").map_err(failure)?;
         self.in_tx = false;
         Ok(())
@@ -280,6 +344,8 @@ impl AuditStore for PgStore {
         }
         self.in_tx = false;
         self.aborted = false;
+        self.pending_release = false;
+        self.savepoint_ready = false;
         if self.client.is_closed() {
             return;
         }
