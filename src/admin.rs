@@ -12,9 +12,10 @@
 //! Trail reads run on the blocking pool with their own read-only connection (WAL lets them run
 //! beside the writer); the token is compared in constant time.
 
-use crate::audit::query::{self, Filter, Order};
+use crate::audit::query::{self, Filter, Order, TrailReader};
 use crate::audit::{verify, AuditLog};
 use crate::body::ProxyBody;
+use crate::config::TrailDatabase;
 use crate::metrics::Metrics;
 use crate::rest::envelope;
 use bytes::Bytes;
@@ -23,7 +24,6 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ const MAX_PAGE: usize = 1000;
 pub struct Admin {
     metrics: Arc<Metrics>,
     audit: AuditLog,
-    database: PathBuf,
+    database: TrailDatabase,
     /// SHA-256 of the configured token; `None`: the API is open.
     token_digest: Option<[u8; 32]>,
     /// Each portal's name and whether it was reachable at the last exchange or probe.
@@ -48,7 +48,7 @@ impl Admin {
     pub fn new(
         metrics: Arc<Metrics>,
         audit: AuditLog,
-        database: PathBuf,
+        database: TrailDatabase,
         token: Option<String>,
         portals: Vec<(String, Arc<AtomicBool>)>,
         ready_requires_portal: bool,
@@ -188,17 +188,20 @@ impl Admin {
     async fn refresh_trail_gauges(&self) {
         let db = self.database.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let head = query::open_read_only(&db)
-                .and_then(|c| query::chain_head(&c))
+            let head = query::open_reader(&db)
+                .and_then(|c| query::chain_head(&*c))
                 .ok()
                 .map(|h| h.seq);
-            let mut wal = db.clone().into_os_string();
-            wal.push("-wal");
-            let size = [db.into_os_string(), wal]
-                .iter()
-                .filter_map(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-                .sum::<u64>();
+            // The file's size; a PostgreSQL trail has no file here, and the gauge is not set.
+            let size = db.sqlite_path().map(|db| {
+                let mut wal = db.as_os_str().to_owned();
+                wal.push("-wal");
+                [db.as_os_str().to_owned(), wal]
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum::<u64>()
+            });
             (head, size)
         })
         .await;
@@ -206,9 +209,11 @@ impl Admin {
             if let Some(seq) = head {
                 self.metrics.audit_chain_head_seq.set(seq);
             }
-            self.metrics
-                .audit_database_bytes
-                .set(i64::try_from(size).unwrap_or(i64::MAX));
+            if let Some(size) = size {
+                self.metrics
+                    .audit_database_bytes
+                    .set(i64::try_from(size).unwrap_or(i64::MAX));
+            }
         }
     }
 
@@ -239,24 +244,25 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
 
 /// The `/v1/` routes; runs on the blocking pool.
 fn api(
-    db: &std::path::Path,
+    db: &TrailDatabase,
     public_key: Option<&ed25519_dalek::VerifyingKey>,
     path: &str,
     query: &str,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let conn = query::open_read_only(db).map_err(unavailable)?;
+    let reader = query::open_reader(db).map_err(unavailable)?;
+    let conn = &*reader;
     match path {
-        "/v1/events" => events_page(&conn, query),
+        "/v1/events" => events_page(conn, query),
         "/v1/chain/head" => {
-            let head = query::chain_head(&conn).map_err(unavailable)?;
+            let head = query::chain_head(conn).map_err(unavailable)?;
             Ok((StatusCode::OK, json!(head)))
         }
-        "/v1/chain/verify" => Ok(chain_verify(&conn, public_key, query)),
+        "/v1/chain/verify" => Ok(chain_verify(conn, public_key, query)),
         p => match p
             .strip_prefix("/v1/events/")
             .filter(|id| !id.is_empty() && !id.contains('/'))
         {
-            Some(id) => event_detail(&conn, id),
+            Some(id) => event_detail(conn, id),
             None => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
@@ -275,7 +281,7 @@ fn unavailable(e: crate::audit::AuditError) -> ApiError {
 }
 
 /// `/v1/events`: one page of the filtered events, with the cursor of the next.
-fn events_page(conn: &rusqlite::Connection, query: &str) -> Result<(StatusCode, Value), ApiError> {
+fn events_page(conn: &dyn TrailReader, query: &str) -> Result<(StatusCode, Value), ApiError> {
     let mut filter = filter_from_query(query)?;
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     filter.limit = Some(limit + 1);
@@ -296,7 +302,7 @@ fn events_page(conn: &rusqlite::Connection, query: &str) -> Result<(StatusCode, 
 
 /// `/v1/chain/verify`: the whole chain re-verified (against `head` when given).
 fn chain_verify(
-    conn: &rusqlite::Connection,
+    conn: &dyn TrailReader,
     public_key: Option<&ed25519_dalek::VerifyingKey>,
     query: &str,
 ) -> (StatusCode, Value) {
@@ -317,7 +323,7 @@ fn chain_verify(
 }
 
 /// `/v1/events/{id}`: the event, its entries, the binding diff and whether it can be reverted.
-fn event_detail(conn: &rusqlite::Connection, id: &str) -> Result<(StatusCode, Value), ApiError> {
+fn event_detail(conn: &dyn TrailReader, id: &str) -> Result<(StatusCode, Value), ApiError> {
     let Some(event) = query::event(conn, id).map_err(unavailable)? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,

@@ -2,7 +2,9 @@
 //! through.
 //!
 //! - `record` — the typed intent, outcome and event every writer and reader uses
-//! - `backend` — the [`AuditStore`] trait a storage backend implements; `store` — SQLite
+//! - `backend` — the [`AuditStore`] trait a storage backend implements; `store` — SQLite;
+//!   `pg_store` — PostgreSQL, shared by replicas (`pg_conn` connects, `pg_migrate` its schema,
+//!   `pg_query` its reader, `pg_url` the `[audit] database` URL)
 //! - `writer` — the group-commit writer thread, generic over the backend
 //! - `chain` — canonical form and hashes; `query` — the readers ([`query::TrailReader`]), whose
 //!   event query `event_query` builds from the filters given
@@ -20,6 +22,11 @@ mod event_query;
 pub mod export;
 pub mod migrate;
 pub mod ocsf;
+pub mod pg_conn;
+pub mod pg_migrate;
+pub mod pg_query;
+pub mod pg_store;
+pub mod pg_url;
 pub mod prune;
 pub mod query;
 pub mod record;

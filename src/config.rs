@@ -133,6 +133,7 @@ struct FileAudit {
     fsync_outcomes: Option<bool>,
     signing_key_file: Option<PathBuf>,
     syslog: Option<FileSyslog>,
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,9 +376,45 @@ impl UpstreamConfig {
     }
 }
 
+/// Where the trail is kept: `[audit] database`, a path (SQLite) or a PostgreSQL URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailDatabase {
+    Sqlite(PathBuf),
+    Postgres(PgTrail),
+}
+
+/// A PostgreSQL trail: the URL (its `Debug` and `Display` redact the password) and the file
+/// the password may come from instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgTrail {
+    pub url: crate::audit::pg_url::PgUrl,
+    /// Read when a connection is opened, so a rotated password is picked up by the next one.
+    pub password_file: Option<PathBuf>,
+}
+
+impl TrailDatabase {
+    /// The SQLite file, when the trail is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            TrailDatabase::Sqlite(p) => Some(p),
+            TrailDatabase::Postgres(_) => None,
+        }
+    }
+}
+
+/// How the trail is named in logs and errors: the path, or the URL without its password.
+impl fmt::Display for TrailDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrailDatabase::Sqlite(p) => write!(f, "{}", p.display()),
+            TrailDatabase::Postgres(pg) => write!(f, "{}", pg.url),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    pub database: PathBuf,
+    pub database: TrailDatabase,
     pub key_file: PathBuf,
     pub queue_capacity: usize,
     pub max_batch: usize,
@@ -514,10 +551,17 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             "must differ from server.listen",
         ));
     }
+    let audit = audit_config(raw.audit)?;
+    if raw.broker.is_some() && audit.database.sqlite_path().is_none() {
+        return Err(ConfigError::new(
+            "broker",
+            "proxy keys are kept in the SQLite trail: [broker] is not available with a PostgreSQL trail yet",
+        ));
+    }
     Ok(Config {
         server: server_config(listen, raw.server)?,
         portals: portals_config(raw.upstream, raw.portals)?,
-        audit: audit_config(raw.audit)?,
+        audit,
         admin: admin_config(admin, raw.admin)?,
         policy: policy_config(raw.policy)?,
         log: log_config(raw.log)?,
@@ -706,13 +750,23 @@ fn audit_config(raw: FileAudit) -> Result<AuditConfig, ConfigError> {
     if raw.database.as_os_str().is_empty() {
         return Err(ConfigError::new("audit.database", "must not be empty"));
     }
-    let key_file = raw.key_file.unwrap_or_else(|| {
-        let mut p = raw.database.clone().into_os_string();
-        p.push(".key");
-        PathBuf::from(p)
-    });
+    let database = trail_database(raw.database, raw.password_file)?;
+    let key_file = match (raw.key_file, &database) {
+        (Some(k), _) => k,
+        (None, TrailDatabase::Sqlite(path)) => {
+            let mut p = path.clone().into_os_string();
+            p.push(".key");
+            PathBuf::from(p)
+        }
+        // Replicas sharing one trail must fingerprint credentials alike, so each is given the
+        // same key file rather than one made beside a database file that does not exist.
+        (None, TrailDatabase::Postgres(_)) => return Err(ConfigError::new(
+            "audit.key_file",
+            "must be set when audit.database is a PostgreSQL URL (the same file on every replica)",
+        )),
+    };
     let value = AuditConfig {
-        database: raw.database,
+        database,
         key_file,
         queue_capacity: positive(
             "audit.queue_capacity",
@@ -730,6 +784,32 @@ fn audit_config(raw: FileAudit) -> Result<AuditConfig, ConfigError> {
         syslog: raw.syslog.map(syslog).transpose()?,
     };
     Ok(value)
+}
+
+/// A PostgreSQL URL, or else a SQLite path. The URL's own errors never repeat it (it may
+/// hold a password).
+fn trail_database(
+    database: PathBuf,
+    password_file: Option<PathBuf>,
+) -> Result<TrailDatabase, ConfigError> {
+    use crate::audit::pg_url::{is_pg_url, PgUrl};
+    let Some(url) = database.to_str().filter(|s| is_pg_url(s)) else {
+        if password_file.is_some() {
+            return Err(ConfigError::new(
+                "audit.password_file",
+                "is only for a PostgreSQL audit.database (postgres://...)",
+            ));
+        }
+        return Ok(TrailDatabase::Sqlite(database));
+    };
+    let url = PgUrl::parse(url).map_err(|e| ConfigError::new("audit.database", e))?;
+    if url.password.is_some() && password_file.is_some() {
+        return Err(ConfigError::new(
+            "audit.password_file",
+            "the URL in audit.database already has a password: give one or the other",
+        ));
+    }
+    Ok(TrailDatabase::Postgres(PgTrail { url, password_file }))
 }
 
 fn policy_config(raw: FilePolicy) -> Result<PolicyConfig, ConfigError> {
@@ -981,6 +1061,73 @@ listen = "127.0.0.1:9090"
     }
 
     #[test]
+    fn a_postgres_url_selects_the_shared_trail_and_its_password_stays_hidden() {
+        let pg = |db: &str, extra: &str| {
+            Config::parse(&MINIMAL.replace(
+                "database = \"data/audit.db\"",
+                &format!("database = \"{db}\"\n{extra}"),
+            ))
+        };
+        let c = pg(
+            "postgres://audit:hunter2@db.internal:5433/trail?sslmode=disable",
+            "key_file = \"/etc/k\"",
+        )
+        .expect("valid");
+        let TrailDatabase::Postgres(t) = &c.audit.database else {
+            panic!("not PostgreSQL: {:?}", c.audit.database);
+        };
+        assert_eq!((t.url.port, t.url.dbname.as_str()), (5433, "trail"));
+        for shown in [
+            format!("{c:?}"),
+            c.audit.database.to_string(),
+            format!("{:?}", c.audit.database),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert_eq!(
+            c.audit.database.to_string(),
+            "postgres://audit:***@db.internal:5433/trail?sslmode=disable"
+        );
+        let c = pg(
+            "postgresql://audit@db/trail",
+            "key_file = \"/etc/k\"\npassword_file = \"/run/pw\"",
+        )
+        .expect("password from a file");
+        let TrailDatabase::Postgres(t) = &c.audit.database else {
+            panic!("not PostgreSQL");
+        };
+        assert_eq!(t.password_file.as_deref(), Some(Path::new("/run/pw")));
+
+        for (db, extra, key) in [
+            ("postgres://audit@db/trail", "", "audit.key_file"),
+            (
+                "postgres://audit:hunter2@db/trail",
+                "key_file = \"/k\"\npassword_file = \"/pw\"",
+                "audit.password_file",
+            ),
+            (
+                "postgres://audit:hunter2@db/trail?sslmode=allow",
+                "key_file = \"/k\"",
+                "audit.database",
+            ),
+            (
+                "data/audit.db",
+                "password_file = \"/pw\"",
+                "audit.password_file",
+            ),
+        ] {
+            let e = pg(db, extra).expect_err(db);
+            assert_eq!(e.key, key, "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        let c = Config::parse(MINIMAL).expect("a path");
+        assert_eq!(
+            c.audit.database,
+            TrailDatabase::Sqlite(PathBuf::from("data/audit.db"))
+        );
+    }
+
+    #[test]
     fn unknown_key_is_refused_and_named() {
         let text = MINIMAL.replace("[admin]", "[admin]\nlisen = \"x\"");
         let e = Config::parse(&text).expect_err("unknown key");
@@ -1193,6 +1340,30 @@ listen = "127.0.0.1:9090"
             let e = Config::parse(&text).expect_err(key);
             assert!(e.key == key || e.to_string().contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn the_examples_postgresql_lines_load() {
+        let text = include_str!("../config/b24-audit-proxy.example.toml");
+        let mut pg = String::new();
+        for line in text.lines() {
+            if line == "database = \"data/audit.db\"" {
+                continue;
+            }
+            let uncommented = line.strip_prefix("# ").filter(|l| {
+                l.starts_with("database = \"postgres")
+                    || l.starts_with("password_file =")
+                    || l.starts_with("key_file =")
+            });
+            pg.push_str(uncommented.unwrap_or(line));
+            pg.push('\n');
+        }
+        let c = Config::parse(&pg).expect("the example with PostgreSQL");
+        let TrailDatabase::Postgres(t) = &c.audit.database else {
+            panic!("not PostgreSQL: {:?}", c.audit.database);
+        };
+        assert_eq!(t.url.sslmode, crate::audit::pg_url::SslMode::VerifyFull);
+        assert!(t.password_file.is_some());
     }
 
     #[test]

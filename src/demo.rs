@@ -55,11 +55,14 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  proxy             http://{}", running.proxy_addr);
     println!("  admin (metrics)   http://{}/metrics", running.admin_addr);
     println!("  audit timeline    http://{}/ui/", running.admin_addr);
-    println!("  audit database    {}", config.audit.database.display());
+    println!("  audit database    {}", config.audit.database);
     println!();
 
     send_calls(&base).await?;
-    print_trail(&config.audit.database)?;
+    // The demo writes its own configuration, always with a SQLite file.
+    if let Some(path) = config.audit.database.sqlite_path() {
+        print_trail(path)?;
+    }
     print_try_it(&base, hook, running.admin_addr, &config_path);
     println!("\nRunning until Ctrl-C.");
     server::shutdown_signal().await;

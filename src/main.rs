@@ -6,7 +6,7 @@
 //! read; 78 (`EX_CONFIG`) the configuration is invalid; 2 bad arguments (clap).
 
 use b24_audit_proxy::audit::query;
-use b24_audit_proxy::config::{Config, LogConfig, LogFormat, EXIT_CONFIG};
+use b24_audit_proxy::config::{Config, LogConfig, LogFormat, TrailDatabase, EXIT_CONFIG};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -447,19 +447,29 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
             let opts = export_options(since, until, entries, &format, follow.as_deref())?;
             export_until_signal(open(db)?, opts)
         }
-        AuditCommand::Backup { to, public_key, .. } => backup(db, &to, public_key.as_deref()),
+        AuditCommand::Backup { to, public_key, .. } => {
+            backup(sqlite_only(db, "backup")?, &to, public_key.as_deref())
+        }
         AuditCommand::Keygen { out } => Ok(keygen(&out)),
-        AuditCommand::Prune { before, .. } => audit_prune(db, &before),
+        AuditCommand::Prune { before, .. } => audit_prune(sqlite_only(db, "prune")?, &before),
     }
 }
 
-fn open(db: &std::path::Path) -> Result<rusqlite::Connection, String> {
-    query::open_read_only(db).map_err(|e| e.to_string())
+/// A reader of the configured trail (SQLite or PostgreSQL).
+fn open(db: &TrailDatabase) -> Result<Box<dyn query::TrailReader>, String> {
+    query::open_reader(db).map_err(|e| e.to_string())
+}
+
+/// The SQLite file of commands that work on one (`backup`, `prune`).
+fn sqlite_only<'a>(db: &'a TrailDatabase, what: &str) -> Result<&'a std::path::Path, String> {
+    db.sqlite_path().ok_or_else(|| {
+        format!("audit {what} works on a SQLite trail; audit.database is PostgreSQL ({db})")
+    })
 }
 
 /// `audit list`: the table (or JSON) of matching events, then the whole chain re-verified.
 /// Events are written as they are read, so memory does not grow with the trail.
-fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<ExitCode, String> {
+fn audit_list(db: &TrailDatabase, filter: FilterArgs, json: bool) -> Result<ExitCode, String> {
     use b24_audit_proxy::audit::{render, verify, AuditError};
     use std::io::Write as _;
     let f = query::Filter {
@@ -476,7 +486,7 @@ fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<Ex
     let write_err = |e: std::io::Error| AuditError::Open(format!("write: {e}"));
     if json {
         let mut w = render::JsonArrayWriter::new(out);
-        query::for_each_event(&conn, &f, |e| w.push(&e).map_err(write_err))
+        query::for_each_event(&*conn, &f, |e| w.push(&e).map_err(write_err))
             .map_err(|e| e.to_string())?;
         let mut out = w.finish().map_err(|e| e.to_string())?;
         writeln!(out)
@@ -485,11 +495,11 @@ fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<Ex
         return Ok(ExitCode::SUCCESS);
     }
     let mut w = render::TableWriter::new(out);
-    query::for_each_event(&conn, &f, |e| w.push(&e).map_err(write_err))
+    query::for_each_event(&*conn, &f, |e| w.push(&e).map_err(write_err))
         .map_err(|e| e.to_string())?;
     let mut out = w.finish().map_err(|e| e.to_string())?;
     // The same command proves the rows untouched: the whole chain is re-verified.
-    let (line, code) = match verify::verify(&conn, None) {
+    let (line, code) = match verify::verify(&*conn, None) {
         Ok(v) => (
             format!(
                 "\nchain: ok, {} entries verify, head {} (entry {})",
@@ -508,14 +518,14 @@ fn audit_list(db: &std::path::Path, filter: FilterArgs, json: bool) -> Result<Ex
 }
 
 /// `audit show`: one event with its diff, chain entries, verification and revert line.
-fn audit_show(db: &std::path::Path, id: &str) -> Result<ExitCode, String> {
+fn audit_show(db: &TrailDatabase, id: &str) -> Result<ExitCode, String> {
     use b24_audit_proxy::audit::{render, verify};
     let conn = open(db)?;
-    let Some(event) = query::event(&conn, id).map_err(|e| e.to_string())? else {
+    let Some(event) = query::event(&*conn, id).map_err(|e| e.to_string())? else {
         return Err(format!("no event {id}"));
     };
-    let entries = query::entries_of(&conn, id).map_err(|e| e.to_string())?;
-    let verified = match verify::verify(&conn, entries.last().map(|e| e.hash.as_str())) {
+    let entries = query::entries_of(&*conn, id).map_err(|e| e.to_string())?;
+    let verified = match verify::verify(&*conn, entries.last().map(|e| e.hash.as_str())) {
         Ok(v) => format!(
             "ok: the chain verifies through entry {}",
             v.head_seq.unwrap_or(0)
@@ -535,7 +545,7 @@ fn audit_show(db: &std::path::Path, id: &str) -> Result<ExitCode, String> {
 
 /// `audit verify`: 0 verified, 1 broken, `EXIT_UNREADABLE` when the trail cannot be read.
 fn audit_verify(
-    db: &std::path::Path,
+    db: &TrailDatabase,
     head: Option<&str>,
     public_key: Option<&std::path::Path>,
 ) -> Result<ExitCode, String> {
@@ -545,9 +555,9 @@ fn audit_verify(
         head,
         public_key: key.as_ref(),
     };
-    match query::open_read_only(db)
+    match query::open_reader(db)
         .map_err(|e| verify::Broken::Unreadable(e.to_string()))
-        .and_then(|conn| verify::verify_with(&conn, opts))
+        .and_then(|conn| verify::verify_with(&*conn, opts))
     {
         Ok(v) => {
             println!("ok: {}", v.summary());
@@ -634,7 +644,7 @@ fn backup(
 
 /// Runs an export; with --follow, until SIGINT/SIGTERM raise the stop flag.
 fn export_until_signal(
-    conn: rusqlite::Connection,
+    conn: Box<dyn query::TrailReader>,
     opts: b24_audit_proxy::audit::export::Options,
 ) -> Result<ExitCode, String> {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -658,7 +668,7 @@ fn export_until_signal(
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    b24_audit_proxy::audit::export::run(&conn, &opts, &mut out, &stop)
+    b24_audit_proxy::audit::export::run(&*conn, &opts, &mut out, &stop)
         .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -686,7 +696,7 @@ fn keygen(out: &std::path::Path) -> ExitCode {
 }
 
 fn revert(cfg: &Config, event_id: &str, apply: bool, force: bool) -> ExitCode {
-    let found = query::open_read_only(&cfg.audit.database).and_then(|c| query::event(&c, event_id));
+    let found = query::open_reader(&cfg.audit.database).and_then(|c| query::event(&*c, event_id));
     let event = match found {
         Ok(Some(e)) => e,
         Ok(None) => {

@@ -163,7 +163,7 @@ struct Trail {
 fn open_trail(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Trail> {
     let (signer, sink, syslog) = audit_extras(config, metrics)?;
     let public_key = signer.as_ref().map(|s| s.public_key());
-    let (log, writer, report) = store::open(
+    let (log, writer, report) = store::open_database(
         &config.audit.database,
         OpenOptions {
             queue_capacity: config.audit.queue_capacity,
@@ -174,7 +174,7 @@ fn open_trail(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Trail> 
         },
         metrics.clone(),
     )
-    .with_context(|| format!("audit database {}", config.audit.database.display()))?;
+    .with_context(|| format!("audit database {}", config.audit.database))?;
     tracing::info!(
         target: "audit",
         schema_version = report.schema_version,
@@ -204,7 +204,9 @@ fn open_broker(config: &Config, key: &FingerprintKey) -> anyhow::Result<Option<B
         webhooks,
         b.require_keys,
         key.clone(),
-        &config.audit.database,
+        config.audit.database.sqlite_path().ok_or_else(|| {
+            anyhow::anyhow!("[broker] needs a SQLite trail (proxy keys are kept in it)")
+        })?,
     )
     .map_err(anyhow::Error::msg)?;
     Ok(Some(broker))
@@ -501,6 +503,13 @@ pub fn check_files(config: &Config) -> Result<(), String> {
     if let Some(path) = &config.audit.signing_key_file {
         HeadSigner::load(path).map_err(|e| format!("audit.signing_key_file: {e}"))?;
     }
+    if let crate::config::TrailDatabase::Postgres(pg) = &config.audit.database {
+        if let Some(path) = &pg.password_file {
+            std::fs::metadata(path)
+                .and_then(|_| std::fs::File::open(path))
+                .map_err(|e| format!("audit.password_file {}: {e}", path.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -541,7 +550,7 @@ pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
 /// With a signing key, the head is first signed (a `signed_head` entry), so the logged head is
 /// one whose signature an auditor can check.
 async fn log_chain_head(
-    database: std::path::PathBuf,
+    database: crate::config::TrailDatabase,
     every: Duration,
     signer: Option<AuditLog>,
     mut stop: watch::Receiver<bool>,
@@ -558,8 +567,7 @@ async fn log_chain_head(
         }
         let db = database.clone();
         let head = tokio::task::spawn_blocking(move || {
-            crate::audit::query::open_read_only(&db)
-                .and_then(|c| crate::audit::query::chain_head(&c))
+            crate::audit::query::open_reader(&db).and_then(|c| crate::audit::query::chain_head(&*c))
         })
         .await;
         match head {

@@ -7,9 +7,8 @@
 //! Followed events are written once each, when their outcome is committed (so in outcome order):
 //! an event still in flight is not written half-finished and again later.
 
-use super::query::{self, Filter};
+use super::query::{self, Filter, TrailReader};
 use super::{now_rfc3339, ocsf, AuditError, ChainEntry};
-use rusqlite::Connection;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,7 +43,7 @@ const PAGE: usize = 500;
 
 /// Writes the export; returns how many lines were written.
 pub fn run(
-    conn: &Connection,
+    conn: &(impl TrailReader + ?Sized),
     opts: &Options,
     out: &mut impl Write,
     stop: &AtomicBool,
@@ -72,7 +71,7 @@ pub fn run(
 }
 
 fn follow(
-    conn: &Connection,
+    conn: &(impl TrailReader + ?Sized),
     opts: &Options,
     poll: Duration,
     entries: bool,
@@ -115,7 +114,7 @@ fn wait(poll: Duration, stop: &AtomicBool) {
 /// With `--until`, following stops once that time has passed and nothing received before it
 /// is still waiting for its outcome.
 fn until_passed(
-    conn: &Connection,
+    conn: &(impl TrailReader + ?Sized),
     opts: &Options,
     now: &str,
     entries: bool,
@@ -129,30 +128,22 @@ fn until_passed(
     if entries {
         return Ok(true);
     }
-    let sql = if query::has_event_index(conn)? {
-        PENDING_BEFORE
-    } else {
-        LEGACY_PENDING_BEFORE
-    };
-    let pending: bool = conn
-        .query_row(sql, [until], |r| r.get(0))
-        .map_err(|e| AuditError::Open(e.to_string()))?;
-    Ok(!pending)
+    Ok(!conn.pending_before(until)?)
 }
 
 /// Whether an event received before `?1` still waits for its outcome: through the event index's
 /// pending events (a NULL outcome), which are few, rather than every intent before `?1`.
-const PENDING_BEFORE: &str =
+pub(crate) const PENDING_BEFORE: &str =
     "SELECT EXISTS (SELECT 1 FROM audit_events WHERE outcome IS NULL AND time < ?1)";
 
 /// The same, on a trail not yet migrated to the event index.
-const LEGACY_PENDING_BEFORE: &str = "SELECT EXISTS (SELECT 1 FROM audit_entries r \
+pub(crate) const LEGACY_PENDING_BEFORE: &str = "SELECT EXISTS (SELECT 1 FROM audit_entries r \
      WHERE r.kind = 'received' AND r.time < ?1 AND NOT EXISTS (SELECT 1 FROM audit_entries o \
      WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled')))";
 
 /// Chain entries after `cursor`: `(written, new cursor, an entry at or past --until was seen)`.
 fn entries_since(
-    conn: &Connection,
+    conn: &(impl TrailReader + ?Sized),
     mut cursor: i64,
     opts: &Options,
     out: &mut impl Write,
@@ -192,7 +183,7 @@ fn until_reached(e: &ChainEntry, until: Option<&str>) -> bool {
 
 /// Events whose outcome was committed after `cursor`.
 fn events_since(
-    conn: &Connection,
+    conn: &(impl TrailReader + ?Sized),
     mut cursor: i64,
     opts: &Options,
     out: &mut impl Write,

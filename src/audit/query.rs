@@ -9,6 +9,7 @@ pub use super::event_query::{Filter, Order};
 pub use super::record::EventRecord;
 use super::record::{Completion, Intent, Stored};
 use super::{AuditError, ChainEntry};
+use crate::config::TrailDatabase;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use serde_json::Value;
@@ -77,6 +78,45 @@ pub trait TrailReader {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, EventRecord)>, AuditError>;
+    /// Calls `f` for every stored entry with the columns queries filter on, in chain order, in
+    /// one read (what `audit verify` checks against the hashed payloads).
+    fn each_stored(
+        &self,
+        f: &mut dyn FnMut(StoredEntry) -> Result<(), AuditError>,
+    ) -> Result<usize, AuditError>;
+    /// The newest `checkpoint` entry's payload, if any.
+    fn latest_checkpoint(&self) -> Result<Option<String>, AuditError>;
+    /// Whether an event received before `until` still waits for its outcome.
+    fn pending_before(&self, until: &str) -> Result<bool, AuditError>;
+}
+
+/// One stored entry as its row holds it: the chain fields and the columns that repeat payload
+/// fields for queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub seq: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub method: String,
+    pub solution_id: Option<i64>,
+    pub outcome: Option<String>,
+    pub payload: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The newest checkpoint's payload: through the partial index of checkpoints (SQLite schema 3
+/// on, and PostgreSQL), so a trail never pruned is not walked back to its start to learn so.
+pub(crate) const LATEST_CHECKPOINT: &str =
+    "SELECT payload FROM audit_entries WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1";
+
+/// Opens a reader of the configured trail: a read-only SQLite connection, or a PostgreSQL
+/// connection (use it outside any tokio runtime: a blocking task, the CLI).
+pub fn open_reader(db: &TrailDatabase) -> Result<Box<dyn TrailReader>, AuditError> {
+    Ok(match db {
+        TrailDatabase::Sqlite(path) => Box::new(open_read_only(path)?),
+        TrailDatabase::Postgres(pg) => Box::new(super::pg_query::PgReader::open(pg)?),
+    })
 }
 
 /// Calls `f` for each event in `filter.order` (trail order by default).
@@ -177,7 +217,7 @@ pub struct ChainHead {
     pub entries: i64,
 }
 
-fn record(
+pub(crate) fn record(
     seq: i64,
     intent: &str,
     outcome: Option<&str>,
@@ -354,6 +394,48 @@ impl TrailReader for Connection {
             out.push((outcome_seq, rec));
         }
         Ok(out)
+    }
+
+    fn each_stored(
+        &self,
+        f: &mut dyn FnMut(StoredEntry) -> Result<(), AuditError>,
+    ) -> Result<usize, AuditError> {
+        let mut stmt = self
+            .prepare("SELECT seq, event_id, kind, method, solution_id, outcome, payload, prev_hash, hash FROM audit_entries ORDER BY seq")
+            .map_err(read_err)?;
+        let mut rows = stmt.query([]).map_err(read_err)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(read_err)? {
+            f(StoredEntry {
+                seq: r.get(0).map_err(read_err)?,
+                event_id: r.get(1).map_err(read_err)?,
+                kind: r.get(2).map_err(read_err)?,
+                method: r.get(3).map_err(read_err)?,
+                solution_id: r.get(4).map_err(read_err)?,
+                outcome: r.get(5).map_err(read_err)?,
+                payload: r.get(6).map_err(read_err)?,
+                prev_hash: r.get(7).map_err(read_err)?,
+                hash: r.get(8).map_err(read_err)?,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        use rusqlite::OptionalExtension as _;
+        self.query_row(LATEST_CHECKPOINT, [], |r| r.get(0))
+            .optional()
+            .map_err(read_err)
+    }
+
+    fn pending_before(&self, until: &str) -> Result<bool, AuditError> {
+        let sql = if has_event_index(self)? {
+            super::export::PENDING_BEFORE
+        } else {
+            super::export::LEGACY_PENDING_BEFORE
+        };
+        self.query_row(sql, [until], |r| r.get(0)).map_err(read_err)
     }
 }
 

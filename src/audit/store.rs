@@ -39,6 +39,18 @@ pub fn open(
     writer::start(SqliteStore { conn }, schema_version, opts, observer)
 }
 
+/// Opens the configured trail: the SQLite file, or the PostgreSQL database (`pg_store.rs`).
+pub fn open_database(
+    db: &crate::config::TrailDatabase,
+    opts: OpenOptions,
+    observer: Arc<dyn AuditObserver>,
+) -> Result<(AuditLog, Writer, OpenReport), AuditError> {
+    match db {
+        crate::config::TrailDatabase::Sqlite(path) => open(path, opts, observer),
+        crate::config::TrailDatabase::Postgres(pg) => super::pg_store::open(pg, opts, observer),
+    }
+}
+
 /// A read-write connection with the trail's pragmas.
 pub fn open_connection(path: &Path) -> Result<Connection, AuditError> {
     let conn = Connection::open_with_flags(

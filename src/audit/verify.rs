@@ -11,9 +11,9 @@
 //! `scripts/verify-trail` implements the same checks over `audit export --entries`.
 
 use super::chain::{entry_hash, is_canonical, GENESIS};
+use super::query::{StoredEntry, TrailReader};
 use super::signing;
 use ed25519_dalek::VerifyingKey;
-use rusqlite::Connection;
 use serde_json::Value;
 use std::fmt;
 
@@ -116,7 +116,7 @@ impl fmt::Display for Broken {
 }
 
 /// Verifies the whole chain; `head` is a hash recorded earlier that must still be present.
-pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken> {
+pub fn verify<R: TrailReader + ?Sized>(conn: &R, head: Option<&str>) -> Result<Verified, Broken> {
     verify_with(
         conn,
         Options {
@@ -127,14 +127,12 @@ pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken>
 }
 
 /// Verifies the whole chain with [`Options`].
-pub fn verify_with(conn: &Connection, opts: Options<'_>) -> Result<Verified, Broken> {
+pub fn verify_with<R: TrailReader + ?Sized>(
+    conn: &R,
+    opts: Options<'_>,
+) -> Result<Verified, Broken> {
     let head = opts.head;
-    let db = |e: rusqlite::Error| Broken::Unreadable(e.to_string());
     let checkpoint = latest_checkpoint(conn)?;
-    let mut stmt = conn
-        .prepare("SELECT seq, event_id, kind, method, solution_id, outcome, payload, prev_hash, hash FROM audit_entries ORDER BY seq")
-        .map_err(db)?;
-    let mut rows = stmt.query([]).map_err(db)?;
     let (mut expected_seq, mut expected_prev) = match &checkpoint {
         Some((seq, hash)) => (seq + 1, hash.clone()),
         None => (1, GENESIS.to_owned()),
@@ -150,11 +148,13 @@ pub fn verify_with(conn: &Connection, opts: Options<'_>) -> Result<Verified, Bro
         signatures_checked: opts.public_key.is_some(),
     };
     let mut head_found = head.is_none();
-    while let Some(row) = rows.next().map_err(db)? {
-        let r = StoredRow::read(row).map_err(db)?;
+    // The reader's callback can only fail with a read error: the first break found is kept
+    // here, and the read stopped with a marker error that is then discarded.
+    let mut broken: Option<Broken> = None;
+    let mut check = |r: StoredEntry| -> Result<(), Broken> {
         let value = r.check_link(expected_seq, &expected_prev)?;
         let seq = r.seq;
-        if r.columns.kind == "signed_head" {
+        if r.kind == "signed_head" {
             if let Some(key) = opts.public_key {
                 signing::check(key, &value, seq - 1, &r.prev_hash)
                     .map_err(|reason| Broken::Altered { seq, reason })?;
@@ -171,7 +171,18 @@ pub fn verify_with(conn: &Connection, opts: Options<'_>) -> Result<Verified, Bro
         report.head_hash = r.hash.clone();
         expected_prev = r.hash;
         expected_seq += 1;
+        Ok(())
+    };
+    let read = conn.each_stored(&mut |r| {
+        check(r).map_err(|b| {
+            broken = Some(b);
+            super::AuditError::Open(String::new())
+        })
+    });
+    if let Some(b) = broken {
+        return Err(b);
     }
+    read.map_err(unreadable)?;
     finish(report, checkpoint, &opts, head_found)
 }
 
@@ -202,32 +213,7 @@ fn finish(
     Ok(report)
 }
 
-/// One row of the chain table.
-struct StoredRow {
-    seq: i64,
-    columns: Columns,
-    payload: String,
-    prev_hash: String,
-    hash: String,
-}
-
-impl StoredRow {
-    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
-        Ok(StoredRow {
-            seq: row.get(0)?,
-            columns: Columns {
-                event_id: row.get(1)?,
-                kind: row.get(2)?,
-                method: row.get(3)?,
-                solution_id: row.get(4)?,
-                outcome: row.get(5)?,
-            },
-            payload: row.get(6)?,
-            prev_hash: row.get(7)?,
-            hash: row.get(8)?,
-        })
-    }
-
+impl StoredEntry {
     /// Checks the row's place, link, hash and payload; returns the parsed payload.
     fn check_link(&self, expected_seq: i64, expected_prev: &str) -> Result<Value, Broken> {
         let seq = self.seq;
@@ -256,19 +242,11 @@ impl StoredRow {
         if entry_hash(&self.prev_hash, &self.payload) != self.hash {
             return Err(altered("its payload does not match its hash".into()));
         }
-        check_payload(&self.payload, seq, &self.columns).map_err(altered)
+        check_payload(&self.payload, seq, self).map_err(altered)
     }
 }
 
-struct Columns {
-    event_id: String,
-    kind: String,
-    method: String,
-    solution_id: Option<i64>,
-    outcome: Option<String>,
-}
-
-fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<Value, String> {
+fn check_payload(payload: &str, seq: i64, c: &StoredEntry) -> Result<Value, String> {
     let v: Value =
         serde_json::from_str(payload).map_err(|_| "its payload is not JSON".to_owned())?;
     if !is_canonical(payload, &v) {
@@ -292,18 +270,20 @@ fn check_payload(payload: &str, seq: i64, c: &Columns) -> Result<Value, String> 
     }
 }
 
-/// The newest checkpoint's payload: through the partial index of checkpoints (schema 3 on), so
-/// a trail that was never pruned is not walked back to its start to learn so.
-const LATEST_CHECKPOINT: &str =
-    "SELECT payload FROM audit_entries WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1";
+/// A read error as the reader put it.
+fn unreadable(e: super::AuditError) -> Broken {
+    Broken::Unreadable(match e {
+        super::AuditError::Open(m) => m,
+        other => other.to_string(),
+    })
+}
 
 /// `(pruned_through_seq, pruned_through_hash)` of the newest checkpoint, if any.
-fn latest_checkpoint(conn: &Connection) -> Result<Option<(i64, String)>, Broken> {
-    let row = conn.query_row(LATEST_CHECKPOINT, [], |r| r.get::<_, String>(0));
-    let payload = match row {
-        Ok(p) => p,
-        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
-        Err(e) => return Err(Broken::Unreadable(e.to_string())),
+fn latest_checkpoint<R: TrailReader + ?Sized>(conn: &R) -> Result<Option<(i64, String)>, Broken> {
+    let payload = match conn.latest_checkpoint() {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
     };
     let v: Value = serde_json::from_str(&payload)
         .map_err(|e| Broken::Unreadable(format!("checkpoint: {e}")))?;
@@ -320,13 +300,12 @@ fn latest_checkpoint(conn: &Connection) -> Result<Option<(i64, String)>, Broken>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_newest_checkpoint_is_found_through_its_index() {
-        let mut c = Connection::open_in_memory().expect("db");
+        let mut c = rusqlite::Connection::open_in_memory().expect("db");
         super::super::migrate::apply(&mut c).expect("schema");
-        let plan = crate::audit::query::query_plan(&c, LATEST_CHECKPOINT, []).join("\n");
+        let plan = crate::audit::query::query_plan(&c, crate::audit::query::LATEST_CHECKPOINT, [])
+            .join("\n");
         assert!(
             plan.contains("USING INDEX audit_entries_checkpoint"),
             "{plan}"

@@ -44,7 +44,10 @@ fn broker_files(cfg: &Config) -> Result<(Webhooks, FingerprintKey), String> {
 /// Runs `cmd`; the text to print.
 pub fn run(cfg: &Config, cmd: KeysCommand) -> Result<String, String> {
     let (webhooks, fkey) = broker_files(cfg)?;
-    let mut conn = keys::open(&cfg.audit.database)?;
+    let database = cfg.audit.database.sqlite_path().ok_or(
+        "proxy keys are kept in a SQLite trail; [broker] is not available with PostgreSQL yet",
+    )?;
+    let mut conn = keys::open(database)?;
     let out = match cmd {
         KeysCommand::List => return Ok(table(&keys::list(&conn)?)),
         KeysCommand::Create {
@@ -89,7 +92,7 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> Result<String, String> {
             issued_text("rotated", &issued)
         }
     };
-    keys::bump_generation(&cfg.audit.database)?;
+    keys::bump_generation(database)?;
     Ok(out)
 }
 

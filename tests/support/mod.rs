@@ -1,5 +1,6 @@
 //! Test helpers, one file per concern: the proxy binary (`proxy`), the portal simulator
-//! (`simulator`), HTTP helpers and a fixed-answer upstream (`http`), a throw-away PKI (`pki`)
+//! (`simulator`), HTTP helpers and a fixed-answer upstream (`http`), a throw-away PostgreSQL
+//! server (`pg`), a throw-away PKI (`pki`)
 //! and a PromQL scanner (`promql`), plus the constants and polling helpers every test shares
 //! (here). Everything talks to loopback only and stops when dropped. Tests `use support::*` and see
 //! all of it.
@@ -8,12 +9,14 @@
 #![allow(dead_code, unused_imports)]
 
 mod http;
+mod pg;
 mod pki;
 mod promql;
 mod proxy;
 mod simulator;
 
 pub use self::http::*;
+pub use self::pg::*;
 pub use self::pki::*;
 pub use self::promql::*;
 pub use self::proxy::*;

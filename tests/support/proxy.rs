@@ -31,6 +31,7 @@ impl TestProxy {
             upstream_url: None,
             audit: String::new(),
             portals: Vec::new(),
+            database: None,
         }
     }
 
@@ -69,9 +70,12 @@ impl TestProxy {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n{server_extra}\n\
                  [upstream]\n{url_line}{upstream_keys}\
-                 [audit]\ndatabase = \"{}\"\n{audit}\n\
+                 [audit]\ndatabase = \"{database}\"\n{audit}\n\
                  {admin}{log}{rest}{portals}",
-                dir.join("audit.db").display(),
+                database = opts
+                    .database
+                    .clone()
+                    .unwrap_or_else(|| dir.join("audit.db").display().to_string()),
                 audit = opts.audit,
                 admin = if rest.contains("[admin]") {
                     ""
@@ -220,6 +224,7 @@ pub struct ProxyBuilder {
     audit: String,
     /// `[[portals]]` entries: the host, and the entry's other lines (`url = ...`).
     portals: Vec<(String, String)>,
+    database: Option<String>,
 }
 
 impl ProxyBuilder {
@@ -265,6 +270,12 @@ impl ProxyBuilder {
     /// Lines added to the `[audit]` table, e.g. `signing_key_file = "..."`.
     pub fn audit(mut self, lines: &str) -> Self {
         self.audit = lines.to_owned();
+        self
+    }
+
+    /// `[audit] database` instead of `audit.db` in the proxy's directory (a PostgreSQL URL).
+    pub fn database(mut self, value: &str) -> Self {
+        self.database = Some(value.to_owned());
         self
     }
 
