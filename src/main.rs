@@ -173,6 +173,9 @@ enum KeysArgs {
         /// The [[portals]] name the key is for (required with several portals).
         #[arg(long)]
         portal: Option<String>,
+        /// Policy rules the key may override by sending X-Audit-Override-Reason: TEXT.
+        #[arg(long, value_delimiter = ',')]
+        may_override: Vec<String>,
     },
     /// Every key, live and revoked, with its scope and fingerprint (never the key).
     List {
@@ -297,6 +300,7 @@ fn keys(args: KeysArgs) -> ExitCode {
             methods,
             solutions,
             portal,
+            may_override,
         } => (
             config,
             KeysCommand::Create {
@@ -305,6 +309,7 @@ fn keys(args: KeysArgs) -> ExitCode {
                 methods,
                 solutions,
                 portal,
+                may_override,
             },
         ),
         KeysArgs::List { config } => (config, KeysCommand::List),

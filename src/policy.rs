@@ -40,6 +40,9 @@ pub enum Verdict {
     Deny,
     /// Shadow mode: a rule would have refused; the call was allowed.
     WouldDeny,
+    /// A rule refused, and a proxy key allowed to override it (`--may-override`) sent a reason
+    /// (`X-Audit-Override-Reason`): the call was allowed, recorded as an override.
+    Overridden,
 }
 
 impl Verdict {
@@ -48,6 +51,7 @@ impl Verdict {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::WouldDeny => "would_deny",
+            Verdict::Overridden => "override",
         }
     }
 }

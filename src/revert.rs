@@ -234,6 +234,7 @@ mod tests {
             batch: None,
             hash: "h".into(),
             reverts: None,
+            override_reason: None,
             side_effects: Vec::new(),
         }
     }

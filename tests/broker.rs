@@ -352,3 +352,78 @@ async fn with_require_keys_only_a_live_key_passes_and_changes_take_effect_at_onc
     let listed = keys(&b.proxy.config, &["list"]).1;
     assert!(listed.contains("revoked"), "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_may_override_the_rules_it_was_given_with_a_recorded_reason() {
+    let b = brokered(false).await;
+    let automation = create_key(&b, "unbinder", &["--may-override", "deny_empty_type_ids"]);
+    let other = create_key(&b, "deleter", &["--may-override", "deny_delete"]);
+    let unbind = r#"{"id":267,"fields":{"typeIds":[]}}"#;
+    let reason = (
+        "x-audit-override-reason",
+        "CHG-1234: retire the Sales workplace",
+    );
+    let json_type = ("content-type", "application/json");
+
+    // Without the header, or with a key that may override another rule: refused as usual.
+    let plain = post_json(&url(&b, &automation, UPDATE), unbind).await;
+    assert_eq!(plain.status, StatusCode::FORBIDDEN, "{:?}", plain.body);
+    let wrong_rule = send(
+        Method::POST,
+        &url(&b, &other, UPDATE),
+        &[json_type, reason],
+        unbind.to_owned(),
+    )
+    .await;
+    assert_eq!(
+        wrong_rule.status,
+        StatusCode::FORBIDDEN,
+        "{:?}",
+        wrong_rule.body
+    );
+    assert!(b.sim.sim.executed_mutations().is_empty());
+
+    let allowed = send(
+        Method::POST,
+        &url(&b, &automation, UPDATE),
+        &[json_type, reason],
+        unbind.to_owned(),
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{:?}", allowed.body);
+    assert!(b.sim.sim.solution(267).expect("267").type_ids.is_empty());
+    let id = allowed.event_id().expect("event");
+    let e = b
+        .proxy
+        .export()
+        .into_iter()
+        .find(|e| e["id"] == id.as_str())
+        .expect("event");
+    assert_eq!(e["decision"], "override");
+    assert_eq!(e["rule"], "deny_empty_type_ids");
+    assert_eq!(e["override_reason"], reason.1);
+    assert_eq!(e["caller"]["integration"], "unbinder");
+    assert_eq!(e["outcome"], "applied");
+    // Only configurable rules can be given.
+    let (ok, _, err) = keys(
+        &b.proxy.config,
+        &[
+            "create",
+            "--name",
+            "x",
+            "--webhook",
+            "crm",
+            "--may-override",
+            "key_scope",
+        ],
+    );
+    assert!(!ok && err.contains("not a policy rule"), "{err}");
+    assert_eq!(
+        b.proxy
+            .metric(
+                r#"b24proxy_policy_decisions_total{decision="override",rule="deny_empty_type_ids"}"#
+            )
+            .await,
+        Some(1.0)
+    );
+}

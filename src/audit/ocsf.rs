@@ -175,6 +175,7 @@ mod tests {
             batch: None,
             hash: "ab".repeat(32),
             reverts: None,
+            override_reason: None,
             side_effects: Vec::new(),
         }
     }

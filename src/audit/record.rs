@@ -99,6 +99,10 @@ pub struct Intent {
     /// entries written before portals were named have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal: Option<String>,
+    /// Why a proxy key overrode a policy refusal (`decision` is `override`, `rule` the rule);
+    /// left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
 }
 
 /// The outcome: what the portal answered and the state after. A `reconciled` entry holds only
@@ -247,6 +251,9 @@ pub struct EventRecord {
     pub hash: String,
     /// The event this one reverts (`revert --apply`), if any.
     pub reverts: Option<String>,
+    /// Why a proxy key overrode a policy refusal; left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
     /// Other workplaces the change took smart processes from, as planned, with what was seen
     /// after the call.
     pub side_effects: Vec<SideEffectSeen>,
@@ -304,6 +311,7 @@ impl EventRecord {
             batch: i.batch,
             hash,
             reverts: i.reverts,
+            override_reason: i.override_reason,
             side_effects,
         }
     }

@@ -19,6 +19,8 @@ pub enum KeysCommand {
         solutions: Vec<i64>,
         /// The `[[portals]]` name, required with several portals.
         portal: Option<String>,
+        /// Policy rules it may override with a reason.
+        may_override: Vec<String>,
     },
     List,
     Revoke {
@@ -56,6 +58,7 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> Result<String, String> {
             methods,
             solutions,
             portal,
+            may_override,
         } => {
             let hook = webhooks.get(&webhook).ok_or_else(|| {
                 format!(
@@ -64,10 +67,20 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> Result<String, String> {
                 )
             })?;
             let portal = portal_of(cfg, portal)?;
+            let overridable = overridable_rules();
+            if let Some(r) = may_override
+                .iter()
+                .find(|r| !overridable.contains(&r.as_str()))
+            {
+                return Err(format!(
+                    "--may-override {r}: not a policy rule a key may override (one of: {})",
+                    overridable.join(", ")
+                ));
+            }
             let scope = Scope {
                 methods: methods.iter().map(|m| m.to_ascii_lowercase()).collect(),
                 solutions,
-                may_override: Vec::new(),
+                may_override,
             };
             let issued = keys::create(
                 &mut conn,
@@ -120,6 +133,16 @@ fn portal_of(cfg: &Config, portal: Option<String>) -> Result<Option<String>, Str
     }
 }
 
+/// The configurable policy rules: not the refusal of an unreadable call (nothing could be
+/// executed as read), nor a key's own scope.
+fn overridable_rules() -> Vec<&'static str> {
+    use crate::policy::rules;
+    rules::ALL
+        .into_iter()
+        .filter(|r| ![rules::UNINTERPRETABLE, rules::KEY_SCOPE].contains(r))
+        .collect()
+}
+
 fn issued_text(what: &str, i: &Issued) -> String {
     let k = &i.record;
     let mut out = format!(
@@ -155,7 +178,7 @@ fn table(list: &[KeyRecord]) -> String {
             v.join(",")
         }
     };
-    let rows: Vec<[String; 8]> = list
+    let rows: Vec<[String; 9]> = list
         .iter()
         .map(|k| {
             [
@@ -164,6 +187,11 @@ fn table(list: &[KeyRecord]) -> String {
                 k.portal.clone().unwrap_or_else(|| "-".into()),
                 join(k.scope.methods.clone()),
                 join(k.scope.solutions.iter().map(i64::to_string).collect()),
+                if k.scope.may_override.is_empty() {
+                    "-".to_owned()
+                } else {
+                    k.scope.may_override.join(",")
+                },
                 k.fingerprint.clone(),
                 k.created.clone(),
                 status(k),
@@ -176,6 +204,7 @@ fn table(list: &[KeyRecord]) -> String {
         "PORTAL",
         "METHODS",
         "WORKPLACES",
+        "OVERRIDES",
         "FINGERPRINT",
         "CREATED",
         "STATUS",

@@ -17,7 +17,7 @@
 //! holding the locks: once the intents are handed to the trail, the change is carried through
 //! to its recorded outcome even if the client goes away; the request only awaits the result.
 
-use super::caller::reverts_event;
+use super::caller::{self, reverts_event};
 use super::change::{Item, Shape};
 use super::context::request_id;
 use super::decide::overall_verdict;
@@ -113,7 +113,14 @@ impl Pipeline {
 
         // Phase 5: plan and decide.
         let planned = plan::simulate(&mutations, &known);
-        let decisions = self.decide(&items, &planned, user.as_deref(), ctx.key.as_deref());
+        let override_reason = caller::override_reason(headers);
+        let decisions = self.decide(
+            &items,
+            &planned,
+            user.as_deref(),
+            ctx.key.as_deref(),
+            override_reason.as_deref(),
+        );
         let refused = decisions.iter().position(|d| d.is_denied());
         ctx.decision = Some(overall_verdict(&decisions, refused));
         let batch_id = batch.as_ref().map(|_| new_event_id());
@@ -136,6 +143,7 @@ impl Pipeline {
             reverts: reverts.as_deref(),
             portal: &portal.name,
             integration: ctx.key.as_ref().map(|k| k.name.as_str()),
+            override_reason: override_reason.as_deref(),
         };
         let intents = record::intents(&intent, &items, &planned, &decisions, &event_ids);
         if let Some(i) = refused {

@@ -51,6 +51,21 @@ impl Pipeline {
 /// is taken (a UUID), so the header cannot smuggle anything else into the trail.
 pub const REVERT_HEADER: &str = "x-audit-revert-of";
 
+/// The request header with which a key allowed to (`keys create --may-override RULE`) overrides
+/// a policy refusal, giving the reason recorded with the change.
+pub const OVERRIDE_HEADER: &str = "x-audit-override-reason";
+
+/// Longest override reason recorded.
+const MAX_OVERRIDE_REASON: usize = 500;
+
+/// The override reason sent, when it is text worth recording: trimmed, at most
+/// `MAX_OVERRIDE_REASON` bytes, no control characters (it goes into the trail and logs).
+pub(crate) fn override_reason(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(OVERRIDE_HEADER)?.to_str().ok()?.trim();
+    let ok = !v.is_empty() && v.len() <= MAX_OVERRIDE_REASON && !v.chars().any(char::is_control);
+    ok.then(|| v.to_owned())
+}
+
 pub(crate) fn reverts_event(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get(REVERT_HEADER)?.to_str().ok()?;
     uuid::Uuid::parse_str(v).ok().map(|u| u.to_string())

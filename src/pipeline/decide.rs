@@ -12,6 +12,19 @@ use crate::mutation::Mutation;
 use crate::plan;
 use crate::policy::{rules, Decision, Verdict};
 
+/// A refusal by a rule the caller's key may override, with the reason it sent: allowed, and
+/// recorded as an override of that rule. Anything else stands.
+fn overridden(d: Decision, key: Option<&LiveKey>, reason: Option<&str>) -> Decision {
+    let may = |rule: &str| key.is_some_and(|k| k.may_override.iter().any(|r| r == rule));
+    match (d.verdict, d.rule) {
+        (Verdict::Deny, Some(rule)) if reason.is_some() && may(rule) => Decision {
+            verdict: Verdict::Overridden,
+            ..d
+        },
+        _ => d,
+    }
+}
+
 /// Why the key may not make this change (`--solutions`): the workplace it changes, or one it
 /// takes a smart process from, is not among the key's; an add creates one that cannot be.
 fn outside_scope(key: &LiveKey, m: &Mutation, planned: &plan::Planned) -> Option<String> {
@@ -56,6 +69,7 @@ impl Pipeline {
         planned: &[plan::Planned],
         user: Option<&str>,
         key: Option<&LiveKey>,
+        override_reason: Option<&str>,
     ) -> Vec<Decision> {
         let policy = self.current_policy();
         let decisions: Vec<_> = items
@@ -68,7 +82,11 @@ impl Pipeline {
                         rule: Some(rules::KEY_SCOPE),
                         reason: Some(reason),
                     },
-                    None => policy.evaluate_planned(&i.mutation, p, user),
+                    None => overridden(
+                        policy.evaluate_planned(&i.mutation, p, user),
+                        key,
+                        override_reason,
+                    ),
                 },
             )
             .collect();

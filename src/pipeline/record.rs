@@ -9,7 +9,7 @@ use crate::audit::record::{
 use crate::audit::{Entry, Outcome};
 use crate::mutation::{Credential, Mutation, SolutionState};
 use crate::plan;
-use crate::policy::Decision;
+use crate::policy::{Decision, Verdict};
 use std::collections::BTreeMap;
 
 /// What every intent of one request shares: who asked, from where, how, and why.
@@ -27,6 +27,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) portal: &'a str,
     /// The proxy key's name, for a brokered call.
     pub(crate) integration: Option<&'a str>,
+    /// `X-Audit-Override-Reason`, as sent; recorded with a command whose refusal it overrode.
+    pub(crate) override_reason: Option<&'a str>,
 }
 
 /// What identifies the change an entry of `m` belongs to.
@@ -81,6 +83,9 @@ pub(crate) fn intents(
                 request_id: Some(c.request_id.to_owned()),
                 reverts: c.reverts.map(str::to_owned),
                 portal: Some(c.portal.to_owned()),
+                override_reason: (d.verdict == Verdict::Overridden)
+                    .then(|| c.override_reason.map(str::to_owned))
+                    .flatten(),
             }
             .entry(subject(event_id, &item.mutation, item.mutation.solution_id))
         })
