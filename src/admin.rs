@@ -12,6 +12,7 @@
 //! Trail reads run on the blocking pool with their own read-only connection (WAL lets them run
 //! beside the writer); the token is compared in constant time.
 
+use crate::approvals::Desk;
 use crate::audit::query::{self, Filter, Order, TrailReader};
 use crate::audit::{verify, AuditLog};
 use crate::body::ProxyBody;
@@ -27,6 +28,17 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// An approval's body: a reason and a flag.
+const MAX_APPROVAL_BODY: usize = 16 * 1024;
+const APPROVAL_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The event id of `/v1/events/{id}/approve`.
+fn approve_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/events/")?
+        .strip_suffix("/approve")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// Events per page when the caller does not say, and the most it may ask for.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -40,6 +52,8 @@ pub struct Admin {
     /// Each portal's name and whether it was reachable at the last exchange or probe.
     portals: Vec<(String, Arc<AtomicBool>)>,
     ready_requires_portal: bool,
+    /// With `[admin] approvers_file`: approvals of refused changes.
+    desk: Option<Arc<Desk>>,
     /// With `[audit] signing_key_file`: `/v1/chain/verify` checks every signed head with it.
     public_key: Option<ed25519_dalek::VerifyingKey>,
 }
@@ -61,7 +75,14 @@ impl Admin {
             portals,
             ready_requires_portal,
             public_key: None,
+            desk: None,
         }
+    }
+
+    /// Serves approvals with `desk` (`[admin] approvers_file`).
+    pub fn with_desk(mut self, desk: Option<Desk>) -> Admin {
+        self.desk = desk.map(Arc::new);
+        self
     }
 
     /// Checks signed heads with `key` in `/v1/chain/verify`.
@@ -71,6 +92,10 @@ impl Admin {
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if let Some(id) = approve_path(req.uri().path()) {
+            let id = id.to_owned();
+            return self.approve(req, &id).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -93,6 +118,42 @@ impl Admin {
             p if p.starts_with("/v1/") => self.v1(&req).await,
             _ => not_found(),
         }
+    }
+
+    /// `POST /v1/events/{id}/approve` (`approvals`): authorised by an approver's token, not the
+    /// admin token.
+    async fn approve(&self, req: Request<Incoming>, id: &str) -> Response<ProxyBody> {
+        let Some(desk) = &self.desk else {
+            return json(
+                StatusCode::NOT_FOUND,
+                envelope::error_body("NOT_FOUND", "approvals need [admin] approvers_file"),
+            );
+        };
+        if req.method() != Method::POST {
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                envelope::error_body("METHOD_NOT_ALLOWED", "use POST"),
+            );
+        }
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::rest::credentials::bearer_token)
+            .map(str::to_owned);
+        let body = tokio::time::timeout(
+            APPROVAL_BODY_TIMEOUT,
+            crate::body::read_capped(req.into_body(), MAX_APPROVAL_BODY),
+        )
+        .await;
+        let Ok(Ok(body)) = body else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                envelope::error_body("INVALID_REQUEST_BODY", "the body could not be read"),
+            );
+        };
+        let (status, value) = desk.approve(id, token.as_deref(), &body).await;
+        json(status, Bytes::from(value.to_string()))
     }
 
     /// `/metrics`: the gauges read at scrape time, then the whole registry.
@@ -332,6 +393,13 @@ fn event_detail(conn: &dyn TrailReader, id: &str) -> Result<(StatusCode, Value),
         ));
     };
     let entries = query::entries_of(conn, id).map_err(unavailable)?;
+    // A refused change may have been carried out since, on approval.
+    let approved_by = match event.outcome {
+        Some(crate::audit::Outcome::Denied) => {
+            crate::approvals::approved_by(conn, &event).map_err(unavailable)?
+        }
+        _ => None,
+    };
     let (added, removed) =
         crate::audit::render::binding_diff(event.before.as_ref(), event.after.as_ref());
     Ok((
@@ -340,6 +408,7 @@ fn event_detail(conn: &dyn TrailReader, id: &str) -> Result<(StatusCode, Value),
             "event": with_cursor(&event),
             "entries": entries,
             "diff": {"type_ids_added": added, "type_ids_removed": removed},
+            "approved_by": approved_by,
             "revert_command": format!("b24-audit-proxy revert {} --config FILE", event.id),
             // Whether `revert` would accept it, and why not.
             "revert": match crate::revert::plan(&event) {

@@ -225,6 +225,16 @@ impl Broker {
         }
     }
 
+    /// The live key named `name` for the portal `portal` (the one an event's integration names).
+    pub fn key_named(&self, name: &str, portal: Option<&str>) -> Option<Arc<LiveKey>> {
+        self.refresh();
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        copy.by_hash
+            .values()
+            .find(|k| k.name == name && k.until.is_none() && k.portal.as_deref() == portal)
+            .cloned()
+    }
+
     pub fn webhooks(&self) -> &Webhooks {
         &self.webhooks
     }

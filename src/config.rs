@@ -156,6 +156,9 @@ struct FileAdmin {
     ready_requires_portal: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    approvers_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    approval_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +235,9 @@ pub mod defaults {
     /// id is still recorded.
     pub const IDENTITY_TTL: Duration = Duration::from_secs(600);
     pub const IDENTITY_ENTRIES: usize = 10_000;
+    /// A day: long enough for a second person to see a refusal, short enough that the state it
+    /// was judged on is recent.
+    pub const APPROVAL_TTL: Duration = Duration::from_secs(24 * 3600);
     /// Entries buffered for a slow or absent syslog receiver: a few minutes of a busy proxy,
     /// a few MiB of memory at most.
     pub const SYSLOG_QUEUE: usize = 10_000;
@@ -459,6 +465,11 @@ pub struct AdminConfig {
     pub ready_requires_portal: bool,
     /// PEM certificate chain and key: the admin listener serves HTTPS when set.
     pub tls: Option<TlsFiles>,
+    /// `APPROVER_NAME = "TOKEN"` per line: who may approve a refused change
+    /// (`POST /v1/events/{id}/approve`); unset: no approvals.
+    pub approvers_file: Option<PathBuf>,
+    /// How long after its refusal a change may still be approved.
+    pub approval_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -904,6 +915,12 @@ fn admin_config(listen: SocketAddr, raw: FileAdmin) -> Result<AdminConfig, Confi
         token_file: raw.token_file,
         ready_requires_portal: raw.ready_requires_portal.unwrap_or(false),
         tls: tls_files("admin", raw.tls_cert, raw.tls_key)?,
+        approvers_file: raw.approvers_file,
+        approval_ttl: duration(
+            "admin.approval_ttl",
+            raw.approval_ttl,
+            defaults::APPROVAL_TTL,
+        )?,
     })
 }
 

@@ -54,6 +54,10 @@ pub enum ProxyError {
     #[error("the proxy key {key} may not call {method}")]
     KeyScope { key: String, method: String },
 
+    /// An approved change was not carried out: the workplace changed since it was refused.
+    #[error("{0}")]
+    ApprovalConflict(String),
+
     /// With `[[portals]]`: the request's host names no configured portal.
     #[error("this proxy serves no portal under the host the request names")]
     UnknownPortal,
@@ -168,6 +172,7 @@ impl ProxyError {
         match self {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::UnknownPortal => StatusCode::NOT_FOUND,
+            ProxyError::ApprovalConflict(_) => StatusCode::CONFLICT,
             ProxyError::NoAuth => StatusCode::UNAUTHORIZED,
             ProxyError::KeyScope { .. } => StatusCode::FORBIDDEN,
             ProxyError::BadHost => StatusCode::BAD_REQUEST,
@@ -190,6 +195,7 @@ impl ProxyError {
         match self {
             ProxyError::NotFound => "NOT_FOUND",
             ProxyError::UnknownPortal => "UNKNOWN_PORTAL",
+            ProxyError::ApprovalConflict(_) => "WORKPLACE_CHANGED",
             ProxyError::NoAuth => "NO_AUTH_FOUND",
             ProxyError::KeyScope { .. } => "insufficient_scope",
             ProxyError::BadHost => "INVALID_HOST",

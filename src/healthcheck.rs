@@ -1,6 +1,7 @@
 //! `b24-audit-proxy healthcheck --config FILE`: asks the running proxy's admin listener for
 //! `/readyz` and succeeds only on a 200, so a container image needs no shell or curl for its
-//! health check (the image is distroless).
+//! health check (the image is distroless). `admin_request` is the same client for the other
+//! commands that talk to a running proxy (`approvals approve`).
 //!
 //! Blocking std I/O with short timeouts: it runs once and exits. A wildcard `admin.listen`
 //! (`0.0.0.0`, `[::]`) is reached on loopback; with `admin.tls_cert` the request goes over TLS,
@@ -18,18 +19,42 @@ const MAX_ANSWER: u64 = 64 * 1024;
 
 /// `Ok(body)` when `/readyz` answers 200; otherwise why not.
 pub fn check(config: &Config) -> Result<String, String> {
-    let addr = target(config.admin.listen)?;
     let token = match &config.admin.token_file {
         Some(path) => Some(crate::server::read_token(path).map_err(|e| format!("{e:#}"))?),
         None => None,
     };
+    let (status, body) = admin_request(config, "GET", "/readyz", token.as_deref(), None)?;
+    if status == 200 {
+        Ok(body.trim().to_owned())
+    } else {
+        Err(format!("/readyz answered {status}: {}", body.trim()))
+    }
+}
+
+/// One request to the running proxy's admin listener (over TLS when it serves TLS), with a
+/// bearer `token` and a JSON `body` when given: the answer's status and body.
+pub fn admin_request(
+    config: &Config,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let addr = target(config.admin.listen)?;
     let mut request = format!(
-        "GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: b24-audit-proxy-healthcheck\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: b24-audit-proxy-cli\r\n"
     );
-    if let Some(t) = &token {
+    if let Some(t) = token {
         request.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
+    if let Some(b) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
     request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
         .map_err(|e| format!("admin listener {addr}: {e}"))?;
     tcp.set_read_timeout(Some(TIMEOUT))
@@ -47,12 +72,13 @@ pub fn check(config: &Config) -> Result<String, String> {
     }
     .map_err(|e| format!("admin listener {addr}: {e}"))?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) == Some("200") {
-        Ok(body.trim().to_owned())
-    } else {
-        Err(format!("/readyz answered {status:?}: {}", body.trim()))
-    }
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("admin listener {addr}: not an HTTP answer"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// Where to connect: the configured address, a wildcard one on the loopback of its family.

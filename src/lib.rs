@@ -46,6 +46,7 @@
 
 mod admin;
 mod answer;
+pub mod approvals;
 pub mod audit;
 pub mod body;
 pub mod broker;

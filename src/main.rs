@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysArgs,
     },
+    /// Refused changes a second person may approve ([admin] approvers_file).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsArgs,
+    },
     /// Run the bundled portal simulator.
     PortalSim {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -198,6 +203,35 @@ enum KeysArgs {
     },
 }
 
+#[derive(Subcommand)]
+enum ApprovalsArgs {
+    /// Changes refused by policy within [admin] approval_ttl, newest first, with their state.
+    List {
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// One event and its approval.
+    Show {
+        id: String,
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Have the running proxy carry a refused change out (POST /v1/events/ID/approve).
+    Approve {
+        id: String,
+        #[arg(long, env = "B24PROXY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        reason: String,
+        /// Carry it out although the workplace changed since the refusal.
+        #[arg(long)]
+        force: bool,
+        /// A file holding the approver's token.
+        #[arg(long)]
+        token_file: PathBuf,
+    },
+}
+
 #[derive(clap::Args)]
 struct FilterArgs {
     /// Only this workplace.
@@ -261,6 +295,7 @@ fn main() -> ExitCode {
         }
         Command::Audit { command } => audit(command),
         Command::Keys { command } => keys(command),
+        Command::Approvals { command } => approvals(command),
         Command::Revert {
             event_id,
             config,
@@ -331,6 +366,43 @@ fn keys(args: KeysArgs) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     match b24_audit_proxy::broker::cli::run(&cfg, command) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn approvals(args: ApprovalsArgs) -> ExitCode {
+    use b24_audit_proxy::approvals::cli::ApprovalsCommand;
+    let (config, command) = match args {
+        ApprovalsArgs::List { config } => (config, ApprovalsCommand::List),
+        ApprovalsArgs::Show { id, config } => (config, ApprovalsCommand::Show { id }),
+        ApprovalsArgs::Approve {
+            id,
+            config,
+            reason,
+            force,
+            token_file,
+        } => (
+            config,
+            ApprovalsCommand::Approve {
+                id,
+                reason,
+                force,
+                token_file,
+            },
+        ),
+    };
+    let cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e),
+    };
+    match b24_audit_proxy::approvals::cli::run(&cfg, command) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

@@ -22,6 +22,7 @@
 //! audited work runs in its own task, so it is never cut short with it. Client bodies are read
 //! through `body::Timed` (`server.body_read_timeout`, 408 past it).
 
+mod approved;
 mod audited;
 mod caller;
 mod change;
@@ -36,6 +37,7 @@ mod record;
 mod respond;
 mod snapshot;
 
+pub use approved::ApprovedCall;
 pub use caller::REVERT_HEADER;
 pub(crate) use change::Shape;
 pub(crate) use context::{Head, RequestCtx, Tracked};

@@ -43,6 +43,9 @@ pub enum Verdict {
     /// A rule refused, and a proxy key allowed to override it (`--may-override`) sent a reason
     /// (`X-Audit-Override-Reason`): the call was allowed, recorded as an override.
     Overridden,
+    /// A rule refused, and an approver approved carrying the refused change out
+    /// (`POST /v1/events/{id}/approve`).
+    Approved,
 }
 
 impl Verdict {
@@ -52,6 +55,7 @@ impl Verdict {
             Verdict::Deny => "deny",
             Verdict::WouldDeny => "would_deny",
             Verdict::Overridden => "override",
+            Verdict::Approved => "approved",
         }
     }
 }

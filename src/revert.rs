@@ -9,7 +9,7 @@
 use crate::audit::query::EventRecord;
 use crate::audit::Outcome;
 use crate::body::ProxyBody;
-use crate::config::Config;
+use crate::config::{Config, PortalConfig};
 use crate::pipeline::REVERT_HEADER;
 use anyhow::{bail, Context as _};
 use http::Request;
@@ -94,10 +94,24 @@ fn route(config: &Config, event: &EventRecord) -> anyhow::Result<Route> {
                 event.portal.as_deref().unwrap_or("(unnamed)")
             )
         })?;
+    let hook = service_webhook(config, portal)?;
+    Ok(Route {
+        hook,
+        host: portal.host.as_ref().map(|h| match h.port {
+            Some(_) => h.label(),
+            // A host matched on any port: the proxy's own port is as good as any.
+            None => format!("{}:{}", h.label(), config.server.listen.port()),
+        }),
+    })
+}
+
+/// The service webhook (`USER_ID/SECRET`) the proxy acts with for `portal`: its
+/// `revert_webhook_file`, else `[revert] webhook_file`.
+pub fn service_webhook(config: &Config, portal: &PortalConfig) -> anyhow::Result<String> {
     let (key, path) = match (&portal.revert_webhook_file, &config.revert.webhook_file) {
         (Some(p), _) => ("revert_webhook_file", p),
         (None, Some(p)) => ("revert.webhook_file", p),
-        (None, None) => bail!("revert --apply needs [revert] webhook_file (a file holding USER_ID/SECRET of a service webhook), or the portal's revert_webhook_file"),
+        (None, None) => bail!("no service webhook: set [revert] webhook_file (a file holding USER_ID/SECRET of a service webhook), or the portal's revert_webhook_file"),
     };
     let hook =
         std::fs::read_to_string(path).with_context(|| format!("{key} {}", path.display()))?;
@@ -105,14 +119,7 @@ fn route(config: &Config, event: &EventRecord) -> anyhow::Result<Route> {
     if hook.split('/').count() != 2 || hook.split('/').any(str::is_empty) {
         bail!("{key} must hold USER_ID/SECRET");
     }
-    Ok(Route {
-        hook: hook.to_owned(),
-        host: portal.host.as_ref().map(|h| match h.port {
-            Some(_) => h.label(),
-            // A host matched on any port: the proxy's own port is as good as any.
-            None => format!("{}:{}", h.label(), config.server.listen.port()),
-        }),
-    })
+    Ok(hook.to_owned())
 }
 
 /// Sends the plan through the proxy at `config.server.listen`.
@@ -235,6 +242,7 @@ mod tests {
             hash: "h".into(),
             reverts: None,
             override_reason: None,
+            approval: None,
             side_effects: Vec::new(),
         }
     }

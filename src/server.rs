@@ -6,6 +6,7 @@
 //! stop. Writes to clients are bounded by `server.send_timeout` (`timed_io`).
 
 use crate::admin::Admin;
+use crate::approvals::Desk;
 use crate::audit::signing::{self, HeadSigner};
 use crate::audit::store;
 use crate::audit::syslog::SyslogSink;
@@ -279,7 +280,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             reachable,
             config.admin.ready_requires_portal,
         )
-        .with_public_key(trail.public_key),
+        .with_public_key(trail.public_key)
+        .with_desk(Desk::new(config, pipeline.clone()).map_err(anyhow::Error::msg)?),
     );
 
     let proxy_listener = TcpListener::bind(config.server.listen)
@@ -499,6 +501,9 @@ pub fn check_files(config: &Config) -> Result<(), String> {
     }
     if let Some(b) = &config.broker {
         Webhooks::load(&b.webhooks_file)?;
+    }
+    if let Some(path) = &config.admin.approvers_file {
+        crate::approvals::Approvers::load(path)?;
     }
     if let Some(path) = &config.audit.signing_key_file {
         HeadSigner::load(path).map_err(|e| format!("audit.signing_key_file: {e}"))?;

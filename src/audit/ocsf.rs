@@ -176,6 +176,7 @@ mod tests {
             hash: "ab".repeat(32),
             reverts: None,
             override_reason: None,
+            approval: None,
             side_effects: Vec::new(),
         }
     }

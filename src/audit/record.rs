@@ -103,6 +103,23 @@ pub struct Intent {
     /// left out otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_reason: Option<String>,
+    /// The approval this change carries out (`decision` is `approved`); left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef>,
+}
+
+/// A second person's approval of a refused change: which event, who, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ApprovalRef {
+    /// The refused event this change carries out.
+    pub approves: String,
+    /// The approver's name (`[admin] approvers_file`).
+    pub approver: String,
+    pub reason: String,
+    /// Carried out although the workplace had changed since the refusal.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// The outcome: what the portal answered and the state after. A `reconciled` entry holds only
@@ -254,6 +271,9 @@ pub struct EventRecord {
     /// Why a proxy key overrode a policy refusal; left out otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_reason: Option<String>,
+    /// The approval this event carries out; left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef>,
     /// Other workplaces the change took smart processes from, as planned, with what was seen
     /// after the call.
     pub side_effects: Vec<SideEffectSeen>,
@@ -312,6 +332,7 @@ impl EventRecord {
             hash,
             reverts: i.reverts,
             override_reason: i.override_reason,
+            approval: i.approval,
             side_effects,
         }
     }

@@ -20,7 +20,7 @@
 use super::caller::{self, reverts_event};
 use super::change::{Item, Shape};
 use super::context::request_id;
-use super::decide::overall_verdict;
+use super::decide::{overall_verdict, Grants};
 use super::record::{self, Shared};
 use super::respond::audited_response;
 use super::{Pipeline, RequestCtx};
@@ -114,12 +114,18 @@ impl Pipeline {
         // Phase 5: plan and decide.
         let planned = plan::simulate(&mutations, &known);
         let override_reason = caller::override_reason(headers);
+        if let Some(a) = &ctx.approval {
+            a.still_as_refused(&planned)?;
+        }
         let decisions = self.decide(
             &items,
             &planned,
-            user.as_deref(),
-            ctx.key.as_deref(),
-            override_reason.as_deref(),
+            Grants {
+                user: user.as_deref(),
+                key: ctx.key.as_deref(),
+                override_reason: override_reason.as_deref(),
+                approval: ctx.approval.as_deref(),
+            },
         );
         let refused = decisions.iter().position(|d| d.is_denied());
         ctx.decision = Some(overall_verdict(&decisions, refused));
@@ -144,6 +150,7 @@ impl Pipeline {
             portal: &portal.name,
             integration: ctx.key.as_ref().map(|k| k.name.as_str()),
             override_reason: override_reason.as_deref(),
+            approval: ctx.approval.as_ref().map(|a| &a.reference),
         };
         let intents = record::intents(&intent, &items, &planned, &decisions, &event_ids);
         if let Some(i) = refused {

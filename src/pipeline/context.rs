@@ -2,6 +2,7 @@
 //! read once at the end, when the metrics and the access line are written — whether the
 //! request was answered or its client went away first (`Tracked`).
 
+use super::approved::Approved;
 use super::Pipeline;
 use crate::broker::LiveKey;
 use crate::lifecycle::GaugeGuard;
@@ -30,6 +31,8 @@ pub(crate) struct RequestCtx {
     pub(crate) portal: Option<Arc<Portal>>,
     /// The proxy key the request came with (`[broker]`), once admitted.
     pub(crate) key: Option<Arc<LiveKey>>,
+    /// Set when the request is the proxy carrying out an approved change.
+    pub(crate) approval: Option<Arc<Approved>>,
 }
 
 /// What the access line and the request id are taken from.
@@ -88,6 +91,7 @@ impl<'a> Tracked<'a> {
                 request_id: logging.then(|| request_id_of(head.request_id)),
                 portal: None,
                 key: None,
+                approval: None,
             },
             target,
             answered: false,

@@ -2,6 +2,7 @@
 //! decision counted; one refusal refuses the whole call, and every command is then recorded as
 //! refused with nothing forwarded.
 
+use super::approved::Approved;
 use super::change::Item;
 use super::record;
 use super::Pipeline;
@@ -11,6 +12,16 @@ use crate::error::ProxyError;
 use crate::mutation::Mutation;
 use crate::plan;
 use crate::policy::{rules, Decision, Verdict};
+
+/// What may let a change through that a rule refuses, besides the rules themselves: who the
+/// caller is, its proxy key (scope, overridable rules), the override reason it sent, and the
+/// approval being carried out.
+pub(super) struct Grants<'a> {
+    pub(super) user: Option<&'a str>,
+    pub(super) key: Option<&'a LiveKey>,
+    pub(super) override_reason: Option<&'a str>,
+    pub(super) approval: Option<&'a Approved>,
+}
 
 /// A refusal by a rule the caller's key may override, with the reason it sent: allowed, and
 /// recorded as an override of that rule. Anything else stands.
@@ -67,10 +78,14 @@ impl Pipeline {
         &self,
         items: &[Item],
         planned: &[plan::Planned],
-        user: Option<&str>,
-        key: Option<&LiveKey>,
-        override_reason: Option<&str>,
+        grants: Grants<'_>,
     ) -> Vec<Decision> {
+        let Grants {
+            user,
+            key,
+            override_reason,
+            approval,
+        } = grants;
         let policy = self.current_policy();
         let decisions: Vec<_> = items
             .iter()
@@ -82,11 +97,17 @@ impl Pipeline {
                         rule: Some(rules::KEY_SCOPE),
                         reason: Some(reason),
                     },
-                    None => overridden(
-                        policy.evaluate_planned(&i.mutation, p, user),
-                        key,
-                        override_reason,
-                    ),
+                    None => {
+                        let d = overridden(
+                            policy.evaluate_planned(&i.mutation, p, user),
+                            key,
+                            override_reason,
+                        );
+                        match approval {
+                            Some(a) => a.apply(d),
+                            None => d,
+                        }
+                    }
                 },
             )
             .collect();

@@ -4,7 +4,8 @@
 
 use super::change::{shown_by_the_answer, CommandResult, Item};
 use crate::audit::record::{
-    AfterSource, BatchRef, Caller, Completion, Intent, RequestInfo, SideEffectAfter, Subject,
+    AfterSource, ApprovalRef, BatchRef, Caller, Completion, Intent, RequestInfo, SideEffectAfter,
+    Subject,
 };
 use crate::audit::{Entry, Outcome};
 use crate::mutation::{Credential, Mutation, SolutionState};
@@ -29,6 +30,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) integration: Option<&'a str>,
     /// `X-Audit-Override-Reason`, as sent; recorded with a command whose refusal it overrode.
     pub(crate) override_reason: Option<&'a str>,
+    /// The approval being carried out; recorded with the command it allowed.
+    pub(crate) approval: Option<&'a ApprovalRef>,
 }
 
 /// What identifies the change an entry of `m` belongs to.
@@ -85,6 +88,9 @@ pub(crate) fn intents(
                 portal: Some(c.portal.to_owned()),
                 override_reason: (d.verdict == Verdict::Overridden)
                     .then(|| c.override_reason.map(str::to_owned))
+                    .flatten(),
+                approval: (d.verdict == Verdict::Approved)
+                    .then(|| c.approval.cloned())
                     .flatten(),
             }
             .entry(subject(event_id, &item.mutation, item.mutation.solution_id))
