@@ -532,6 +532,55 @@ fn a_refused_request_leaves_the_rest_of_its_group_and_no_gap() {
 }
 
 #[test]
+fn tls_to_the_database_encrypts_and_verify_full_refuses_an_unknown_issuer() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let parse = |mode: &str| b24_audit_proxy::config::PgTrail {
+        url: b24_audit_proxy::audit::pg_url::PgUrl::parse(&pg.url_tls(&db, mode)).expect("url"),
+        password_file: None,
+    };
+    let rt = runtime();
+    let trail = parse("require");
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    rt.block_on(log.append(vec![intent("tls", Some(238), "1", "fp")]))
+        .expect("append over TLS");
+    drop(log);
+    writer.join();
+    let reader = PgReader::open(&trail).expect("reader over TLS");
+    assert_eq!(verify::verify(&reader, None).expect("verifies").entries, 1);
+    // The server sees the reader's session encrypted.
+    let (all_tls, any_plain): (Option<bool>, Option<bool>) = pg.admin(&db, |c| {
+        let r = c
+            .query_one(
+                "SELECT bool_and(s.ssl), bool_or(NOT s.ssl) FROM pg_stat_ssl s \
+                 JOIN pg_stat_activity a ON a.pid = s.pid \
+                 WHERE a.application_name = 'b24-audit-proxy reader' \
+                 AND a.datname = current_database()",
+                &[],
+            )
+            .expect("pg_stat_ssl");
+        (r.get(0), r.get(1))
+    });
+    assert_eq!(
+        (all_tls, any_plain),
+        (Some(true), Some(false)),
+        "the reader's session is TLS"
+    );
+    drop(reader);
+
+    // The test CA is in no trusted store: verify-full must refuse the certificate.
+    let Err(e) = PgReader::open(&parse("verify-full")) else {
+        panic!("verify-full accepted a certificate from an unknown CA");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("UnknownIssuer") || e.contains("certificate"),
+        "{e}"
+    );
+    assert!(!e.contains(PG_PASSWORD), "{e}");
+}
+
+#[test]
 fn a_writer_whose_connection_was_cut_reconnects_and_continues_the_chain() {
     let pg = PgServer::shared();
     let db = pg.database();
