@@ -487,6 +487,44 @@ fn two_writers_appending_at_once_form_one_chain() {
 }
 
 #[test]
+fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let opened: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| pg_store::open(&trail, opts(), Arc::new(Quiet))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("every replica opens"))
+            .collect()
+    });
+    for (log, writer, report) in opened {
+        assert_eq!(report.schema_version, 1);
+        drop(log);
+        writer.join();
+    }
+    let versions: i64 = pg.admin(&db, |c| {
+        c.query_one("SELECT COUNT(*) FROM audit_schema_version", &[])
+            .expect("versions")
+            .get(0)
+    });
+    assert_eq!(versions, 1, "the migration was applied once");
+    pg.admin(&db, |c| {
+        c.execute(
+            "INSERT INTO audit_schema_version (version) VALUES (999)",
+            &[],
+        )
+        .expect("a newer build's version")
+    });
+    let Err(e) = pg_store::open(&trail, opts(), Arc::new(Quiet)) else {
+        panic!("a newer schema was written to");
+    };
+    assert!(e.to_string().contains("newer than this build"), "{e}");
+}
+
+#[test]
 fn a_refused_request_leaves_the_rest_of_its_group_and_no_gap() {
     let pg = PgServer::shared();
     let db = pg.database();
