@@ -488,6 +488,44 @@ fn two_writers_appending_at_once_form_one_chain() {
 }
 
 #[test]
+fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let opened: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| pg_store::open(&trail, opts(), Arc::new(Quiet))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("every replica opens"))
+            .collect()
+    });
+    for (log, writer, report) in opened {
+        assert_eq!(report.schema_version, 1);
+        drop(log);
+        writer.join();
+    }
+    let versions: i64 = pg.admin(&db, |c| {
+        c.query_one("SELECT COUNT(*) FROM audit_schema_version", &[])
+            .expect("versions")
+            .get(0)
+    });
+    assert_eq!(versions, 1, "the migration was applied once");
+    pg.admin(&db, |c| {
+        c.execute(
+            "INSERT INTO audit_schema_version (version) VALUES (999)",
+            &[],
+        )
+        .expect("a newer build's version")
+    });
+    let Err(e) = pg_store::open(&trail, opts(), Arc::new(Quiet)) else {
+        panic!("a newer schema was written to");
+    };
+    assert!(e.to_string().contains("newer than this build"), "{e}");
+}
+
+#[test]
 fn a_refused_request_leaves_the_rest_of_its_group_and_no_gap() {
     let pg = PgServer::shared();
     let db = pg.database();
@@ -530,6 +568,55 @@ fn a_refused_request_leaves_the_rest_of_its_group_and_no_gap() {
     let reader = PgReader::open(&trail).expect("reader");
     let v = verify::verify(&reader, None).expect("the chain has no gap");
     assert_eq!(v.entries, 1 + 40 * 2);
+}
+
+#[test]
+fn tls_to_the_database_encrypts_and_verify_full_refuses_an_unknown_issuer() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let parse = |mode: &str| b24_audit_proxy::config::PgTrail {
+        url: b24_audit_proxy::audit::pg_url::PgUrl::parse(&pg.url_tls(&db, mode)).expect("url"),
+        password_file: None,
+    };
+    let rt = runtime();
+    let trail = parse("require");
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    rt.block_on(log.append(vec![intent("tls", Some(238), "1", "fp")]))
+        .expect("append over TLS");
+    drop(log);
+    writer.join();
+    let reader = PgReader::open(&trail).expect("reader over TLS");
+    assert_eq!(verify::verify(&reader, None).expect("verifies").entries, 1);
+    // The server sees the reader's session encrypted.
+    let (all_tls, any_plain): (Option<bool>, Option<bool>) = pg.admin(&db, |c| {
+        let r = c
+            .query_one(
+                "SELECT bool_and(s.ssl), bool_or(NOT s.ssl) FROM pg_stat_ssl s \
+                 JOIN pg_stat_activity a ON a.pid = s.pid \
+                 WHERE a.application_name = 'b24-audit-proxy reader' \
+                 AND a.datname = current_database()",
+                &[],
+            )
+            .expect("pg_stat_ssl");
+        (r.get(0), r.get(1))
+    });
+    assert_eq!(
+        (all_tls, any_plain),
+        (Some(true), Some(false)),
+        "the reader's session is TLS"
+    );
+    drop(reader);
+
+    // The test CA is in no trusted store: verify-full must refuse the certificate.
+    let Err(e) = PgReader::open(&parse("verify-full")) else {
+        panic!("verify-full accepted a certificate from an unknown CA");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("UnknownIssuer") || e.contains("certificate"),
+        "{e}"
+    );
+    assert!(!e.contains(PG_PASSWORD), "{e}");
 }
 
 #[test]

@@ -60,12 +60,20 @@ pub fn connect(trail: &PgTrail, application: &str) -> Result<postgres::Client, A
     client.map_err(|e| fail(describe(&e)))
 }
 
-/// A driver error in one line: its database message (which carries no parameters) or its kind.
+/// A driver error in one line: its database message (which carries no parameters), or its
+/// kind followed by its causes (an I/O error, a TLS handshake's reason).
 pub fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The TLS connector for `require` (encrypted, certificate not checked: libpq's meaning) or

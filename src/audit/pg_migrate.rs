@@ -1,8 +1,9 @@
 //! The PostgreSQL trail's schema: the SQL files under `migrations/pg/`, embedded at build time
-//! and applied in order against a `schema_version` table, like the SQLite ones (`migrate.rs`)
-//! but numbered apart. Replicas may start at once: the whole run holds a transaction-scoped
-//! advisory lock, and the version is read under it, so each migration is applied exactly once.
-//! A database from a newer build is refused rather than written to.
+//! and applied in order against an `audit_schema_version` table, like the SQLite ones
+//! (`migrate.rs`) but numbered apart. Every object is named `audit_*`, so the database may hold
+//! other applications' tables. Replicas may start at once: the whole run holds a
+//! transaction-scoped advisory lock, and the version is read under it, so each migration is
+//! applied exactly once. A database from a newer build is refused rather than written to.
 
 use super::pg_conn::describe;
 
@@ -26,13 +27,16 @@ pub fn apply(client: &mut postgres::Client) -> Result<i64, String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(|e| err("cannot take the migration lock", e))?;
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        "CREATE TABLE IF NOT EXISTS audit_schema_version (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     )
-    .map_err(|e| err("cannot create schema_version", e))?;
+    .map_err(|e| err("cannot create audit_schema_version", e))?;
     let current: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM audit_schema_version",
+            &[],
+        )
         .and_then(|r| r.try_get(0))
-        .map_err(|e| err("cannot read schema_version", e))?;
+        .map_err(|e| err("cannot read audit_schema_version", e))?;
     if current > latest() {
         return Err(format!(
             "the audit database has schema version {current}, newer than this build's {}; refusing to write to it",
@@ -43,7 +47,7 @@ pub fn apply(client: &mut postgres::Client) -> Result<i64, String> {
         tx.batch_execute(sql)
             .map_err(|e| err(&format!("migration {version} failed"), e))?;
         tx.execute(
-            "INSERT INTO schema_version (version) VALUES ($1)",
+            "INSERT INTO audit_schema_version (version) VALUES ($1)",
             &[version],
         )
         .map_err(|e| err(&format!("migration {version} failed"), e))?;

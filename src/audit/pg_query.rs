@@ -35,13 +35,6 @@ impl PgReader {
         })
     }
 
-    /// Wraps a connection already open (tests).
-    pub fn from_client(client: postgres::Client) -> PgReader {
-        PgReader {
-            client: RefCell::new(client),
-        }
-    }
-
     /// Runs `sql` and calls `f` for each row as it arrives.
     fn each_row(
         &self,

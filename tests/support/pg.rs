@@ -1,6 +1,7 @@
 //! A real PostgreSQL 15 for the tests: `initdb` into a temporary directory, the server listening
 //! on 127.0.0.1 only (a free port; its unix socket in the same directory), password
-//! authentication over TCP, and a fresh database per test ([`PgServer::database`]). One server
+//! authentication over TCP, TLS offered (a throw-away CA, [`PgServer::ca`]), and a fresh
+//! database per test ([`PgServer::database`]). One server
 //! is shared by the tests of a binary that run at once ([`PgServer::shared`]); it is stopped
 //! (`pg_ctl stop -m immediate`, by its data directory) when the last of them drops it, also
 //! when a test panics.
@@ -28,6 +29,9 @@ pub const PG_PASSWORD: &str = "pg-test-audit-pw";
 /// A running PostgreSQL server.
 pub struct PgServer {
     pub port: u16,
+    /// The CA that signed the server's TLS certificate (for 127.0.0.1): TLS is on, and plain
+    /// TCP accepted too.
+    pub ca: PathBuf,
     data: PathBuf,
     as_postgres: bool,
     _dir: tempfile::TempDir,
@@ -87,6 +91,7 @@ impl PgServer {
         }
         let server = PgServer {
             port: 0,
+            ca: PathBuf::new(),
             data: data.clone(),
             as_postgres,
             _dir: dir,
@@ -111,12 +116,30 @@ impl PgServer {
         );
         assert!(out.status.success(), "initdb: {}", text(&out));
         let _ = std::fs::remove_file(&pwfile);
-        // A port taken between our probe and the server's bind: try another.
         let mut server = server;
+        // TLS: the server reads server.crt and server.key (its own, mode 0600) from its data
+        // directory.
+        let pki_dir = server._dir.path().join("pki");
+        std::fs::create_dir(&pki_dir).expect("pki dir");
+        let pki = super::pki::make_pki(&pki_dir, "pg");
+        for (from, to) in [(&pki.cert, "server.crt"), (&pki.key, "server.key")] {
+            let dest = data.join(to);
+            std::fs::copy(from, &dest).expect("copy the server's certificate");
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if server.as_postgres {
+                let _ = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&dest)
+                    .status();
+            }
+        }
+        server.ca = pki.ca;
+        // A port taken between our probe and the server's bind: try another.
         for _ in 0..5 {
             server.port = free_port();
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off",
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c ssl=on",
                 server.port,
                 server._dir.path().display()
             );
@@ -209,6 +232,14 @@ impl PgServer {
     pub fn url(&self, dbname: &str) -> String {
         format!(
             "postgres://{PG_USER}@127.0.0.1:{}/{dbname}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// The URL of `dbname` with its password and `sslmode`.
+    pub fn url_tls(&self, dbname: &str, sslmode: &str) -> String {
+        format!(
+            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/{dbname}?sslmode={sslmode}",
             self.port
         )
     }
