@@ -72,6 +72,7 @@ struct FileConfig {
     #[serde(default)]
     revert: FileRevert,
     broker: Option<FileBroker>,
+    approvals: Option<FileApprovals>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +173,15 @@ struct FileIdentity {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileApprovals {
+    notify_url: Option<String>,
+    notify_users: Option<Vec<i64>>,
+    queue_capacity: Option<usize>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileBroker {
     webhooks_file: PathBuf,
     require_keys: Option<bool>,
@@ -238,6 +248,10 @@ pub mod defaults {
     /// A day: long enough for a second person to see a refusal, short enough that the state it
     /// was judged on is recent.
     pub const APPROVAL_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// Refusals waiting to be told: far more than approvers read, little memory.
+    pub const NOTIFY_QUEUE: usize = 1000;
+    /// Attempts per notification: with doubling pauses from half a second, about a minute.
+    pub const NOTIFY_ATTEMPTS: u32 = 8;
     /// Entries buffered for a slow or absent syslog receiver: a few minutes of a busy proxy,
     /// a few MiB of memory at most.
     pub const SYSLOG_QUEUE: usize = 10_000;
@@ -257,6 +271,8 @@ pub struct Config {
     pub revert: RevertConfig,
     /// `[broker]`: integrations hold proxy keys instead of the portal's webhook secrets.
     pub broker: Option<BrokerConfig>,
+    /// `[approvals]`: who is told of a refusal.
+    pub approvals: Option<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -584,6 +600,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             webhooks_file: b.webhooks_file,
             require_keys: b.require_keys.unwrap_or(false),
         }),
+        approvals: raw.approvals.map(approvals_config).transpose()?,
     })
 }
 
@@ -637,6 +654,50 @@ fn server_config(listen: SocketAddr, raw: FileServer) -> Result<ServerConfig, Co
         tls: tls_files("server", raw.tls_cert, raw.tls_key)?,
     };
     Ok(value)
+}
+
+fn approvals_config(raw: FileApprovals) -> Result<crate::notify::NotifyConfig, ConfigError> {
+    let url = match raw.notify_url {
+        None => None,
+        Some(u) => Some(upstream_url_like("approvals.notify_url", &u)?),
+    };
+    Ok(crate::notify::NotifyConfig {
+        url,
+        users: raw.notify_users.unwrap_or_default(),
+        queue_capacity: positive(
+            "approvals.queue_capacity",
+            raw.queue_capacity,
+            defaults::NOTIFY_QUEUE,
+        )?,
+        max_attempts: match raw.max_attempts {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "approvals.max_attempts",
+                    "must be at least 1",
+                ))
+            }
+            Some(n) => n,
+            None => defaults::NOTIFY_ATTEMPTS,
+        },
+    })
+}
+
+/// An `http(s)://` URL with a host (a path and query allowed), without credentials.
+fn upstream_url_like(key: &str, value: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("\"{value}\" is not a URL")))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("https" | "http"));
+    if !scheme_ok || uri.authority().is_none() {
+        return Err(ConfigError::new(
+            key,
+            "must be an https:// (or http://) URL with a host",
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(ConfigError::new(key, "must not contain credentials"));
+    }
+    Ok(uri)
 }
 
 /// Longest portal name: it is a metrics label value and a trail field.

@@ -60,6 +60,7 @@ mod lifecycle;
 mod locks;
 mod metrics;
 pub mod mutation;
+pub mod notify;
 mod owners;
 mod pipeline;
 mod plan;

@@ -83,6 +83,7 @@ pub struct Metrics {
     /// label's values are the configured portals' names, so it stays bounded.
     portal_requests: IntCounterVec,
     portal_reachable: IntGaugeVec,
+    notifications: IntCounterVec,
 }
 
 /// One portal's request counters, resolved once (a label lookup per request hashes and
@@ -556,6 +557,13 @@ impl Metrics {
                 &["portal"],
             ),
         )?;
+        let notifications = reg(&registry, IntCounterVec::new(
+            Opts::new("b24proxy_notifications_total", "Refusal notifications ([approvals] notify_url, notify_users), by result: sent, failed (after every attempt), dropped (queue full)."),
+            &["result"],
+        ))?;
+        for r in ["sent", "failed", "dropped"] {
+            notifications.with_label_values(&[r]);
+        }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -594,6 +602,7 @@ impl Metrics {
             refusals,
             portal_requests,
             portal_reachable,
+            notifications,
         })
     }
 
@@ -604,6 +613,11 @@ impl Metrics {
             ["pass_through", "watched"]
                 .map(|route| STATUS_CLASSES.map(|c| portal.with_label_values(&[name, route, c]))),
         )
+    }
+
+    /// One refusal notification's result (`sent`, `failed`, `dropped`).
+    pub fn notification(&self, result: &'static str) {
+        self.notifications.with_label_values(&[result]).inc();
     }
 
     /// Whether the portal named `name` is reachable, as `/metrics` shows it.

@@ -76,6 +76,8 @@ pub struct Pipeline {
     pub detached: Detached,
     /// `[broker]`: the real webhooks and the live proxy keys.
     pub(crate) broker: Option<Broker>,
+    /// `[approvals]`: told of every refusal by a policy rule; set once, after start.
+    notifier: std::sync::OnceLock<crate::notify::Notifier>,
     resolve_oauth_users: bool,
     pub(crate) trusted_proxies: Vec<Cidr>,
 }
@@ -98,6 +100,7 @@ impl Pipeline {
             body_read_timeout: config.server.body_read_timeout,
             detached: Detached::default(),
             broker: None,
+            notifier: std::sync::OnceLock::new(),
             resolve_oauth_users: config.identity.resolve_oauth_users,
             trusted_proxies: config.server.trusted_proxies.clone(),
         }
@@ -107,6 +110,18 @@ impl Pipeline {
     pub fn with_broker(mut self, broker: Option<Broker>) -> Pipeline {
         self.broker = broker;
         self
+    }
+
+    /// Tells `notifier` of refusals from now on.
+    pub fn set_notifier(&self, notifier: crate::notify::Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Queues a refusal for the approvers (never waits).
+    pub(crate) fn tell_refusal(&self, r: crate::notify::Refusal) {
+        if let Some(n) = self.notifier.get() {
+            n.refused(r);
+        }
     }
 
     /// Replaces the policy (SIGHUP); requests already past the decide phase keep the old one.

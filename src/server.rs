@@ -266,6 +266,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let pipeline = Arc::new(
         Pipeline::new(config, portals, trail.log.clone(), key, metrics.clone()).with_broker(broker),
     );
+    // The delivery task is detached: it ends when the pipeline (holding the queue's sender)
+    // goes away, or with the runtime.
+    match &config.approvals {
+        Some(cfg) if cfg.url.is_some() || !cfg.users.is_empty() => {
+            let (notifier, _task) = crate::notify::start(
+                cfg.clone(),
+                config.clone(),
+                Arc::downgrade(&pipeline),
+                metrics.clone(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            pipeline.set_notifier(notifier);
+        }
+        _ => {}
+    }
     let lane = lane_for(config, &pipeline)?;
     let token = match &config.admin.token_file {
         Some(path) => Some(read_token(path)?),

@@ -270,3 +270,115 @@ async fn the_command_line_lists_shows_and_approves() {
     ]);
     assert!(!ok && again.contains("APPROVED_ALREADY"), "{again}");
 }
+
+/// A receiver for `notify_url`: holds the first request until `release` fires, answers it 500
+/// (so the proxy retries), then 200; every body it got, in order.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn receiver() -> Receiver {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let got = bodies.clone();
+    tokio::spawn(async move {
+        let mut released = Some(released);
+        while let Ok((mut s, _)) = listener.accept().await {
+            while let Some((buf, head)) = read_request(&mut s).await {
+                let start = find(&buf, b"\r\n\r\n").map_or(buf.len(), |i| i + 4);
+                let body: Value = serde_json::from_slice(&buf[start..]).unwrap_or(Value::Null);
+                let first = got.lock().expect("lock").is_empty();
+                got.lock().expect("lock").push(body);
+                if let (true, Some(r)) = (first, released.take()) {
+                    let _ = r.await;
+                }
+                let status = if first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = head;
+                let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Receiver {
+        addr,
+        bodies,
+        release: Some(release),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_are_told_of_a_refusal_without_delaying_the_client() {
+    let sim = sim().await;
+    let mut rx = receiver().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let service = dir.path().join("service-hook");
+    std::fs::write(&service, format!("{USER}/{SECRET}\n")).expect("hook");
+    let proxy = TestProxy::builder(sim.addr)
+        .dir(dir.path())
+        .extra(&format!(
+            "\n[revert]\nwebhook_file = \"{}\"\n[approvals]\nnotify_url = \"http://{}/hooks/refusals\"\nnotify_users = [1]\n",
+            service.display(),
+            rx.addr
+        ))
+        .start();
+    // The receiver holds the notification: the client's answer comes anyway.
+    let refused = refused_unbind(&proxy, &proxy.hook_url(UPDATE), 267).await;
+    eventually("the first notification reaches the receiver", || {
+        !rx.bodies.lock().expect("lock").is_empty()
+    })
+    .await;
+    let _ = rx.release.take().expect("release").send(());
+    // The first attempt was answered 500: the proxy tries again.
+    eventually("a retry after the 500", || {
+        rx.bodies.lock().expect("lock").len() >= 2
+    })
+    .await;
+    let bodies = rx.bodies.lock().expect("lock").clone();
+    for b in &bodies[..2] {
+        assert_eq!(b["type"], "refusal");
+        assert_eq!(b["event_id"], refused.as_str());
+        assert_eq!(b["rule"], "deny_empty_type_ids");
+        assert_eq!(b["solution_id"], 267);
+        assert_eq!(b["caller"]["user_id"], USER);
+    }
+    // And the portal user was told through the service webhook.
+    eventually("im.notify reaches the portal", || {
+        calls_of(&sim, "im.notify") == 1
+    })
+    .await;
+    let call = sim
+        .sim
+        .calls()
+        .into_iter()
+        .find(|c| c.rest_method.as_deref() == Some("im.notify"))
+        .expect("im.notify");
+    let text = String::from_utf8_lossy(&call.body).into_owned();
+    assert!(
+        text.contains(&refused) && text.contains("\"to\":1"),
+        "{text}"
+    );
+    eventually_async(
+        "the delivery is counted",
+        std::time::Duration::from_secs(10),
+        || async {
+            proxy
+                .metric(r#"b24proxy_notifications_total{result="sent"}"#)
+                .await
+                == Some(2.0)
+        },
+    )
+    .await;
+}

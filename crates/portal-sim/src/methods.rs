@@ -7,6 +7,7 @@
 
 mod automated_solution;
 mod crm_deal;
+mod im;
 mod list_query;
 mod user;
 
@@ -141,6 +142,10 @@ pub fn call(
         "profile" => Ok(user::profile(ctx.caller)),
         "crm.deal.list" => Ok(crm_deal::list(state, params, start)),
         "crm.deal.get" => crm_deal::get(state, params),
+        "im.notify" => {
+            state.notifications += 1;
+            im::notify(params, state.notifications)
+        }
         _ => Err(MethodError::method_not_found()),
     }
 }

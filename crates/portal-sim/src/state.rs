@@ -82,6 +82,8 @@ pub struct State {
     pub mutations: Vec<ExecutedMutation>,
     next_seq: u64,
     pub faults: FaultQueue,
+    /// `im.notify` calls answered so far (the last notification's id).
+    pub notifications: u64,
 }
 
 impl State {
@@ -94,6 +96,7 @@ impl State {
             calls: Vec::new(),
             mutations: Vec::new(),
             next_seq: 1,
+            notifications: 0,
             faults: FaultQueue::default(),
         };
         if seed {
