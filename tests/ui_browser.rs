@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const TOKEN_VALUE: &str = "ui-test-admin-token";
+const APPROVER_TOKEN: &str = "ui-test-approver-token-1";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -68,10 +69,18 @@ async fn the_timeline_page_works_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN_VALUE}\n")).expect("token");
+    // An approver, and the service webhook an approved change of an OAuth caller is sent with.
+    let approvers = dir.path().join("approvers.toml");
+    std::fs::write(&approvers, format!("alice = \"{APPROVER_TOKEN}\"\n")).expect("approvers");
+    let service = dir.path().join("service-hook");
+    std::fs::write(&service, format!("{USER}/{SECRET}\n")).expect("hook");
     let proxy = TestProxy::builder(sim.addr)
         .extra(&format!(
-            "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-            token_file.display()
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\napprovers_file = \"{}\"\n\
+             [revert]\nwebhook_file = \"{}\"\n",
+            token_file.display(),
+            approvers.display(),
+            service.display()
         ))
         .start();
     use http::StatusCode as S;
@@ -200,6 +209,7 @@ async fn run_browser_script(
         .current_dir(root())
         .env("ADMIN_URL", format!("http://{}", proxy.admin))
         .env("ADMIN_TOKEN", TOKEN_VALUE)
+        .env("APPROVER_TOKEN", APPROVER_TOKEN)
         .env("UI_EVENTS", events.to_string())
         .env("UI_MODE", mode)
         .env("CHROMIUM", chromium())

@@ -90,6 +90,28 @@
     return body;
   }
 
+  // An approval is authorised by the approver's own token, typed for this one request: it is
+  // sent as a bearer header and kept nowhere (no cookie, no storage).
+  async function approveEvent(id, approverToken, reason, force) {
+    let resp;
+    try {
+      resp = await fetch(API + `events/${encodeURIComponent(id)}/approve`, {
+        method: 'POST',
+        headers: { Accept: 'application/json', 'Content-Type': 'application/json', Authorization: 'Bearer ' + approverToken },
+        body: JSON.stringify({ reason, force }),
+        cache: 'no-store',
+        credentials: 'omit',
+      });
+    } catch (e) {
+      return { ok: false, message: 'The admin listener did not answer: ' + e.message };
+    }
+    let body = null;
+    try { body = await resp.json(); } catch { body = null; }
+    if (resp.ok && body && typeof body.event_id === 'string') return { ok: true, eventId: body.event_id };
+    const why = body && (body.error_description || body.error);
+    return { ok: false, message: `${resp.status} ${why || resp.statusText}` };
+  }
+
   // ---- Formatting ---------------------------------------------------------------------------
 
   const pad = (n) => String(n).padStart(2, '0');
@@ -589,6 +611,7 @@
       block('Request',
         kv([['HTTP method', e.request && e.request.http_method ? String(e.request.http_method) : '–'], ['encoding', e.request && e.request.encoding ? String(e.request.encoding) : '–']]),
         el('details', { open: true }, el('summary', { text: 'parameters as evaluated (credentials removed)' }), pretty(e.request && e.request.params))),
+      approvalBlock(e, d.approved_by),
       block('Revert',
         el('div', { class: 'command' }, el('code', { id: 'revert-command', text: d.revert_command }), copy),
         el('p', { class: 'muted', text: revertible
@@ -611,6 +634,53 @@
     $('event-back').setAttribute('href', backHash());
     showView('event-view', `Event ${e.id}`);
     $('event-title').focus();
+  }
+
+  // A change refused by a policy rule (not an unreadable call, not a key's own scope) that no
+  // approval carried out yet: the approver may approve it here.
+  function approvable(e, approvedBy) {
+    return e.outcome === 'denied' && e.decision === 'deny' && typeof e.rule === 'string'
+      && e.rule !== 'uninterpretable_request' && e.rule !== 'key_scope' && !isState(approvedBy);
+  }
+
+  function approvalBlock(e, approvedBy) {
+    if (isState(e.approval)) {
+      const a = e.approval;
+      return block('Approval', el('p', { id: 'approval-of' }, 'Carries out the approval of ',
+        el('a', { href: `#/event/${encodeURIComponent(String(a.approves))}`, text: String(a.approves) }),
+        ` by ${String(a.approver)}${a.forced ? ' (forced: the workplace had changed)' : ''}: `,
+        el('q', { text: String(a.reason) })));
+    }
+    if (isState(approvedBy)) {
+      return block('Approval', el('p', { id: 'approved-by' }, `Approved by ${String(approvedBy.approver)}: `,
+        el('q', { text: String(approvedBy.reason) }), ' — carried out as event ',
+        el('a', { href: `#/event/${encodeURIComponent(String(approvedBy.event_id))}`, text: String(approvedBy.event_id) }),
+        approvedBy.outcome ? ` (${String(approvedBy.outcome)})` : ''));
+    }
+    if (!approvable(e, approvedBy)) return null;
+    const tokenInput = el('input', { id: 'approve-token', type: 'password', autocomplete: 'off', required: true });
+    const reasonInput = el('input', { id: 'approve-reason', type: 'text', maxlength: '500', required: true });
+    const forceInput = el('input', { id: 'approve-force', type: 'checkbox' });
+    const result = el('p', { id: 'approve-result', role: 'status' });
+    const form = el('form', { id: 'approve-form', class: 'approve' },
+      el('label', { for: 'approve-token', text: 'Approver token' }), tokenInput,
+      el('label', { for: 'approve-reason', text: 'Reason' }), reasonInput,
+      el('label', {}, forceInput, ' carry it out even if the workplace changed since'),
+      el('button', { type: 'submit', text: 'Approve' }),
+      result);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const t = tokenInput.value.trim();
+      tokenInput.value = '';
+      const r = await approveEvent(e.id, t, reasonInput.value.trim(), forceInput.checked);
+      result.className = r.ok ? 'ok' : 'bad';
+      result.replaceChildren(r.ok
+        ? el('span', {}, 'Approved: carried out as event ', el('a', { id: 'approved-event', href: `#/event/${encodeURIComponent(r.eventId)}`, text: r.eventId }))
+        : el('span', { text: `Not approved: ${r.message}` }));
+    });
+    return block('Approval',
+      el('p', { class: 'muted', text: `Refused by rule ${e.rule}. An approver may have the proxy carry the change out, as the original caller, through the audited path.` }),
+      form);
   }
 
   // ---- Routing ------------------------------------------------------------------------------

@@ -360,6 +360,34 @@ async function withToken() {
     });
   }
 
+  await check('a refused change is approved on its page; the approver token is kept nowhere', async () => {
+    await page.goto(`${ADMIN}/ui/#/event/${EV.denied}`);
+    await page.locator('#approve-form').waitFor();
+    await page.fill('#approve-token', 'not-an-approver-token-at-all');
+    await page.fill('#approve-reason', 'CHG-9: Sales is retired');
+    await page.click('#approve-form button[type="submit"]');
+    await until('the wrong token refused', () => /Not approved: 401/.test(document.getElementById('approve-result').textContent));
+    await page.fill('#approve-token', env.APPROVER_TOKEN);
+    await page.click('#approve-form button[type="submit"]');
+    await until('the change carried out', () => !!document.getElementById('approved-event'));
+    const newId = await text('#approved-event');
+    assert.notEqual(newId, EV.denied);
+    assert.equal(await page.inputValue('#approve-token'), '', 'the token field is emptied');
+    assert.equal(await page.evaluate(() => document.cookie), '');
+    const stored = await page.evaluate(() => JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage)]));
+    assert.ok(!stored.includes(env.APPROVER_TOKEN), 'the approver token is not stored');
+    // The refused event now shows its approval, and the new event where it came from.
+    await page.reload();
+    await page.locator('#approved-by').waitFor();
+    assert.match(await text('#approved-by'), /Approved by alice: .*CHG-9: Sales is retired.*carried out as event/);
+    await page.click('#approved-by a');
+    await page.locator('#approval-of').waitFor();
+    assert.match(await text('#approval-of'), new RegExp(`Carries out the approval of ${EV.denied} by alice`));
+    const d = await apiGet(`/v1/events/${newId}`);
+    assert.equal(d.event.decision, 'approved');
+    assert.equal(d.event.outcome, 'applied');
+  });
+
   await check('forget token: the data goes and the prompt comes back', async () => {
     await page.goto(`${ADMIN}/ui/#/`);
     await until('events listed', () => document.querySelectorAll('#events-body tr[data-id]').length > 0);
