@@ -427,3 +427,26 @@ async fn a_key_may_override_the_rules_it_was_given_with_a_recorded_reason() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_list_and_show_name_the_integration() {
+    let b = brokered(false).await;
+    let key = create_key(&b, "crm-sync", &[]);
+    let r = post_json(
+        &url(&b, &key, UPDATE),
+        r#"{"id":238,"fields":{"title":"Listed"}}"#,
+    )
+    .await;
+    let id = r.event_id().expect("event");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&b.proxy.config)
+            .output()
+            .expect("audit runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["audit", "list"]).contains("crm-sync (webhook:1)"));
+    assert!(run(&["audit", "show", &id]).contains("integration crm-sync"));
+}

@@ -90,7 +90,11 @@ fn table_row(e: &EventRecord) -> Row {
             .to_owned(),
         e.solution_id
             .map_or_else(|| "-".to_owned(), |id| id.to_string()),
-        format!("{auth}:{user}"),
+        match &e.caller.integration {
+            // A brokered call: the integration (proxy key) is who it was.
+            Some(key) => format!("{key} ({auth}:{user})"),
+            None => format!("{auth}:{user}"),
+        },
         describe_change(e),
         decision,
         outcome_text(e),
