@@ -361,20 +361,9 @@ fn keys(args: KeysArgs) -> ExitCode {
             }
         },
     };
-    let cfg = match Config::load(&config) {
-        Ok(c) => c,
-        Err(e) => return config_failure(&e),
-    };
-    match b24_audit_proxy::broker::cli::run(&cfg, command) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_outcome(&config, |cfg| {
+        b24_audit_proxy::broker::cli::run(cfg, command)
+    })
 }
 
 fn approvals(args: ApprovalsArgs) -> ExitCode {
@@ -398,11 +387,22 @@ fn approvals(args: ApprovalsArgs) -> ExitCode {
             },
         ),
     };
-    let cfg = match Config::load(&config) {
+    print_outcome(&config, |cfg| {
+        b24_audit_proxy::approvals::cli::run(cfg, command)
+    })
+}
+
+/// Loads the config at `config`, runs `f` with it, prints what it returns (stdout) or why it
+/// failed (stderr, exit 1).
+fn print_outcome(
+    config: &std::path::Path,
+    f: impl FnOnce(&Config) -> Result<String, String>,
+) -> ExitCode {
+    let cfg = match Config::load(config) {
         Ok(c) => c,
         Err(e) => return config_failure(&e),
     };
-    match b24_audit_proxy::approvals::cli::run(&cfg, command) {
+    match f(&cfg) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

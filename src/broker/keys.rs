@@ -308,17 +308,21 @@ fn record_change(
     record(tx, action, params)
 }
 
+/// The live key `name`; an error naming why not (`revoked` says what a revoked one is).
+fn live(tx: &Connection, name: &str, revoked: &str) -> Result<KeyRecord, String> {
+    match find(tx, name)? {
+        None => Err(format!("no key named {name}")),
+        Some(k) if k.revoked.is_some() => Err(format!("the key {name} is {revoked}")),
+        Some(k) => Ok(k),
+    }
+}
+
 /// Revokes the key `name` (and a rotated key's previous one): refused from the next request on.
 pub fn revoke(conn: &mut Connection, name: &str) -> Result<KeyRecord, String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
-    let Some(mut k) = find(&tx, name)? else {
-        return Err(format!("no key named {name}"));
-    };
-    if k.revoked.is_some() {
-        return Err(format!("the key {name} is revoked already"));
-    }
+    let mut k = live(&tx, name, "revoked already")?;
     let now = now_rfc3339();
     tx.execute(
         "UPDATE proxy_keys SET revoked = ?2, previous_hash = NULL, previous_until = NULL WHERE name = ?1",
@@ -342,12 +346,7 @@ pub fn rotate(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
-    let Some(mut k) = find(&tx, name)? else {
-        return Err(format!("no key named {name}"));
-    };
-    if k.revoked.is_some() {
-        return Err(format!("the key {name} is revoked; create a new one"));
-    }
+    let mut k = live(&tx, name, "revoked; create a new one")?;
     let key = new_key();
     let now = time::OffsetDateTime::now_utc();
     let until = (!grace.is_zero()).then(|| format_time(now + grace));
