@@ -174,6 +174,7 @@ mod tests {
         let trail = PgTrail {
             url: PgUrl::parse("postgres://audit@127.0.0.1:1/trail?sslmode=disable").expect("url"),
             password_file: Some("/nonexistent/pw".into()),
+            replica: Default::default(),
         };
         let Err(e) = connect(&trail, "test") else {
             panic!("connected without a password file");
@@ -189,6 +190,7 @@ mod tests {
             url: PgUrl::parse("postgres://audit:hunter2@127.0.0.1:1/trail?sslmode=disable")
                 .expect("url"),
             password_file: None,
+            replica: Default::default(),
         };
         let Err(e) = connect(&trail, "test") else {
             panic!("connected to a closed port");

@@ -1,0 +1,378 @@
+//! Replicas sharing one PostgreSQL trail (`support::pg`): leases and instance-aware
+//! reconciliation. Only intents of an instance whose lease expired (or that holds none) are
+//! reconciled `unknown`, once each however many replicas reconcile at once, never a live
+//! replica's; a replica killed with work in flight has its intents reconciled by the other
+//! after the lease timeout while the other keeps serving. Waits poll for the result, bounded.
+
+mod support;
+
+use b24_audit_proxy::audit::backend::{seal, AuditStore};
+use b24_audit_proxy::audit::pg_query::PgReader;
+use b24_audit_proxy::audit::pg_store::{self, PgStore};
+use b24_audit_proxy::audit::record::{Caller, Completion, Intent, Subject};
+use b24_audit_proxy::audit::writer::OpenOptions;
+use b24_audit_proxy::audit::{verify, AuditObserver, Entry, Outcome};
+use b24_audit_proxy::config::{PgTrail, Replica};
+use portal_sim::{Fault, FaultKind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Quiet;
+impl AuditObserver for Quiet {
+    fn committed(&self, _: usize, _: &[Outcome], _: f64) {}
+    fn write_failed(&self) {}
+    fn request_latency(&self, _: f64) {}
+}
+
+fn opts() -> OpenOptions {
+    OpenOptions {
+        queue_capacity: 64,
+        max_batch: 16,
+        fsync_outcomes: false,
+        signer: None,
+        sink: None,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn subject(id: &str) -> Subject<'_> {
+    Subject {
+        event_id: id,
+        method: UPDATE,
+        solution_id: Some(238),
+    }
+}
+
+fn intent(id: &str) -> Entry {
+    Intent {
+        caller: Caller {
+            auth: "webhook".into(),
+            ..Caller::default()
+        },
+        decision: "allow".into(),
+        ..Intent::default()
+    }
+    .entry(subject(id))
+}
+
+fn applied(id: &str) -> Entry {
+    Completion {
+        portal_status: Some(200),
+        ..Completion::default()
+    }
+    .entry(subject(id), Outcome::Applied)
+}
+
+fn trail_as(pg: &PgServer, db: &str, instance: &str) -> PgTrail {
+    PgTrail {
+        replica: Replica {
+            instance_id: instance.into(),
+            lease_timeout: Duration::from_secs(2),
+        },
+        ..pg.trail(db)
+    }
+}
+
+/// `(kind, outcome)` of every entry of an event, in trail order.
+fn entries_of(pg: &PgServer, db: &str, event: &str) -> Vec<(String, Option<String>)> {
+    pg.admin(db, |c| {
+        c.query(
+            "SELECT kind, outcome FROM audit_entries WHERE event_id = $1 ORDER BY seq",
+            &[&event],
+        )
+        .expect("entries")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    })
+}
+
+/// Polls `f` (blocking) every 50 ms until it holds; fails after `limit`.
+fn poll(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn only_intents_of_instances_without_a_live_lease_are_reconciled_once() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let rt = runtime();
+    // A live replica with an intent in flight.
+    let (a, a_writer, _) =
+        pg_store::open(&trail_as(&pg, &db, "a"), opts(), Arc::new(Quiet)).expect("replica a");
+    rt.block_on(a.append(vec![intent("a-open")]))
+        .expect("a's intent");
+    // A replica that recorded an intent and is gone: it holds no lease.
+    let mut ghost = PgStore::connect(trail_as(&pg, &db, "ghost")).expect("ghost");
+    let mut head = ghost.begin().expect("begin");
+    let entry = intent("ghost-open");
+    let sealed = seal(&mut head, &entry);
+    ghost.append(&entry, &sealed).expect("ghost's intent");
+    ghost.commit().expect("commit");
+    drop(ghost);
+
+    // Two more replicas start at once: each reconciles at start and then every period.
+    let (b, c) = std::thread::scope(|s| {
+        let open = |name: &'static str| {
+            let trail = trail_as(&pg, &db, name);
+            s.spawn(move || pg_store::open(&trail, opts(), Arc::new(Quiet)).expect(name))
+        };
+        let (b, c) = (open("b"), open("c"));
+        (b.join().expect("b"), c.join().expect("c"))
+    });
+    poll(
+        "the ghost's intent reconciled",
+        Duration::from_secs(10),
+        || entries_of(&pg, &db, "ghost-open").len() == 2,
+    );
+    // Several periods of three keepers later, still one outcome.
+    let leases_renewed = |n: i64| {
+        pg.admin(&db, |cl| {
+            cl.query_one(
+                "SELECT COUNT(*) FROM audit_leases WHERE heartbeat > now() - interval '1 second'",
+                &[],
+            )
+            .expect("leases")
+            .get::<_, i64>(0)
+                >= n
+        })
+    };
+    poll("three live leases", Duration::from_secs(10), || {
+        leases_renewed(3)
+    });
+    assert_eq!(
+        entries_of(&pg, &db, "ghost-open"),
+        vec![
+            ("received".into(), None),
+            ("reconciled".into(), Some("unknown".into()))
+        ]
+    );
+    // The live replica's intent was left alone: its real outcome is accepted.
+    assert_eq!(entries_of(&pg, &db, "a-open").len(), 1);
+    rt.block_on(a.append(vec![applied("a-open")]))
+        .expect("a's outcome is not refused");
+    assert_eq!(
+        entries_of(&pg, &db, "a-open"),
+        vec![
+            ("received".into(), None),
+            ("completed".into(), Some("applied".into()))
+        ]
+    );
+
+    // A clean stop gives the lease up.
+    for (log, writer, _) in [b, c] {
+        drop(log);
+        writer.join();
+    }
+    drop(a);
+    a_writer.join();
+    let leases: i64 = pg.admin(&db, |cl| {
+        cl.query_one("SELECT COUNT(*) FROM audit_leases", &[])
+            .expect("leases")
+            .get(0)
+    });
+    assert_eq!(leases, 0, "every stopped replica gave its lease up");
+    let reader = PgReader::open(&pg.trail(&db)).expect("reader");
+    assert_eq!(verify::verify(&reader, None).expect("verifies").entries, 4);
+}
+
+/// The replica's `audit_lines`: the password file, the shared key, a short lease.
+fn replica_audit(dir: &std::path::Path, instance: &str) -> String {
+    format!(
+        "password_file = \"{}\"\nkey_file = \"{}\"\ninstance_id = \"{instance}\"\nlease_timeout = \"2s\"\n",
+        dir.join("pg.password").display(),
+        dir.join("audit.key").display()
+    )
+}
+
+fn start_replica(
+    sim: &portal_sim::SimHandle,
+    pg: &PgServer,
+    db: &str,
+    dir: &std::path::Path,
+    instance: &str,
+) -> TestProxy {
+    let d = dir.join(instance);
+    std::fs::create_dir_all(&d).expect("dir");
+    TestProxy::builder(sim.addr)
+        .dir(&d)
+        .database(&pg.url(db))
+        .audit(&replica_audit(dir, instance))
+        // Longer than the portal's delayed answers below.
+        .upstream_key("request_timeout", "\"20s\"")
+        .start()
+}
+
+/// Sends an update through `proxy` in the background: whether an answer came, and its event id.
+fn update_in_background(
+    proxy: &TestProxy,
+    body: &'static str,
+) -> tokio::task::JoinHandle<Option<String>> {
+    let url = proxy.hook_url(UPDATE);
+    tokio::spawn(async move {
+        let req = http::Request::post(url)
+            .header("content-type", "application/json")
+            .body(b24_audit_proxy::body::ProxyBody::bytes(body))
+            .expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+            .await
+            .expect("an answer or a dropped connection within 20 s")
+            .ok()?;
+        let id = resp
+            .headers()
+            .get("x-audit-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(resp.status(), http::StatusCode::OK, "{resp:?}");
+        id
+    })
+}
+
+fn updates_seen(sim: &portal_sim::SimHandle) -> usize {
+    sim.sim
+        .calls()
+        .iter()
+        .filter(|c| c.rest_method.as_deref() == Some(UPDATE))
+        .count()
+}
+
+#[tokio::test]
+async fn a_killed_replicas_intents_are_reconciled_after_its_lease_and_the_other_serves_on() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let sim = sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pg.password"), format!("{PG_PASSWORD}\n")).expect("pw");
+    let mut one = start_replica(&sim, &pg, &db, dir.path(), "one");
+    let two = start_replica(&sim, &pg, &db, dir.path(), "two");
+
+    // Each replica has an update in flight: the portal executes it and answers late.
+    sim.sim.push_fault(Fault {
+        method: Some(UPDATE.into()),
+        times: 2,
+        kind: FaultKind::Delay(Duration::from_secs(10)),
+    });
+    let lost = update_in_background(&one, r#"{"id":238,"fields":{"title":"lost"}}"#);
+    eventually("one's update reached the portal", || {
+        updates_seen(&sim) == 1
+    })
+    .await;
+    let live = update_in_background(&two, r#"{"id":267,"fields":{"title":"live"}}"#);
+    eventually("two's update reached the portal", || {
+        updates_seen(&sim) == 2
+    })
+    .await;
+    let open_intents = |pg: Arc<PgServer>, db: String| async move {
+        tokio::task::spawn_blocking(move || {
+            pg.admin(&db, |c| {
+                c.query(
+                    "SELECT r.instance_id, o.outcome FROM audit_entries r \
+                     LEFT JOIN audit_entries o ON o.event_id = r.event_id AND o.kind <> 'received' \
+                     WHERE r.kind = 'received' ORDER BY r.seq",
+                    &[],
+                )
+                .expect("intents")
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+                .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .expect("query")
+    };
+    assert_eq!(
+        open_intents(pg.clone(), db.clone()).await,
+        vec![("one".into(), None), ("two".into(), None)]
+    );
+
+    one.kill();
+    assert_eq!(
+        lost.await.expect("task"),
+        None,
+        "one's client lost its answer"
+    );
+    // Two keeps serving while one's lease runs out.
+    let served = post_json(
+        &two.hook_url(UPDATE),
+        r#"{"id":301,"fields":{"title":"served"}}"#,
+    )
+    .await;
+    assert_eq!(served.status, http::StatusCode::OK, "{:?}", served.body);
+    eventually_async(
+        "one's intent reconciled after its lease expired",
+        Duration::from_secs(15),
+        || {
+            let (pg, db) = (pg.clone(), db.clone());
+            async move {
+                let intents = open_intents(pg, db).await;
+                let done = intents
+                    .first()
+                    .is_some_and(|(_, o)| o.as_deref() == Some("unknown"));
+                if done {
+                    // In the same snapshot: two's update, still waiting for the portal, is
+                    // still open (its answer is seconds away), not reconciled.
+                    assert_eq!(intents[1], ("two".into(), None), "{intents:?}");
+                }
+                done
+            }
+        },
+    )
+    .await;
+    // Two's in-flight update ends with its real outcome: it was never reconciled.
+    let live_id = live.await.expect("task").expect("two's update answered");
+    let intents = open_intents(pg.clone(), db.clone()).await;
+    assert_eq!(
+        intents,
+        vec![
+            ("one".into(), Some("unknown".into())),
+            ("two".into(), Some("applied".into())),
+            ("two".into(), Some("applied".into())),
+        ]
+    );
+    let config = two.config.clone();
+    let (show, verified) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(BIN)
+                .arg("audit")
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .expect("audit runs");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        (run(&["show", &live_id]), run(&["verify"]))
+    })
+    .await
+    .expect("cli");
+    assert_eq!(show.0, 0, "{}", show.1);
+    assert!(show.1.contains("applied"), "{}", show.1);
+    assert_eq!(verified.0, 0, "{}", verified.1);
+    assert!(
+        verified.1.starts_with("ok: 6 entries verify"),
+        "{}",
+        verified.1
+    );
+    assert!(
+        two.log().contains("reconciled as unknown"),
+        "the reconciliation is logged"
+    );
+    for text in [two.log(), one.log()] {
+        assert!(!text.contains(PG_PASSWORD), "the password leaked");
+    }
+}
