@@ -525,3 +525,50 @@ async fn two_replicas_updating_the_same_workplaces_keep_every_before_state_true(
         .expect("an event of 238");
     assert_eq!(recorded["after"]["title"], last.as_str());
 }
+
+#[tokio::test]
+async fn a_call_that_fails_at_its_snapshot_releases_the_workplace_for_the_other_replica() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let sim = sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pg.password"), format!("{PG_PASSWORD}\n")).expect("pw");
+    let one = start_replica(&sim, &pg, &db, dir.path(), "one");
+    let two = start_replica(&sim, &pg, &db, dir.path(), "two");
+    // One's snapshot read is refused by the portal: the call ends with the workplace locked
+    // on both levels, and the guards must give both back.
+    sim.sim.push_fault(Fault {
+        method: None,
+        times: 1,
+        kind: FaultKind::Status {
+            status: 401,
+            code: "INVALID_CREDENTIALS".into(),
+            description: "refused".into(),
+        },
+    });
+    let refused = post_json(
+        &one.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"title":"refused"}}"#,
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        http::StatusCode::UNAUTHORIZED,
+        "{:?}",
+        refused.body
+    );
+    // Within the advisory wait (10 s) whatever happens: a leaked lock would give 503 instead.
+    let ok = post_json(
+        &two.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"title":"next"}}"#,
+    )
+    .await;
+    assert_eq!(ok.status, http::StatusCode::OK, "{:?}", ok.body);
+    let ok = post_json(
+        &one.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"title":"again"}}"#,
+    )
+    .await;
+    assert_eq!(ok.status, http::StatusCode::OK, "{:?}", ok.body);
+    assert_eq!(sim.sim.solution(238).expect("238").title, "again");
+}

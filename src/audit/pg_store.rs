@@ -111,6 +111,9 @@ pub struct PgStore {
     /// `open_intents` includes this instance's own (the writer's connection at start-up: they
     /// are an earlier run's); the lease keeper's connection leaves them to the live writer.
     reconcile_own: bool,
+    /// Settings of this connection's own beyond [`SESSION`] (`session`), made again on a new
+    /// connection.
+    extra_session: Option<String>,
 }
 
 fn failure(e: postgres::Error) -> StoreFailure {
@@ -150,12 +153,15 @@ impl PgStore {
             durable: true,
             wanted_durable: true,
             reconcile_own,
+            extra_session: None,
         })
     }
 
-    /// Runs session settings on this connection.
+    /// Runs session settings on this connection, and on every one opened again after it.
     pub(super) fn session(&mut self, sql: &str) -> Result<(), StoreFailure> {
-        self.client.batch_execute(sql).map_err(failure)
+        self.client.batch_execute(sql).map_err(failure)?;
+        self.extra_session = Some(sql.to_owned());
+        Ok(())
     }
 
     /// This instance's id among the replicas.
@@ -191,6 +197,11 @@ impl PgStore {
         }
         let mut client =
             pg_conn::connect(&self.trail, APPLICATION).map_err(|e| StoreFailure(e.to_string()))?;
+        // The same session as the first connection: lock and idle-in-transaction limits.
+        client.batch_execute(SESSION).map_err(failure)?;
+        if let Some(extra) = &self.extra_session {
+            client.batch_execute(extra).map_err(failure)?;
+        }
         self.insert = client.prepare(INSERT).map_err(failure)?;
         self.client = client;
         self.in_tx = false;
