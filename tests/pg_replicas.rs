@@ -415,6 +415,27 @@ async fn advisory_locks_exclude_other_replicas_with_a_bounded_wait_and_are_relea
     };
     drop(again);
 
+    // The sessions are bounded: with one, a second change (another workplace) waits for it
+    // within the same bound, then gets it once the first is released.
+    let single = PgLocks::with_sessions(pg.trail(&db), Duration::from_millis(300), 1);
+    let first = single
+        .lock("main", &BTreeSet::from([238]))
+        .await
+        .expect("free");
+    assert_eq!(
+        single.lock("main", &BTreeSet::from([267])).await.err(),
+        Some(LockFailure::Busy)
+    );
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match single.lock("main", &BTreeSet::from([267])).await {
+            Ok(_) => break,
+            Err(LockFailure::Busy) if Instant::now() < deadline => {}
+            Err(e) => panic!("the session was not given back: {e:?}"),
+        }
+    }
+
     // The added latency of an audited call: taking one workplace's lock on a warm session (the
     // release runs on a task, off the request's path).
     let runs = 200u32;

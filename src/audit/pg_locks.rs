@@ -31,6 +31,11 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Idle lock sessions kept for reuse; more are opened when needed and closed when returned.
 const POOL_IDLE: usize = 16;
 
+/// Lock sessions open at once at most (each audited change in progress holds one), so that a
+/// burst of changes cannot use up the server's `max_connections`. A change that finds them all
+/// taken waits for one within the same bound as for a lock.
+pub const MAX_SESSIONS: usize = 64;
+
 /// SQLSTATE `lock_not_available`: the wait hit `lock_timeout`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -48,12 +53,15 @@ pub struct PgLocks {
     trail: PgTrail,
     wait: Duration,
     idle: Mutex<Vec<tokio_postgres::Client>>,
+    sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// Holds a set of advisory locks until dropped.
 pub struct PgLockGuard {
     client: Option<tokio_postgres::Client>,
     owner: Arc<PgLocks>,
+    /// This session's place among [`MAX_SESSIONS`], given back once it is unlocked.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The lock key of a workplace of a portal: 64 bits of SHA-256 over both, so portals never
@@ -71,12 +79,18 @@ pub fn key(portal: &str, workplace: i64) -> i64 {
 }
 
 impl PgLocks {
-    /// A pool that connects when first used.
+    /// A pool that connects when first used, of at most [`MAX_SESSIONS`] sessions.
     pub fn new(trail: PgTrail, wait: Duration) -> Arc<PgLocks> {
+        Self::with_sessions(trail, wait, MAX_SESSIONS)
+    }
+
+    /// A pool of at most `sessions` sessions open at once.
+    pub fn with_sessions(trail: PgTrail, wait: Duration, sessions: usize) -> Arc<PgLocks> {
         Arc::new(PgLocks {
             trail,
             wait,
             idle: Mutex::new(Vec::new()),
+            sessions: Arc::new(tokio::sync::Semaphore::new(sessions)),
         })
     }
 
@@ -87,12 +101,17 @@ impl PgLocks {
         portal: &str,
         workplaces: &BTreeSet<i64>,
     ) -> Result<PgLockGuard, LockFailure> {
+        let permit = tokio::time::timeout(self.wait, self.sessions.clone().acquire_owned())
+            .await
+            .map_err(|_| LockFailure::Busy)?
+            .map_err(|_| LockFailure::Unavailable("the lock sessions are closed".into()))?;
         let client = self.session().await?;
         // From here the guard owns the session: an early return (or the caller's future being
         // dropped mid-wait) releases whatever was taken.
         let mut guard = PgLockGuard {
             client: Some(client),
             owner: self.clone(),
+            permit: Some(permit),
         };
         for id in workplaces {
             let k = key(portal, *id);
@@ -127,8 +146,11 @@ impl PgLocks {
 
     async fn connect(&self) -> Result<tokio_postgres::Client, LockFailure> {
         let unavailable = |e: String| LockFailure::Unavailable(format!("{}: {e}", self.trail.url));
-        let cfg = pg_conn::config(&self.trail, APPLICATION)
+        let mut cfg = pg_conn::config(&self.trail, APPLICATION)
             .map_err(|e| LockFailure::Unavailable(e.to_string()))?;
+        // A session on a connection that died silently is found out in about a minute, not
+        // after the system's two hours (the server ends its side by its own keepalives).
+        cfg.keepalives_idle(Duration::from_secs(30));
         let client = match self.trail.url.sslmode {
             SslMode::Disable => {
                 let (client, conn) = cfg
@@ -178,6 +200,7 @@ where
 
 impl Drop for PgLockGuard {
     fn drop(&mut self) {
+        let permit = self.permit.take();
         let Some(client) = self.client.take() else {
             return;
         };
@@ -193,6 +216,8 @@ impl Drop for PgLockGuard {
                     tracing::debug!(target: "audit", error = %describe(&e), "Closing a lock session that could not unlock")
                 }
             }
+            // The session is unlocked and pooled, or closed: its place is free.
+            drop(permit);
         });
     }
 }
