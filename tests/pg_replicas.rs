@@ -608,3 +608,68 @@ async fn a_call_that_fails_at_its_snapshot_releases_the_workplace_for_the_other_
     assert_eq!(ok.status, http::StatusCode::OK, "{:?}", ok.body);
     assert_eq!(sim.sim.solution(238).expect("238").title, "again");
 }
+
+#[tokio::test]
+async fn a_workplace_locked_elsewhere_longer_than_the_wait_gives_503_and_nothing_is_forwarded() {
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let sim = sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pg.password"), format!("{PG_PASSWORD}\n")).expect("pw");
+    let one = start_replica(&sim, &pg, &db, dir.path(), "one");
+    // Another replica, as the database sees it: a session holding workplace 238's lock of this
+    // portal (named by the upstream's host and port).
+    let portal = format!("127.0.0.1:{}", sim.addr.port());
+    let key = b24_audit_proxy::audit::pg_locks::key(&portal, 238);
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let pg = pg.clone();
+        let db = db.clone();
+        std::thread::spawn(move || {
+            pg.admin(&db, move |c| {
+                c.execute("SELECT pg_advisory_lock($1)", &[&key])
+                    .expect("lock");
+                held_tx.send(()).expect("held");
+                // Bounded: the test sends the release (or drops the sender) well before.
+                let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            })
+        })
+    };
+    tokio::task::spawn_blocking(move || held_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the lock is held");
+    let r = post_json(
+        &one.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"title":"blocked"}}"#,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.json()["error"], "WORKPLACE_BUSY", "{:?}", r.body);
+    assert_eq!(updates_seen(&sim), 0, "nothing was forwarded");
+    // Another workplace is not held up.
+    let ok = post_json(
+        &one.hook_url(UPDATE),
+        r#"{"id":267,"fields":{"title":"free"}}"#,
+    )
+    .await;
+    assert_eq!(ok.status, http::StatusCode::OK, "{:?}", ok.body);
+    release_tx.send(()).expect("release");
+    tokio::task::spawn_blocking(move || holder.join())
+        .await
+        .expect("join")
+        .expect("holder");
+    let ok = post_json(
+        &one.hook_url(UPDATE),
+        r#"{"id":238,"fields":{"title":"after"}}"#,
+    )
+    .await;
+    assert_eq!(ok.status, http::StatusCode::OK, "{:?}", ok.body);
+    assert_eq!(sim.sim.solution(238).expect("238").title, "after");
+}
