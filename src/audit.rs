@@ -23,6 +23,8 @@ pub mod export;
 pub mod migrate;
 pub mod ocsf;
 pub mod pg_conn;
+pub mod pg_lease;
+pub mod pg_locks;
 pub mod pg_migrate;
 pub mod pg_query;
 pub mod pg_store;

@@ -135,6 +135,9 @@ struct FileAudit {
     signing_key_file: Option<PathBuf>,
     syslog: Option<FileSyslog>,
     password_file: Option<PathBuf>,
+    instance_id: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    lease_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +244,9 @@ pub mod defaults {
     pub const AUDIT_MAX_BATCH: usize = 512;
     /// Often enough that an external copy of the head is never far behind.
     pub const HEAD_LOG_INTERVAL: Duration = Duration::from_secs(300);
+    /// A replica's lease on a PostgreSQL trail: renewed every third of this, so a replica
+    /// that stopped is found out (and its open intents reconciled) within about this long.
+    pub const LEASE_TIMEOUT: Duration = Duration::from_secs(30);
     /// A token's user rarely changes; ten minutes bounds how long a revoked token's old user
     /// id is still recorded.
     pub const IDENTITY_TTL: Duration = Duration::from_secs(600);
@@ -412,7 +418,50 @@ pub struct PgTrail {
     pub url: crate::audit::pg_url::PgUrl,
     /// Read when a connection is opened, so a rotated password is picked up by the next one.
     pub password_file: Option<PathBuf>,
+    /// This process among the replicas sharing the trail (`[audit] instance_id`, lease_timeout).
+    pub replica: Replica,
 }
+
+/// `[audit] instance_id` and `lease_timeout`: how this process is known among the replicas
+/// sharing a PostgreSQL trail (src/audit/pg_lease.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Unique among the processes running at once: its intents are reconciled by others only
+    /// once its lease expired, and by itself when it starts again.
+    pub instance_id: String,
+    /// How long the lease outlives its last renewal.
+    pub lease_timeout: Duration,
+}
+
+impl Default for Replica {
+    /// The host name and process id, and the default lease timeout.
+    fn default() -> Replica {
+        Replica {
+            instance_id: default_instance_id(),
+            lease_timeout: defaults::LEASE_TIMEOUT,
+        }
+    }
+}
+
+/// `HOST-PID`: unique per running process even where every pod of a Deployment starts with the
+/// same pid, because the host (pod) name differs. The host name comes from `HOSTNAME` or the
+/// kernel; a machine that names neither is `localhost`.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The longest `[audit] instance_id` (it is stored with every intent).
+const MAX_INSTANCE_ID: usize = 128;
+
+/// The shortest `[audit] lease_timeout`: renewals every third of it must still fit in the
+/// time a database round trip may take.
+const MIN_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl TrailDatabase {
     /// The SQLite file, when the trail is one.
@@ -822,7 +871,8 @@ fn audit_config(raw: FileAudit) -> Result<AuditConfig, ConfigError> {
     if raw.database.as_os_str().is_empty() {
         return Err(ConfigError::new("audit.database", "must not be empty"));
     }
-    let database = trail_database(raw.database, raw.password_file)?;
+    let replica = replica(raw.instance_id, raw.lease_timeout)?;
+    let database = trail_database(raw.database, raw.password_file, replica)?;
     let key_file = match (raw.key_file, &database) {
         (Some(k), _) => k,
         (None, TrailDatabase::Sqlite(path)) => {
@@ -863,6 +913,7 @@ fn audit_config(raw: FileAudit) -> Result<AuditConfig, ConfigError> {
 fn trail_database(
     database: PathBuf,
     password_file: Option<PathBuf>,
+    replica: Option<Replica>,
 ) -> Result<TrailDatabase, ConfigError> {
     use crate::audit::pg_url::{is_pg_url, PgUrl};
     let Some(url) = database.to_str().filter(|s| is_pg_url(s)) else {
@@ -870,6 +921,13 @@ fn trail_database(
             return Err(ConfigError::new(
                 "audit.password_file",
                 "is only for a PostgreSQL audit.database (postgres://...)",
+            ));
+        }
+        // A SQLite trail has one writer process: there are no replicas to tell apart.
+        if replica.is_some() {
+            return Err(ConfigError::new(
+                "audit.instance_id",
+                "audit.instance_id and audit.lease_timeout are only for a PostgreSQL audit.database (postgres://...)",
             ));
         }
         return Ok(TrailDatabase::Sqlite(database));
@@ -881,7 +939,48 @@ fn trail_database(
             "the URL in audit.database already has a password: give one or the other",
         ));
     }
-    Ok(TrailDatabase::Postgres(PgTrail { url, password_file }))
+    Ok(TrailDatabase::Postgres(PgTrail {
+        url,
+        password_file,
+        replica: replica.unwrap_or_default(),
+    }))
+}
+
+/// `[audit] instance_id` and `lease_timeout`; `None` when neither is given.
+fn replica(
+    instance_id: Option<String>,
+    lease_timeout: Option<Duration>,
+) -> Result<Option<Replica>, ConfigError> {
+    if instance_id.is_none() && lease_timeout.is_none() {
+        return Ok(None);
+    }
+    let d = Replica::default();
+    let instance_id = match instance_id {
+        None => d.instance_id,
+        Some(id) => {
+            if id.is_empty()
+                || id.len() > MAX_INSTANCE_ID
+                || !id.chars().all(|c| c.is_ascii_graphic())
+            {
+                return Err(ConfigError::new(
+                    "audit.instance_id",
+                    format!("must be 1 to {MAX_INSTANCE_ID} printable ASCII characters, no spaces"),
+                ));
+            }
+            id
+        }
+    };
+    let lease_timeout = duration("audit.lease_timeout", lease_timeout, d.lease_timeout)?;
+    if lease_timeout < MIN_LEASE_TIMEOUT {
+        return Err(ConfigError::new(
+            "audit.lease_timeout",
+            "must be at least 1s",
+        ));
+    }
+    Ok(Some(Replica {
+        instance_id,
+        lease_timeout,
+    }))
 }
 
 fn policy_config(raw: FilePolicy) -> Result<PolicyConfig, ConfigError> {
@@ -1175,6 +1274,29 @@ listen = "127.0.0.1:9090"
             panic!("not PostgreSQL");
         };
         assert_eq!(t.password_file.as_deref(), Some(Path::new("/run/pw")));
+        assert_eq!(t.replica.lease_timeout, defaults::LEASE_TIMEOUT);
+        assert!(
+            t.replica
+                .instance_id
+                .ends_with(&format!("-{}", std::process::id())),
+            "{}",
+            t.replica.instance_id
+        );
+        let c = pg(
+            "postgres://audit@db/trail",
+            "key_file = \"/k\"\ninstance_id = \"proxy-0\"\nlease_timeout = \"2s\"",
+        )
+        .expect("replica settings");
+        let TrailDatabase::Postgres(t) = &c.audit.database else {
+            panic!("not PostgreSQL");
+        };
+        assert_eq!(
+            t.replica,
+            Replica {
+                instance_id: "proxy-0".into(),
+                lease_timeout: Duration::from_secs(2),
+            }
+        );
 
         for (db, extra, key) in [
             ("postgres://audit@db/trail", "", "audit.key_file"),
@@ -1192,6 +1314,22 @@ listen = "127.0.0.1:9090"
                 "data/audit.db",
                 "password_file = \"/pw\"",
                 "audit.password_file",
+            ),
+            ("data/audit.db", "instance_id = \"a\"", "audit.instance_id"),
+            (
+                "data/audit.db",
+                "lease_timeout = \"5s\"",
+                "audit.instance_id",
+            ),
+            (
+                "postgres://audit@db/trail",
+                "key_file = \"/k\"\ninstance_id = \"has space\"",
+                "audit.instance_id",
+            ),
+            (
+                "postgres://audit@db/trail",
+                "key_file = \"/k\"\nlease_timeout = \"500ms\"",
+                "audit.lease_timeout",
             ),
         ] {
             let e = pg(db, extra).expect_err(db);

@@ -99,6 +99,10 @@ pub enum ProxyError {
     /// The audit trail cannot make the intent durable, so the change is not forwarded.
     #[error("the audit trail is unavailable; the change was not forwarded")]
     AuditUnavailable,
+    /// Another replica sharing the trail kept a workplace of the change locked for longer
+    /// than the bounded wait (`audit/pg_locks.rs`); retrying later may succeed.
+    #[error("a workplace of this change is being changed through another replica; retry the call")]
+    WorkplaceBusy,
 
     #[error("{}", upstream_message(*.0))]
     Upstream(UpstreamFailure),
@@ -183,6 +187,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PolicyViolation { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::WorkplaceBusy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Portal(PortalRefusal::Answer(a)) => a.status,
@@ -206,6 +211,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => "REQUEST_TIMEOUT",
             ProxyError::PolicyViolation { .. } => "POLICY_VIOLATION",
             ProxyError::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            ProxyError::WorkplaceBusy => "WORKPLACE_BUSY",
             ProxyError::Upstream(UpstreamFailure::Timeout) => "UPSTREAM_TIMEOUT",
             ProxyError::Upstream(UpstreamFailure::Invalid) => "UPSTREAM_INVALID_RESPONSE",
             ProxyError::Upstream(_) => "UPSTREAM_UNAVAILABLE",
@@ -260,6 +266,7 @@ mod tests {
                 "POLICY_VIOLATION",
             ),
             (ProxyError::AuditUnavailable, 503, "AUDIT_UNAVAILABLE"),
+            (ProxyError::WorkplaceBusy, 503, "WORKPLACE_BUSY"),
             (
                 ProxyError::Upstream(UpstreamFailure::Connect),
                 502,

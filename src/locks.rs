@@ -27,6 +27,9 @@ pub struct SolutionGuard {
     epoch: Arc<AtomicU64>,
     id: i64,
     guard: Option<OwnedMutexGuard<()>>,
+    /// Locks held elsewhere for the same change (another replica's view: PostgreSQL advisory
+    /// locks, `audit/pg_locks.rs`), released with this guard.
+    with: Option<Box<dyn Send + Sync>>,
 }
 
 impl SolutionLocks {
@@ -50,6 +53,7 @@ impl SolutionLocks {
             epoch: self.epoch.clone(),
             id,
             guard: Some(guard),
+            with: None,
         }
     }
 
@@ -104,6 +108,13 @@ impl SolutionLocks {
     }
 }
 
+impl SolutionGuard {
+    /// Keeps `other` (a guard of other locks) until this guard is dropped.
+    pub fn hold_with(&mut self, other: Box<dyn Send + Sync>) {
+        self.with = Some(other);
+    }
+}
+
 impl Drop for SolutionGuard {
     fn drop(&mut self) {
         // Release first, then drop the map entry if nobody else holds or awaits it (the map's
@@ -111,6 +122,8 @@ impl Drop for SolutionGuard {
         // can appear between the check and the removal.
         // Counted before the release: whoever takes the lock next sees the new count.
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        // The other locks go first: a local waiter taking them next finds them free sooner.
+        self.with.take();
         self.guard.take();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {

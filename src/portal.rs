@@ -121,6 +121,8 @@ pub struct Portal {
     pub name: String,
     pub upstream: Upstream,
     pub(crate) locks: SolutionLocks,
+    /// With a PostgreSQL trail: the same workplaces' locks across replicas.
+    pub(crate) replica_locks: Option<Arc<crate::audit::pg_locks::PgLocks>>,
     /// Who was last seen holding which smart process: lets a snapshot read an owner together
     /// with its target.
     pub(crate) owners: Owners,
@@ -141,6 +143,15 @@ impl Portal {
             name: cfg.name.clone(),
             upstream: Upstream::new(&cfg.upstream).map_err(|e| format!("{}: {e}", cfg.name))?,
             locks: SolutionLocks::new(),
+            replica_locks: match &config.audit.database {
+                crate::config::TrailDatabase::Postgres(pg) => {
+                    Some(crate::audit::pg_locks::PgLocks::new(
+                        pg.clone(),
+                        crate::audit::pg_locks::LOCK_WAIT,
+                    ))
+                }
+                crate::config::TrailDatabase::Sqlite(_) => None,
+            },
             owners: Owners::new(),
             identities: Identities::new(config.identity.cache_ttl, config.identity.cache_entries),
         })

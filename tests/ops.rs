@@ -838,15 +838,20 @@ async fn metrics_catalog_lists_exactly_the_exported_families() {
 
 /// The multi-document YAML files under `deploy/kubernetes`, parsed.
 fn kubernetes_objects() -> Vec<(String, serde_yaml_ng::Value)> {
-    let dir = repo("deploy/kubernetes");
+    kubernetes_objects_in("deploy/kubernetes")
+}
+
+/// The multi-document YAML files of one kustomization directory, parsed.
+fn kubernetes_objects_in(dir: &str) -> Vec<(String, serde_yaml_ng::Value)> {
+    let dir = repo(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("deploy/kubernetes")
+        .expect("kustomization directory")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no manifests in deploy/kubernetes");
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("manifest");
@@ -884,6 +889,183 @@ fn one_of<'a>(
     let found: Vec<_> = objects.iter().filter(|(_, v)| v["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");
     &found[0].1
+}
+
+/// `config`, with every path under `/var/run/secrets/` replaced by a stand-in file in `tmp`,
+/// passes `check-config`.
+fn check_config_with_stand_ins(config: &str, tmp: &Path) {
+    let toml: toml::Value = config.parse().expect("TOML");
+    let mut text = config.to_owned();
+    for (section, key) in [
+        ("admin", "token_file"),
+        ("audit", "password_file"),
+        ("audit", "key_file"),
+    ] {
+        let Some(path) = toml[section].get(key).and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let name = Path::new(path).file_name().expect("file name");
+        let stand_in = tmp.join(name);
+        // A fingerprint key is 32 bytes in hex; the others are any one line.
+        std::fs::write(&stand_in, "00".repeat(32) + "\n").expect("stand-in");
+        text = text.replace(path, &stand_in.display().to_string());
+    }
+    let path = tmp.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("check-config runs");
+    assert!(
+        out.status.success(),
+        "the config.toml is refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_postgres_overlay_runs_replicas_with_a_disruption_budget_on_the_sqlite_base() {
+    let objects = kubernetes_objects_in("deploy/kubernetes-postgres");
+    let kustomization = one_of(&objects, "Kustomization");
+    let listed: BTreeSet<&str> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    let files: BTreeSet<&str> = objects
+        .iter()
+        .filter(|(f, v)| v["kind"] != "Kustomization" && f != "config-patch.yaml")
+        .map(|(f, _)| f.as_str())
+        .collect();
+    let mut expected = files.clone();
+    expected.insert("../kubernetes");
+    assert_eq!(
+        listed, expected,
+        "the base and every manifest but the patch"
+    );
+    let patches = kustomization["patches"].as_sequence().expect("patches");
+    let deletes_sts = patches.iter().any(|p| {
+        p["patch"]
+            .as_str()
+            .is_some_and(|t| t.contains("$patch: delete") && t.contains("kind: StatefulSet"))
+    });
+    assert!(deletes_sts, "the base's StatefulSet is removed");
+    assert!(
+        patches
+            .iter()
+            .any(|p| p["path"].as_str() == Some("config-patch.yaml")),
+        "the config is replaced"
+    );
+
+    // The base's Services and NetworkPolicy select these pods too.
+    let base = kubernetes_objects();
+    let deployment = one_of(&objects, "Deployment");
+    let pod_labels = pod_labels_of(deployment);
+    for (_, v) in base
+        .iter()
+        .filter(|(_, v)| v["kind"] == "Service" || v["kind"] == "NetworkPolicy")
+    {
+        let selector = if v["kind"] == "Service" {
+            &v["spec"]["selector"]
+        } else {
+            &v["spec"]["podSelector"]["matchLabels"]
+        };
+        for (k, val) in selector.as_mapping().expect("selector") {
+            assert_eq!(
+                pod_labels.get(k),
+                Some(val),
+                "{:?} selects the pods",
+                v["kind"]
+            );
+        }
+    }
+    let replicas = deployment["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 2, "replicas: {replicas}");
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+        Some(0),
+        "a rollout never leaves fewer replicas serving"
+    );
+    let pdb = one_of(&objects, "PodDisruptionBudget");
+    let min = pdb["spec"]["minAvailable"].as_u64().expect("minAvailable");
+    assert!(
+        min >= 1 && min < replicas,
+        "minAvailable {min} of {replicas}"
+    );
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("PDB selector")
+    {
+        assert_eq!(pod_labels.get(k), Some(v), "the budget selects the pods");
+    }
+
+    // The config names a PostgreSQL database without a password, and is one the binary takes.
+    let cm = one_of(&objects, "ConfigMap");
+    let config = cm["data"]["config.toml"].as_str().expect("config.toml");
+    let toml: toml::Value = config.parse().expect("TOML");
+    let database = toml["audit"]["database"].as_str().expect("audit.database");
+    assert!(database.starts_with("postgres://"), "{database}");
+    let url = b24_audit_proxy::audit::pg_url::PgUrl::parse(database).expect("a PostgreSQL URL");
+    assert!(
+        url.password.is_none(),
+        "the password comes from the Secret, not the URL"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    check_config_with_stand_ins(config, tmp.path());
+
+    // The password and key files are on a mounted Secret that the overlay generates with
+    // those keys; no volume claims (nothing is kept on a pod).
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = &pod["containers"].as_sequence().expect("containers")[0];
+    let mounts = c["volumeMounts"].as_sequence().expect("volumeMounts");
+    let generated = kustomization["secretGenerator"]
+        .as_sequence()
+        .expect("secretGenerator");
+    for key in ["password_file", "key_file"] {
+        let path = toml["audit"][key].as_str().expect(key);
+        let mount = mounts
+            .iter()
+            .find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| Path::new(path).starts_with(p))
+            })
+            .unwrap_or_else(|| panic!("audit.{key} {path} is on a mounted volume"));
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the volume");
+        let secret = volume["secret"]["secretName"].as_str().expect("a Secret");
+        let file = Path::new(path)
+            .file_name()
+            .and_then(|f| f.to_str())
+            .expect("file name");
+        assert!(
+            generated.iter().any(|g| g["name"] == secret
+                && g["files"]
+                    .as_sequence()
+                    .is_some_and(|fs| fs.iter().any(|f| f.as_str() == Some(file)))),
+            "Secret {secret} with {file} is generated by the overlay"
+        );
+    }
+    assert!(pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .all(|v| v.get("persistentVolumeClaim").is_none()));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(
+            c[probe]["httpGet"]["port"].as_str(),
+            Some("admin"),
+            "{probe}"
+        );
+    }
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
 }
 
 #[test]

@@ -208,7 +208,7 @@ fn the_writers_entries_read_back_as_sqlite_reads_the_same_rows() {
     let trail = pg.trail(&db);
     let rt = runtime();
     let (log, writer, report) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
-    assert_eq!((report.schema_version, report.entries), (1, 0));
+    assert_eq!((report.schema_version, report.entries), (2, 0));
     let committed = write_varied(&log, &rt);
     drop(log);
     writer.join();
@@ -502,7 +502,7 @@ fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
             .collect()
     });
     for (log, writer, report) in opened {
-        assert_eq!(report.schema_version, 1);
+        assert_eq!(report.schema_version, 2);
         drop(log);
         writer.join();
     }
@@ -511,7 +511,7 @@ fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
             .expect("versions")
             .get(0)
     });
-    assert_eq!(versions, 1, "the migration was applied once");
+    assert_eq!(versions, 2, "each migration was applied once");
     pg.admin(&db, |c| {
         c.execute(
             "INSERT INTO audit_schema_version (version) VALUES (999)",
@@ -577,6 +577,7 @@ fn tls_to_the_database_encrypts_and_verify_full_refuses_an_unknown_issuer() {
     let parse = |mode: &str| b24_audit_proxy::config::PgTrail {
         url: b24_audit_proxy::audit::pg_url::PgUrl::parse(&pg.url_tls(&db, mode)).expect("url"),
         password_file: None,
+        replica: Default::default(),
     };
     let rt = runtime();
     let trail = parse("require");

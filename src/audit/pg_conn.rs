@@ -21,7 +21,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn connect(trail: &PgTrail, application: &str) -> Result<postgres::Client, AuditError> {
     let url = &trail.url;
     let fail = |e: String| AuditError::Open(format!("{url}: {e}"));
-    let mut cfg = postgres::Config::new();
+    let cfg = postgres::Config::from(config(trail, application)?);
+    let client = match url.sslmode {
+        SslMode::Disable => cfg.connect(postgres::NoTls),
+        mode => cfg.connect(tls(mode).map_err(fail)?),
+    };
+    client.map_err(|e| fail(describe(&e)))
+}
+
+/// The connection settings of the trail's database, for the blocking client above and the
+/// async one (`pg_locks.rs`): host, user, password, `sslmode` (`require` unless `disable`, the
+/// certificate then checked or not by [`tls`]).
+pub fn config(trail: &PgTrail, application: &str) -> Result<tokio_postgres::Config, AuditError> {
+    let url = &trail.url;
+    let mut cfg = tokio_postgres::Config::new();
     cfg.user(&url.user)
         .host(&url.host)
         .port(url.port)
@@ -47,17 +60,11 @@ pub fn connect(trail: &PgTrail, application: &str) -> Result<postgres::Client, A
         }
         (None, None) => {}
     }
-    let client = match url.sslmode {
-        SslMode::Disable => {
-            cfg.ssl_mode(postgres::config::SslMode::Disable);
-            cfg.connect(postgres::NoTls)
-        }
-        mode => {
-            cfg.ssl_mode(postgres::config::SslMode::Require);
-            cfg.connect(tls(mode).map_err(fail)?)
-        }
-    };
-    client.map_err(|e| fail(describe(&e)))
+    cfg.ssl_mode(match url.sslmode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    Ok(cfg)
 }
 
 /// A driver error in one line: its database message (which carries no parameters), or its
@@ -78,7 +85,7 @@ pub fn describe(e: &postgres::Error) -> String {
 
 /// The TLS connector for `require` (encrypted, certificate not checked: libpq's meaning) or
 /// `verify-full` (the webpki and system roots, and the host name).
-fn tls(mode: SslMode) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+pub fn tls(mode: SslMode) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
     let config = match mode {
         SslMode::VerifyFull => crate::tls::client_config(None)?,
         _ => {
@@ -174,6 +181,7 @@ mod tests {
         let trail = PgTrail {
             url: PgUrl::parse("postgres://audit@127.0.0.1:1/trail?sslmode=disable").expect("url"),
             password_file: Some("/nonexistent/pw".into()),
+            replica: Default::default(),
         };
         let Err(e) = connect(&trail, "test") else {
             panic!("connected without a password file");
@@ -189,6 +197,7 @@ mod tests {
             url: PgUrl::parse("postgres://audit:hunter2@127.0.0.1:1/trail?sslmode=disable")
                 .expect("url"),
             password_file: None,
+            replica: Default::default(),
         };
         let Err(e) = connect(&trail, "test") else {
             panic!("connected to a closed port");

@@ -8,7 +8,10 @@
 use super::pg_conn::describe;
 
 /// `(version, sql)`, in order. Never edit a shipped migration: add the next one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/pg/0001_audit_trail.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/pg/0001_audit_trail.sql")),
+    (2, include_str!("../../migrations/pg/0002_leases.sql")),
+];
 
 /// The advisory lock key migrations hold (an arbitrary constant: "b24audit" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6232_3461_7564_6974;

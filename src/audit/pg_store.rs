@@ -17,7 +17,7 @@
 use super::backend::{AppendFailure, AuditStore, Head, OpenIntent, Sealed, StoreFailure};
 use super::pg_conn::{self, describe};
 use super::writer::{self, OpenOptions, OpenReport, Writer};
-use super::{pg_migrate, AuditError, AuditLog, AuditObserver, Entry, Outcome};
+use super::{pg_lease, pg_migrate, AuditError, AuditLog, AuditObserver, Entry, EntryKind, Outcome};
 use crate::config::PgTrail;
 use std::sync::Arc;
 
@@ -28,8 +28,25 @@ const APPLICATION: &str = "b24-audit-proxy writer";
 /// not held up behind it.
 const PROBE_LOCK_TIMEOUT: &str = "100ms";
 
-const INSERT: &str = "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT: &str = "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash, instance_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Intents without an outcome that may be reconciled: those recorded before intents named their
+/// instance, those of instances whose lease expired or that hold none, and (`$2`, at start-up
+/// only) this instance's own, left by an earlier run under the same id. A live replica's are
+/// never among them. Found through the event index's pending rows, not a scan of the trail.
+const OPEN_INTENTS: &str = "SELECT r.event_id, r.method, r.solution_id FROM audit_events e \
+     JOIN audit_entries r ON r.seq = e.seq \
+     WHERE e.outcome IS NULL AND r.kind = 'received' AND (r.instance_id IS NULL \
+        OR (r.instance_id = $1 AND $2) \
+        OR (r.instance_id <> $1 AND NOT EXISTS (SELECT 1 FROM audit_leases l \
+            WHERE l.instance_id = r.instance_id AND l.expires_at > now()))) \
+     ORDER BY e.seq";
+
+/// Takes or renews this instance's lease, timed by the database's clock.
+const RENEW_LEASE: &str = "INSERT INTO audit_leases (instance_id, heartbeat, expires_at) \
+     VALUES ($1, now(), now() + $2::bigint * interval '1 millisecond') \
+     ON CONFLICT (instance_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat, expires_at = EXCLUDED.expires_at";
 
 const HEAD: &str = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1";
 
@@ -59,9 +76,15 @@ pub fn open(
 ) -> Result<(AuditLog, Writer, OpenReport), AuditError> {
     let trail = trail.clone();
     pg_conn::off_runtime(move || {
-        let store = PgStore::connect(trail)?;
+        let mut store = PgStore::connect(trail.clone())?;
+        // The lease first: from here on no other replica reconciles what this one records.
+        store
+            .renew_lease()
+            .map_err(|e| AuditError::Open(format!("cannot take the replica lease: {e}")))?;
         let version = store.schema_version;
-        writer::start(store, version, opts, observer)
+        let (log, writer, report) = writer::start(store, version, opts, observer)?;
+        let keeper = pg_lease::Keeper::start(trail)?;
+        Ok((log, writer.then(Box::new(move || keeper.stop())), report))
     })
 }
 
@@ -85,6 +108,12 @@ pub struct PgStore {
     /// What the writer last asked `set_durable` for: `begin` makes the session match it before
     /// a group starts, so an intent is never committed without its flush because a SET failed.
     wanted_durable: bool,
+    /// `open_intents` includes this instance's own (the writer's connection at start-up: they
+    /// are an earlier run's); the lease keeper's connection leaves them to the live writer.
+    reconcile_own: bool,
+    /// Settings of this connection's own beyond [`SESSION`] (`session`), made again on a new
+    /// connection.
+    extra_session: Option<String>,
 }
 
 fn failure(e: postgres::Error) -> StoreFailure {
@@ -94,7 +123,16 @@ fn failure(e: postgres::Error) -> StoreFailure {
 impl PgStore {
     /// Opens the writer's connection and brings the schema up to date.
     pub fn connect(trail: PgTrail) -> Result<PgStore, AuditError> {
-        let mut client = pg_conn::connect(&trail, APPLICATION)?;
+        Self::connect_as(trail, APPLICATION, true)
+    }
+
+    /// A connection named `application`; `reconcile_own` as the field says.
+    pub(super) fn connect_as(
+        trail: PgTrail,
+        application: &str,
+        reconcile_own: bool,
+    ) -> Result<PgStore, AuditError> {
+        let mut client = pg_conn::connect(&trail, application)?;
         let schema_version = pg_migrate::apply(&mut client)
             .map_err(|e| AuditError::Open(format!("{}: {e}", trail.url)))?;
         client
@@ -114,7 +152,42 @@ impl PgStore {
             savepoint_ready: false,
             durable: true,
             wanted_durable: true,
+            reconcile_own,
+            extra_session: None,
         })
+    }
+
+    /// Runs session settings on this connection, and on every one opened again after it.
+    pub(super) fn session(&mut self, sql: &str) -> Result<(), StoreFailure> {
+        self.client.batch_execute(sql).map_err(failure)?;
+        self.extra_session = Some(sql.to_owned());
+        Ok(())
+    }
+
+    /// This instance's id among the replicas.
+    pub(super) fn instance_id(&self) -> &str {
+        &self.trail.replica.instance_id
+    }
+
+    /// Takes or renews this instance's lease for `[audit] lease_timeout` from now.
+    pub(super) fn renew_lease(&mut self) -> Result<(), StoreFailure> {
+        self.reconnect_if_closed()?;
+        let ms = i64::try_from(self.trail.replica.lease_timeout.as_millis()).unwrap_or(i64::MAX);
+        let id = self.trail.replica.instance_id.clone();
+        self.client
+            .execute(RENEW_LEASE, &[&id, &ms])
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    /// Gives the lease up: this instance stopped with every intent it recorded answered.
+    pub(super) fn drop_lease(&mut self) -> Result<(), StoreFailure> {
+        self.reconnect_if_closed()?;
+        let id = self.trail.replica.instance_id.clone();
+        self.client
+            .execute("DELETE FROM audit_leases WHERE instance_id = $1", &[&id])
+            .map(|_| ())
+            .map_err(failure)
     }
 
     /// A new connection when the old one is closed; false when none could be opened.
@@ -124,6 +197,11 @@ impl PgStore {
         }
         let mut client =
             pg_conn::connect(&self.trail, APPLICATION).map_err(|e| StoreFailure(e.to_string()))?;
+        // The same session as the first connection: lock and idle-in-transaction limits.
+        client.batch_execute(SESSION).map_err(failure)?;
+        if let Some(extra) = &self.extra_session {
+            client.batch_execute(extra).map_err(failure)?;
+        }
         self.insert = client.prepare(INSERT).map_err(failure)?;
         self.client = client;
         self.in_tx = false;
@@ -184,16 +262,13 @@ impl AuditStore for PgStore {
     }
 
     fn open_intents(&mut self) -> Result<Vec<OpenIntent>, StoreFailure> {
-        let rows = self
-            .client
-            .query(
-                "SELECT r.event_id, r.method, r.solution_id FROM audit_entries r \
-                 WHERE r.kind = 'received' AND NOT EXISTS \
-                 (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled')) \
-                 ORDER BY r.seq",
-                &[],
-            )
-            .map_err(failure)?;
+        let id = self.trail.replica.instance_id.clone();
+        let own = self.reconcile_own;
+        let in_tx = self.in_tx;
+        let rows = self.client.query(OPEN_INTENTS, &[&id, &own]).map_err(|e| {
+            self.aborted |= in_tx;
+            failure(e)
+        })?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<_, postgres::Error>>()
@@ -280,6 +355,8 @@ impl AuditStore for PgStore {
         self.flush_release().map_err(AppendFailure::Store)?;
         let kind = entry.kind.as_str();
         let outcome = entry.outcome.map(Outcome::as_str);
+        // Intents name their instance, so that only an expired lease's are reconciled.
+        let instance = (entry.kind == EntryKind::Received).then(|| self.instance_id().to_owned());
         let result = self.client.execute(
             &self.insert,
             &[
@@ -293,6 +370,7 @@ impl AuditStore for PgStore {
                 &sealed.chain.payload,
                 &sealed.chain.prev_hash,
                 &sealed.chain.hash,
+                &instance,
             ],
         );
         match result {

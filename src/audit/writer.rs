@@ -31,6 +31,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// queued entry was committed.
 pub struct Writer {
     thread: std::thread::JoinHandle<()>,
+    /// Stopped once the writer has committed its last request (a PostgreSQL replica's lease,
+    /// which must outlive every intent it covers).
+    after: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Writer {
@@ -40,6 +43,15 @@ impl Writer {
         if self.thread.join().is_err() {
             tracing::error!(target: "audit", "Audit writer thread panicked");
         }
+        if let Some(after) = self.after {
+            after();
+        }
+    }
+
+    /// Runs `after` once the writer has stopped (in `join`).
+    pub(super) fn then(mut self, after: Box<dyn FnOnce() + Send>) -> Writer {
+        self.after = Some(after);
+        self
     }
 }
 
@@ -96,18 +108,43 @@ pub fn start<S: AuditStore>(
         .spawn(move || state.run(rx))
         .map_err(|e| AuditError::Open(format!("cannot start the writer thread: {e}")))?;
     let log = AuditLog::new(tx, opts.queue_capacity, writable);
-    Ok((log, Writer { thread }, report))
+    Ok((
+        log,
+        Writer {
+            thread,
+            after: None,
+        },
+        report,
+    ))
 }
 
 /// Gives every intent that has no outcome a `reconciled` entry with outcome `unknown`: the
 /// proxy stopped between recording the intent and seeing the portal's answer, so whether the
-/// change was applied is not known.
-fn reconcile<S: AuditStore>(store: &mut S, head: &mut Head) -> Result<Vec<String>, StoreFailure> {
-    let open = store.open_intents()?;
-    if open.is_empty() {
+/// change was applied is not known. Which intents count is the store's to say (on PostgreSQL,
+/// only those of replicas whose lease expired).
+///
+/// The intents are read again under the write lock `begin` takes: two replicas reconciling at
+/// once then write one outcome per intent, the second seeing the first's (and the outcome's
+/// unique index refuses a second one should a store not hold its lock).
+pub(super) fn reconcile<S: AuditStore>(
+    store: &mut S,
+    head: &mut Head,
+) -> Result<Vec<String>, StoreFailure> {
+    if store.open_intents()?.is_empty() {
         return Ok(Vec::new());
     }
     let mut new_head = store.begin()?;
+    let open = match store.open_intents() {
+        Ok(open) if open.is_empty() => {
+            store.abandon();
+            return Ok(Vec::new());
+        }
+        Ok(open) => open,
+        Err(e) => {
+            store.abandon();
+            return Err(e);
+        }
+    };
     for (event_id, method, solution_id) in &open {
         let entry = Reconciliation {
             reason: "the proxy stopped before the portal's answer was recorded".into(),
@@ -126,7 +163,10 @@ fn reconcile<S: AuditStore>(store: &mut S, head: &mut Head) -> Result<Vec<String
             });
         }
     }
-    store.commit()?;
+    if let Err(e) = store.commit() {
+        store.abandon();
+        return Err(e);
+    }
     *head = new_head;
     Ok(open.into_iter().map(|(id, _, _)| id).collect())
 }

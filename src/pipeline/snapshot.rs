@@ -84,6 +84,10 @@ impl Pipeline {
                 .collect();
             let mut guards = portal.locks.lock_all(&lock_set).await;
             let epoch = portal.locks.epoch();
+            if let Some(replicas) = &portal.replica_locks {
+                self.lock_replicas(replicas, &portal.name, &lock_set, &mut guards)
+                    .await?;
+            }
             let pages = if bound.is_empty() || every_one {
                 0
             } else {
@@ -125,9 +129,12 @@ impl Pipeline {
             // audited change ended since the read, the listing shows its state as it is: lock
             // it and go on, no second read.
             let missing: BTreeSet<i64> = owners.difference(&lock_set).copied().collect();
-            if let Some(more) = portal.locks.try_lock_unchanged(&missing, epoch) {
-                guards.extend(more);
-                return Ok((known, guards));
+            // Not across replicas: the epoch counts this process's changes only.
+            if portal.replica_locks.is_none() {
+                if let Some(more) = portal.locks.try_lock_unchanged(&missing, epoch) {
+                    guards.extend(more);
+                    return Ok((known, guards));
+                }
             }
             // Else take the wider lock set (in order) and read again, so its state cannot
             // change between the read and the forward.
@@ -138,6 +145,32 @@ impl Pipeline {
             "CONCURRENT_CHANGE",
             "the smart-process bindings kept changing while the proxy read them; retry the call",
         ))
+    }
+
+    /// Takes the advisory locks of `lock_set` across replicas (a PostgreSQL trail) and hangs
+    /// them on the first local guard, so they are released with the local locks — at the
+    /// outcome, or when the request fails or is dropped. The local locks are already held, so
+    /// at most one request of this process waits for a workplace's advisory lock.
+    async fn lock_replicas(
+        &self,
+        replicas: &std::sync::Arc<crate::audit::pg_locks::PgLocks>,
+        portal: &str,
+        lock_set: &BTreeSet<i64>,
+        guards: &mut [SolutionGuard],
+    ) -> Result<(), ProxyError> {
+        use crate::audit::pg_locks::LockFailure;
+        let Some(first) = guards.first_mut() else {
+            return Ok(());
+        };
+        let held = replicas.lock(portal, lock_set).await.map_err(|e| match e {
+            LockFailure::Busy => ProxyError::WorkplaceBusy,
+            LockFailure::Unavailable(why) => {
+                tracing::warn!(target: "audit", error = %why, "Cannot take the workplace locks across replicas");
+                ProxyError::AuditUnavailable
+            }
+        })?;
+        first.hold_with(Box::new(held));
+        Ok(())
     }
 
     /// The states of `reads` (the targets and guessed owners) and, with `pages` > 0, the

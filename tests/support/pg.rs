@@ -258,6 +258,7 @@ impl PgServer {
             url: b24_audit_proxy::audit::pg_url::PgUrl::parse(&self.url_with_password(dbname))
                 .expect("url"),
             password_file: None,
+            replica: Default::default(),
         }
     }
 }
