@@ -208,7 +208,7 @@ fn the_writers_entries_read_back_as_sqlite_reads_the_same_rows() {
     let trail = pg.trail(&db);
     let rt = runtime();
     let (log, writer, report) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
-    assert_eq!((report.schema_version, report.entries), (2, 0));
+    assert_eq!((report.schema_version, report.entries), (3, 0));
     let committed = write_varied(&log, &rt);
     drop(log);
     writer.join();
@@ -502,7 +502,7 @@ fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
             .collect()
     });
     for (log, writer, report) in opened {
-        assert_eq!(report.schema_version, 2);
+        assert_eq!(report.schema_version, 3);
         drop(log);
         writer.join();
     }
@@ -511,7 +511,7 @@ fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
             .expect("versions")
             .get(0)
     });
-    assert_eq!(versions, 2, "each migration was applied once");
+    assert_eq!(versions, 3, "each migration was applied once");
     pg.admin(&db, |c| {
         c.execute(
             "INSERT INTO audit_schema_version (version) VALUES (999)",
@@ -812,8 +812,237 @@ async fn the_proxy_audits_updates_into_postgres_and_the_cli_reads_them_back() {
     let page = get(&format!("http://{}/v1/events?outcome=denied", one.admin)).await;
     assert_eq!(page.json()["events"][0]["id"], refused_id.as_str());
 
+    // Retention while a replica writes: the prune waits for the writers' lock, the replica's
+    // next entries chain after its checkpoint, and the whole trail still verifies. `before` is
+    // taken before the writes, so exactly the 44 entries above are old enough.
+    let before = b24_audit_proxy::audit::now_rfc3339();
+    let (started, writing) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn({
+        let url = two.hook_url(UPDATE);
+        async move {
+            let mut started = Some(started);
+            for i in 0..20 {
+                let r = post_json(
+                    &url,
+                    &format!(r#"{{"id":238,"fields":{{"title":"kept {i}"}}}}"#),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+                if i == 4 {
+                    // The prune starts while 15 more updates are still to come.
+                    let _ = started.take().map(|s| s.send(()));
+                }
+            }
+        }
+    });
+    writing.await.expect("the replica writes");
+    let t0 = std::time::Instant::now();
+    let pruned = tokio::task::spawn_blocking({
+        let config = one.config.clone();
+        let before = before.clone();
+        move || audit(&config, &["prune", "--before", &before])
+    })
+    .await
+    .expect("prune");
+    eprintln!(
+        "audit prune of 44 entries beside a writing replica: {:?}",
+        t0.elapsed()
+    );
+    writer.await.expect("every update answered");
+    assert_eq!(pruned.0, 0, "{}", pruned.1);
+    assert!(
+        pruned
+            .1
+            .contains("pruned 44 entries (through entry 44); checkpoint is entry"),
+        "{}",
+        pruned.1
+    );
+    let (verified, backup) = tokio::task::spawn_blocking({
+        let config = two.config.clone();
+        let to = dir.path().join("copy.db");
+        move || {
+            (
+                audit(&config, &["verify"]),
+                audit(&config, &["backup", "--to", &to.display().to_string()]),
+            )
+        }
+    })
+    .await
+    .expect("cli");
+    assert_eq!(verified.0, 0, "{}", verified.1);
+    // 20 events of two entries each and the checkpoint, contiguous from entry 45.
+    assert!(
+        verified
+            .1
+            .starts_with("ok: 41 entries verify (entries 45..85, entries up to 44 pruned)"),
+        "{}",
+        verified.1
+    );
+    let head = get(&format!("http://{}/v1/chain/head", one.admin)).await;
+    assert_eq!(head.json()["seq"], 85);
+    let page = get(&format!("http://{}/v1/events?limit=100", one.admin)).await;
+    let events = page.json()["events"].as_array().map_or(0, Vec::len);
+    assert_eq!(events, 20, "only the events after the cut are listed");
+    // `audit backup` stays SQLite's; on PostgreSQL it says what to use instead.
+    assert_ne!(backup.0, 0, "{}", backup.1);
+    assert!(
+        backup.1.contains("pg_dump or pg_basebackup")
+            && backup.1.contains("audit verify on the restored database"),
+        "{}",
+        backup.1
+    );
+
     // The password reached neither the logs nor the CLI's output.
-    for text in [one.log(), two.log(), list.1, show.1, verified.1] {
+    for text in [
+        one.log(),
+        two.log(),
+        list.1,
+        show.1,
+        verified.1,
+        pruned.1,
+        backup.1,
+    ] {
         assert!(!text.contains(PG_PASSWORD), "the password leaked: {text}");
     }
+}
+
+/// The intents' and outcomes' `(seq, event_id, kind)` of a trail, checkpoints apart (their
+/// event ids and times are the prune's own).
+fn positions(rows: &[StoredEntry]) -> Vec<(i64, String, String)> {
+    rows.iter()
+        .filter(|r| r.kind != "checkpoint")
+        .map(|r| (r.seq, r.event_id.clone(), r.kind.clone()))
+        .collect()
+}
+
+fn time_of(row: &StoredEntry) -> String {
+    serde_json::from_str::<serde_json::Value>(&row.payload).expect("json")["time"]
+        .as_str()
+        .expect("time")
+        .to_owned()
+}
+
+#[test]
+fn prune_removes_what_sqlite_prune_removes_and_keeps_a_straddling_event_whole() {
+    use b24_audit_proxy::audit::{pg_prune, prune};
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let rt = runtime();
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    // ev5's intent is written alone and its outcome only after ev10: it straddles any cut
+    // between them.
+    rt.block_on(async {
+        for i in 1..=12 {
+            let id = format!("ev{i}");
+            let entry = intent(&id, Some(238), "1", "fp");
+            if i == 5 {
+                log.append(vec![entry]).await.expect("intent");
+                continue;
+            }
+            let out = outcome(&id, Some(238), Outcome::Applied);
+            log.append(vec![entry, out]).await.expect("event");
+            if i == 10 {
+                let late = outcome("ev5", Some(238), Outcome::Applied);
+                log.append(vec![late]).await.expect("late outcome");
+            }
+        }
+    });
+    let reader = PgReader::open(&trail).expect("reader");
+    let rows = stored(&reader);
+    let find = |id: &str, kind: &str| {
+        rows.iter()
+            .find(|r| r.event_id == id && r.kind == kind)
+            .expect("entry")
+    };
+    let (intent5, outcome5) = (find("ev5", "received"), find("ev5", "completed"));
+    // Everything before ev5's outcome is old enough, ev5's intent among it.
+    let before = time_of(outcome5);
+    assert!(
+        time_of(intent5) < before,
+        "ev5's entries have distinct times"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy.db");
+    sqlite_copy(&rows)
+        .execute("VACUUM INTO ?1", [copy.display().to_string()])
+        .expect("sqlite file");
+    let t0 = std::time::Instant::now();
+    let on_pg = pg_prune::prune(&trail, &before).expect("pg prune");
+    eprintln!("pg prune of {} entries: {:?}", on_pg.removed, t0.elapsed());
+    let on_sqlite = prune::prune(&copy, &before).expect("sqlite prune");
+    assert_eq!(on_pg, on_sqlite, "the same prune on both backends");
+    // Events 1-4, two entries each: the cut moved back to before ev5's intent.
+    assert_eq!(on_pg.through_seq, Some(intent5.seq - 1));
+    assert_eq!(on_pg.removed, 8);
+    assert_eq!(on_pg.checkpoint_seq, Some(rows.len() as i64 + 1));
+
+    let sqlite = rusqlite::Connection::open(&copy).expect("sqlite");
+    let sqlite_rows = stored(&sqlite);
+    let pg_rows = stored(&reader);
+    assert_eq!(positions(&pg_rows), positions(&sqlite_rows));
+    let index = |sql: &str| -> Vec<i64> {
+        let mut s = sqlite.prepare(sql).expect("sql");
+        let on_sqlite: Vec<i64> = s
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("seqs");
+        let on_pg: Vec<i64> = pg.admin(&db, |c| {
+            c.query(sql, &[])
+                .expect("rows")
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        });
+        assert_eq!(on_pg, on_sqlite, "{sql}");
+        on_pg
+    };
+    let kept = index("SELECT seq FROM audit_events ORDER BY seq");
+    assert_eq!(kept.len(), 8, "events 5-12");
+    assert_eq!(kept.first(), Some(&intent5.seq));
+    index("SELECT seq FROM audit_event_solutions ORDER BY seq");
+    index("SELECT seq FROM audit_event_callers ORDER BY seq");
+
+    // The straddling event is whole, and the chain verifies from the checkpoint.
+    let entries = query::entries_of(&reader, "ev5").expect("ev5");
+    assert_eq!(entries.len(), 2, "ev5's intent and outcome");
+    let v = verify::verify(&reader, None).expect("verifies after the prune");
+    assert_eq!(v.pruned_through, on_pg.through_seq);
+    assert_eq!(v.first_seq, Some(intent5.seq));
+    assert_eq!(v.head_seq, on_pg.checkpoint_seq);
+
+    // The running writer chains after the checkpoint.
+    let next = rt.block_on(log.append(vec![intent("ev13", Some(238), "1", "fp")]));
+    assert_eq!(next.expect("append")[0].seq, rows.len() as i64 + 2);
+    assert_eq!(
+        verify::verify(&reader, None).expect("verifies").head_seq,
+        Some(rows.len() as i64 + 2)
+    );
+
+    // A second prune removes through the first one's checkpoint; nothing else may delete.
+    let again = pg_prune::prune(&trail, &b24_audit_proxy::audit::now_rfc3339()).expect("again");
+    assert_eq!(
+        again.through_seq,
+        Some(rows.len() as i64 + 1),
+        "ev13 is open"
+    );
+    let v = verify::verify(&reader, None).expect("verifies after the second prune");
+    assert_eq!(v.pruned_through, again.through_seq);
+    pg.admin(&db, |c| {
+        let last = again.checkpoint_seq.expect("checkpoint");
+        assert!(c
+            .execute("DELETE FROM audit_entries WHERE seq = $1", &[&last])
+            .is_err());
+        assert!(c
+            .execute(
+                "UPDATE audit_entries SET payload = 'x' WHERE seq = $1",
+                &[&last]
+            )
+            .is_err());
+        assert!(c.batch_execute("TRUNCATE audit_entries").is_err());
+    });
+    drop(log);
+    writer.join();
 }
