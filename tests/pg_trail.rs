@@ -1,7 +1,8 @@
 //! The PostgreSQL trail against a real PostgreSQL 15 (`support::pg`): entries appended through
 //! the real writer read back as SQLite reads the same rows, every filter served by an index,
-//! writers in several processes forming one chain, and the proxy binary serving an audited
-//! update with its trail in PostgreSQL, read by `audit list|show|verify`.
+//! writers in several processes forming one chain, the proxy binary serving an audited
+//! update with its trail in PostgreSQL, read by `audit list|show|verify`, and retention
+//! (`audit prune`): the same cut as SQLite's, waiting for the writers' lock while replicas write.
 //!
 //! The blocking PostgreSQL client must not run inside a tokio runtime, so the store-level tests
 //! drive the async append from a runtime of their own and read from the test's thread.
@@ -922,6 +923,16 @@ fn time_of(row: &StoredEntry) -> String {
         .to_owned()
 }
 
+/// The clock's time once it is past `time` (entry times have millisecond resolution).
+fn later_than(time: &str) -> String {
+    loop {
+        let now = b24_audit_proxy::audit::now_rfc3339();
+        if now.as_str() > time {
+            return now;
+        }
+    }
+}
+
 #[test]
 fn prune_removes_what_sqlite_prune_removes_and_keeps_a_straddling_event_whole() {
     use b24_audit_proxy::audit::{pg_prune, prune};
@@ -1022,7 +1033,8 @@ fn prune_removes_what_sqlite_prune_removes_and_keeps_a_straddling_event_whole() 
     );
 
     // A second prune removes through the first one's checkpoint; nothing else may delete.
-    let again = pg_prune::prune(&trail, &b24_audit_proxy::audit::now_rfc3339()).expect("again");
+    let newest = time_of(stored(&reader).last().expect("entries"));
+    let again = pg_prune::prune(&trail, &later_than(&newest)).expect("again");
     assert_eq!(
         again.through_seq,
         Some(rows.len() as i64 + 1),
@@ -1043,6 +1055,95 @@ fn prune_removes_what_sqlite_prune_removes_and_keeps_a_straddling_event_whole() 
             .is_err());
         assert!(c.batch_execute("TRUNCATE audit_entries").is_err());
     });
+    drop(log);
+    writer.join();
+}
+
+/// Polls `sql` (a count) on `c` until it is 1; fails after 10 s.
+fn wait_for_one(c: &mut postgres::Client, what: &str, sql: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // Statistics are a snapshot per transaction: cleared so each poll sees the present.
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .expect("clear");
+        let n: i64 = c.query_one(sql, &[]).expect("poll").get(0);
+        if n == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_prune_waits_for_the_writers_lock_and_a_writer_waiting_behind_it_chains_after_the_checkpoint() {
+    use b24_audit_proxy::audit::pg_prune;
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let rt = runtime();
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    rt.block_on(async {
+        for i in 1..=3 {
+            let id = format!("old{i}");
+            let events = vec![
+                intent(&id, Some(238), "1", "fp"),
+                outcome(&id, Some(238), Outcome::Applied),
+            ];
+            log.append(events).await.expect("event");
+        }
+    });
+    // Entry times have millisecond resolution: `before` is past the last one's millisecond, so
+    // all six entries are old enough.
+    let reader = PgReader::open(&trail).expect("reader");
+    let last = time_of(stored(&reader).last().expect("entries"));
+    let before = later_than(&last);
+    let waiting = |app: &str| {
+        format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}' \
+             AND wait_event_type = 'Lock'"
+        )
+    };
+    // Another session holds the writers' lock; the prune queues for it first, then a writer.
+    let (pruned, appended) = pg.admin(&db, |c| {
+        c.batch_execute("BEGIN; SELECT 1 FROM audit_writer_lock FOR UPDATE")
+            .expect("hold the lock");
+        std::thread::scope(|s| {
+            let prune = s.spawn(|| pg_prune::prune(&trail, &before));
+            wait_for_one(c, "the prune waits", &waiting("b24-audit-proxy prune"));
+            let append = s.spawn(|| {
+                rt.block_on(log.append(vec![
+                    intent("new", Some(238), "1", "fp"),
+                    outcome("new", Some(238), Outcome::Applied),
+                ]))
+            });
+            wait_for_one(c, "the writer waits", &waiting("b24-audit-proxy writer"));
+            c.batch_execute("COMMIT").expect("release");
+            (
+                prune.join().expect("prune thread"),
+                append.join().expect("append thread"),
+            )
+        })
+    });
+    let pruned = pruned.expect("prune");
+    assert_eq!(
+        (pruned.removed, pruned.through_seq, pruned.checkpoint_seq),
+        (6, Some(6), Some(7))
+    );
+    let seqs: Vec<i64> = appended
+        .expect("the waiting writer commits")
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![8, 9], "chained after the checkpoint");
+    let v = verify::verify(&reader, None).expect("one chain verifies");
+    assert_eq!(
+        (v.entries, v.first_seq, v.head_seq, v.pruned_through),
+        (3, Some(7), Some(9), Some(6))
+    );
     drop(log);
     writer.join();
 }
