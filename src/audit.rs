@@ -26,6 +26,7 @@ pub mod pg_conn;
 pub mod pg_lease;
 pub mod pg_locks;
 pub mod pg_migrate;
+pub mod pg_prune;
 pub mod pg_query;
 pub mod pg_store;
 pub mod pg_url;

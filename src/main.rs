@@ -528,7 +528,7 @@ fn run_audit(cfg: &Config, command: AuditCommand) -> Result<ExitCode, String> {
             backup(sqlite_only(db, "backup")?, &to, public_key.as_deref())
         }
         AuditCommand::Keygen { out } => Ok(keygen(&out)),
-        AuditCommand::Prune { before, .. } => audit_prune(sqlite_only(db, "prune")?, &before),
+        AuditCommand::Prune { before, .. } => audit_prune(db, &before),
     }
 }
 
@@ -537,10 +537,13 @@ fn open(db: &TrailDatabase) -> Result<Box<dyn query::TrailReader>, String> {
     query::open_reader(db).map_err(|e| e.to_string())
 }
 
-/// The SQLite file of commands that work on one (`backup`, `prune`).
+/// The SQLite file of commands that work on one (`backup`).
 fn sqlite_only<'a>(db: &'a TrailDatabase, what: &str) -> Result<&'a std::path::Path, String> {
     db.sqlite_path().ok_or_else(|| {
-        format!("audit {what} works on a SQLite trail; audit.database is PostgreSQL ({db})")
+        format!(
+            "audit {what} works on a SQLite trail; audit.database is PostgreSQL ({db}): back it up \
+             with pg_dump or pg_basebackup, then run audit verify on the restored database"
+        )
     })
 }
 
@@ -651,11 +654,15 @@ fn audit_verify(
     }
 }
 
-/// `audit prune --before`.
-fn audit_prune(db: &std::path::Path, before: &str) -> Result<ExitCode, String> {
-    use b24_audit_proxy::audit::prune;
+/// `audit prune --before`, on either backend.
+fn audit_prune(db: &TrailDatabase, before: &str) -> Result<ExitCode, String> {
+    use b24_audit_proxy::audit::{pg_prune, prune};
     let before = b24_audit_proxy::audit::parse_time_arg(before)?;
-    let p = prune::prune(db, &before).map_err(|e| e.to_string())?;
+    let p = match db {
+        TrailDatabase::Sqlite(path) => prune::prune(path, &before),
+        TrailDatabase::Postgres(trail) => pg_prune::prune(trail, &before),
+    }
+    .map_err(|e| e.to_string())?;
     match p.through_seq {
         Some(through) => println!(
             "pruned {} entries (through entry {through}); checkpoint is entry {}",

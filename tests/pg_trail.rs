@@ -1,7 +1,8 @@
 //! The PostgreSQL trail against a real PostgreSQL 15 (`support::pg`): entries appended through
 //! the real writer read back as SQLite reads the same rows, every filter served by an index,
-//! writers in several processes forming one chain, and the proxy binary serving an audited
-//! update with its trail in PostgreSQL, read by `audit list|show|verify`.
+//! writers in several processes forming one chain, the proxy binary serving an audited
+//! update with its trail in PostgreSQL, read by `audit list|show|verify`, and retention
+//! (`audit prune`): the same cut as SQLite's, waiting for the writers' lock while replicas write.
 //!
 //! The blocking PostgreSQL client must not run inside a tokio runtime, so the store-level tests
 //! drive the async append from a runtime of their own and read from the test's thread.
@@ -208,7 +209,7 @@ fn the_writers_entries_read_back_as_sqlite_reads_the_same_rows() {
     let trail = pg.trail(&db);
     let rt = runtime();
     let (log, writer, report) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
-    assert_eq!((report.schema_version, report.entries), (2, 0));
+    assert_eq!((report.schema_version, report.entries), (3, 0));
     let committed = write_varied(&log, &rt);
     drop(log);
     writer.join();
@@ -502,7 +503,7 @@ fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
             .collect()
     });
     for (log, writer, report) in opened {
-        assert_eq!(report.schema_version, 2);
+        assert_eq!(report.schema_version, 3);
         drop(log);
         writer.join();
     }
@@ -511,7 +512,7 @@ fn replicas_opening_at_once_migrate_once_and_a_newer_schema_is_refused() {
             .expect("versions")
             .get(0)
     });
-    assert_eq!(versions, 2, "each migration was applied once");
+    assert_eq!(versions, 3, "each migration was applied once");
     pg.admin(&db, |c| {
         c.execute(
             "INSERT INTO audit_schema_version (version) VALUES (999)",
@@ -812,8 +813,337 @@ async fn the_proxy_audits_updates_into_postgres_and_the_cli_reads_them_back() {
     let page = get(&format!("http://{}/v1/events?outcome=denied", one.admin)).await;
     assert_eq!(page.json()["events"][0]["id"], refused_id.as_str());
 
+    // Retention while a replica writes: the prune waits for the writers' lock, the replica's
+    // next entries chain after its checkpoint, and the whole trail still verifies. `before` is
+    // taken before the writes, so exactly the 44 entries above are old enough.
+    let before = b24_audit_proxy::audit::now_rfc3339();
+    let (started, writing) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn({
+        let url = two.hook_url(UPDATE);
+        async move {
+            let mut started = Some(started);
+            for i in 0..20 {
+                let r = post_json(
+                    &url,
+                    &format!(r#"{{"id":238,"fields":{{"title":"kept {i}"}}}}"#),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+                if i == 4 {
+                    // The prune starts while 15 more updates are still to come.
+                    let _ = started.take().map(|s| s.send(()));
+                }
+            }
+        }
+    });
+    writing.await.expect("the replica writes");
+    let t0 = std::time::Instant::now();
+    let pruned = tokio::task::spawn_blocking({
+        let config = one.config.clone();
+        let before = before.clone();
+        move || audit(&config, &["prune", "--before", &before])
+    })
+    .await
+    .expect("prune");
+    eprintln!(
+        "audit prune of 44 entries beside a writing replica: {:?}",
+        t0.elapsed()
+    );
+    writer.await.expect("every update answered");
+    assert_eq!(pruned.0, 0, "{}", pruned.1);
+    assert!(
+        pruned
+            .1
+            .contains("pruned 44 entries (through entry 44); checkpoint is entry"),
+        "{}",
+        pruned.1
+    );
+    let (verified, backup) = tokio::task::spawn_blocking({
+        let config = two.config.clone();
+        let to = dir.path().join("copy.db");
+        move || {
+            (
+                audit(&config, &["verify"]),
+                audit(&config, &["backup", "--to", &to.display().to_string()]),
+            )
+        }
+    })
+    .await
+    .expect("cli");
+    assert_eq!(verified.0, 0, "{}", verified.1);
+    // 20 events of two entries each and the checkpoint, contiguous from entry 45.
+    assert!(
+        verified
+            .1
+            .starts_with("ok: 41 entries verify (entries 45..85, entries up to 44 pruned)"),
+        "{}",
+        verified.1
+    );
+    let head = get(&format!("http://{}/v1/chain/head", one.admin)).await;
+    assert_eq!(head.json()["seq"], 85);
+    let page = get(&format!("http://{}/v1/events?limit=100", one.admin)).await;
+    let events = page.json()["events"].as_array().map_or(0, Vec::len);
+    assert_eq!(events, 20, "only the events after the cut are listed");
+    // `audit backup` stays SQLite's; on PostgreSQL it says what to use instead.
+    assert_ne!(backup.0, 0, "{}", backup.1);
+    assert!(
+        backup.1.contains("pg_dump or pg_basebackup")
+            && backup.1.contains("audit verify on the restored database"),
+        "{}",
+        backup.1
+    );
+
     // The password reached neither the logs nor the CLI's output.
-    for text in [one.log(), two.log(), list.1, show.1, verified.1] {
+    for text in [
+        one.log(),
+        two.log(),
+        list.1,
+        show.1,
+        verified.1,
+        pruned.1,
+        backup.1,
+    ] {
         assert!(!text.contains(PG_PASSWORD), "the password leaked: {text}");
     }
+}
+
+/// The intents' and outcomes' `(seq, event_id, kind)` of a trail, checkpoints apart (their
+/// event ids and times are the prune's own).
+fn positions(rows: &[StoredEntry]) -> Vec<(i64, String, String)> {
+    rows.iter()
+        .filter(|r| r.kind != "checkpoint")
+        .map(|r| (r.seq, r.event_id.clone(), r.kind.clone()))
+        .collect()
+}
+
+fn time_of(row: &StoredEntry) -> String {
+    serde_json::from_str::<serde_json::Value>(&row.payload).expect("json")["time"]
+        .as_str()
+        .expect("time")
+        .to_owned()
+}
+
+/// The clock's time once it is past `time` (entry times have millisecond resolution).
+fn later_than(time: &str) -> String {
+    loop {
+        let now = b24_audit_proxy::audit::now_rfc3339();
+        if now.as_str() > time {
+            return now;
+        }
+    }
+}
+
+#[test]
+fn prune_removes_what_sqlite_prune_removes_and_keeps_a_straddling_event_whole() {
+    use b24_audit_proxy::audit::{pg_prune, prune};
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let rt = runtime();
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    // ev5's intent is written alone and its outcome only after ev10: it straddles any cut
+    // between them.
+    rt.block_on(async {
+        for i in 1..=12 {
+            let id = format!("ev{i}");
+            let entry = intent(&id, Some(238), "1", "fp");
+            if i == 5 {
+                log.append(vec![entry]).await.expect("intent");
+                continue;
+            }
+            let out = outcome(&id, Some(238), Outcome::Applied);
+            log.append(vec![entry, out]).await.expect("event");
+            if i == 10 {
+                let late = outcome("ev5", Some(238), Outcome::Applied);
+                log.append(vec![late]).await.expect("late outcome");
+            }
+        }
+    });
+    let reader = PgReader::open(&trail).expect("reader");
+    let rows = stored(&reader);
+    let find = |id: &str, kind: &str| {
+        rows.iter()
+            .find(|r| r.event_id == id && r.kind == kind)
+            .expect("entry")
+    };
+    let (intent5, outcome5) = (find("ev5", "received"), find("ev5", "completed"));
+    // Everything before ev5's outcome is old enough, ev5's intent among it.
+    let before = time_of(outcome5);
+    assert!(
+        time_of(intent5) < before,
+        "ev5's entries have distinct times"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy.db");
+    sqlite_copy(&rows)
+        .execute("VACUUM INTO ?1", [copy.display().to_string()])
+        .expect("sqlite file");
+    let t0 = std::time::Instant::now();
+    let on_pg = pg_prune::prune(&trail, &before).expect("pg prune");
+    eprintln!("pg prune of {} entries: {:?}", on_pg.removed, t0.elapsed());
+    let on_sqlite = prune::prune(&copy, &before).expect("sqlite prune");
+    assert_eq!(on_pg, on_sqlite, "the same prune on both backends");
+    // Events 1-4, two entries each: the cut moved back to before ev5's intent.
+    assert_eq!(on_pg.through_seq, Some(intent5.seq - 1));
+    assert_eq!(on_pg.removed, 8);
+    assert_eq!(on_pg.checkpoint_seq, Some(rows.len() as i64 + 1));
+
+    let sqlite = rusqlite::Connection::open(&copy).expect("sqlite");
+    let sqlite_rows = stored(&sqlite);
+    let pg_rows = stored(&reader);
+    assert_eq!(positions(&pg_rows), positions(&sqlite_rows));
+    let index = |sql: &str| -> Vec<i64> {
+        let mut s = sqlite.prepare(sql).expect("sql");
+        let on_sqlite: Vec<i64> = s
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("seqs");
+        let on_pg: Vec<i64> = pg.admin(&db, |c| {
+            c.query(sql, &[])
+                .expect("rows")
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        });
+        assert_eq!(on_pg, on_sqlite, "{sql}");
+        on_pg
+    };
+    let kept = index("SELECT seq FROM audit_events ORDER BY seq");
+    assert_eq!(kept.len(), 8, "events 5-12");
+    assert_eq!(kept.first(), Some(&intent5.seq));
+    index("SELECT seq FROM audit_event_solutions ORDER BY seq");
+    index("SELECT seq FROM audit_event_callers ORDER BY seq");
+
+    // The straddling event is whole, and the chain verifies from the checkpoint.
+    let entries = query::entries_of(&reader, "ev5").expect("ev5");
+    assert_eq!(entries.len(), 2, "ev5's intent and outcome");
+    let v = verify::verify(&reader, None).expect("verifies after the prune");
+    assert_eq!(v.pruned_through, on_pg.through_seq);
+    assert_eq!(v.first_seq, Some(intent5.seq));
+    assert_eq!(v.head_seq, on_pg.checkpoint_seq);
+
+    // The running writer chains after the checkpoint.
+    let next = rt.block_on(log.append(vec![intent("ev13", Some(238), "1", "fp")]));
+    assert_eq!(next.expect("append")[0].seq, rows.len() as i64 + 2);
+    assert_eq!(
+        verify::verify(&reader, None).expect("verifies").head_seq,
+        Some(rows.len() as i64 + 2)
+    );
+
+    // A second prune removes through the first one's checkpoint; nothing else may delete.
+    let newest = time_of(stored(&reader).last().expect("entries"));
+    let again = pg_prune::prune(&trail, &later_than(&newest)).expect("again");
+    assert_eq!(
+        again.through_seq,
+        Some(rows.len() as i64 + 1),
+        "ev13 is open"
+    );
+    let v = verify::verify(&reader, None).expect("verifies after the second prune");
+    assert_eq!(v.pruned_through, again.through_seq);
+    pg.admin(&db, |c| {
+        let last = again.checkpoint_seq.expect("checkpoint");
+        assert!(c
+            .execute("DELETE FROM audit_entries WHERE seq = $1", &[&last])
+            .is_err());
+        assert!(c
+            .execute(
+                "UPDATE audit_entries SET payload = 'x' WHERE seq = $1",
+                &[&last]
+            )
+            .is_err());
+        assert!(c.batch_execute("TRUNCATE audit_entries").is_err());
+    });
+    drop(log);
+    writer.join();
+}
+
+/// Polls `sql` (a count) on `c` until it is 1; fails after 10 s.
+fn wait_for_one(c: &mut postgres::Client, what: &str, sql: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // Statistics are a snapshot per transaction: cleared so each poll sees the present.
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .expect("clear");
+        let n: i64 = c.query_one(sql, &[]).expect("poll").get(0);
+        if n == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_prune_waits_for_the_writers_lock_and_a_writer_waiting_behind_it_chains_after_the_checkpoint() {
+    use b24_audit_proxy::audit::pg_prune;
+    let pg = PgServer::shared();
+    let db = pg.database();
+    let trail = pg.trail(&db);
+    let rt = runtime();
+    let (log, writer, _) = pg_store::open(&trail, opts(), Arc::new(Quiet)).expect("open");
+    rt.block_on(async {
+        for i in 1..=3 {
+            let id = format!("old{i}");
+            let events = vec![
+                intent(&id, Some(238), "1", "fp"),
+                outcome(&id, Some(238), Outcome::Applied),
+            ];
+            log.append(events).await.expect("event");
+        }
+    });
+    // Entry times have millisecond resolution: `before` is past the last one's millisecond, so
+    // all six entries are old enough.
+    let reader = PgReader::open(&trail).expect("reader");
+    let last = time_of(stored(&reader).last().expect("entries"));
+    let before = later_than(&last);
+    let waiting = |app: &str| {
+        format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}' \
+             AND wait_event_type = 'Lock'"
+        )
+    };
+    // Another session holds the writers' lock; the prune queues for it first, then a writer.
+    let (pruned, appended) = pg.admin(&db, |c| {
+        c.batch_execute("BEGIN; SELECT 1 FROM audit_writer_lock FOR UPDATE")
+            .expect("hold the lock");
+        std::thread::scope(|s| {
+            let prune = s.spawn(|| pg_prune::prune(&trail, &before));
+            wait_for_one(c, "the prune waits", &waiting("b24-audit-proxy prune"));
+            let append = s.spawn(|| {
+                rt.block_on(log.append(vec![
+                    intent("new", Some(238), "1", "fp"),
+                    outcome("new", Some(238), Outcome::Applied),
+                ]))
+            });
+            wait_for_one(c, "the writer waits", &waiting("b24-audit-proxy writer"));
+            c.batch_execute("COMMIT").expect("release");
+            (
+                prune.join().expect("prune thread"),
+                append.join().expect("append thread"),
+            )
+        })
+    });
+    let pruned = pruned.expect("prune");
+    assert_eq!(
+        (pruned.removed, pruned.through_seq, pruned.checkpoint_seq),
+        (6, Some(6), Some(7))
+    );
+    let seqs: Vec<i64> = appended
+        .expect("the waiting writer commits")
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![8, 9], "chained after the checkpoint");
+    let v = verify::verify(&reader, None).expect("one chain verifies");
+    assert_eq!(
+        (v.entries, v.first_seq, v.head_seq, v.pruned_through),
+        (3, Some(7), Some(9), Some(6))
+    );
+    drop(log);
+    writer.join();
 }

@@ -11,6 +11,7 @@ use super::pg_conn::describe;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/pg/0001_audit_trail.sql")),
     (2, include_str!("../../migrations/pg/0002_leases.sql")),
+    (3, include_str!("../../migrations/pg/0003_prune.sql")),
 ];
 
 /// The advisory lock key migrations hold (an arbitrary constant: "b24audit" in ASCII).

@@ -28,7 +28,8 @@ const APPLICATION: &str = "b24-audit-proxy writer";
 /// not held up behind it.
 const PROBE_LOCK_TIMEOUT: &str = "100ms";
 
-const INSERT: &str = "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash, instance_id) \
+/// One entry (the writer's appends, and `audit prune`'s checkpoint: `pg_prune.rs`).
+pub(super) const INSERT: &str = "INSERT INTO audit_entries (seq, event_id, kind, time, method, solution_id, outcome, payload, prev_hash, hash, instance_id) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// Intents without an outcome that may be reconciled: those recorded before intents named their
@@ -48,7 +49,10 @@ const RENEW_LEASE: &str = "INSERT INTO audit_leases (instance_id, heartbeat, exp
      VALUES ($1, now(), now() + $2::bigint * interval '1 millisecond') \
      ON CONFLICT (instance_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat, expires_at = EXCLUDED.expires_at";
 
-const HEAD: &str = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1";
+pub(super) const HEAD: &str = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1";
+
+/// The writers' lock (the statement `BEGIN` holds too): `audit prune` takes it as well.
+pub(super) const WRITERS_LOCK: &str = "SELECT 1 FROM audit_writer_lock FOR UPDATE";
 
 /// A group's start, sent as one simple query: the transaction, the writers' lock, the head read
 /// under it, and the savepoint of the group's first request.

@@ -3,13 +3,17 @@
 //! It removes a *prefix* of the chain — every entry up to the last one written before `DATE`,
 //! moved earlier if needed so that no event loses its intent while keeping its outcome — and
 //! appends a `checkpoint` entry that names the last removed entry's sequence number and hash.
-//! `audit verify` then starts the chain from that hash. All in one IMMEDIATE transaction, so a
-//! running proxy's writer simply waits for it and chains its next entries after the checkpoint.
+//! `audit verify` then starts the chain from that hash. All in one transaction that excludes the
+//! writers (SQLite: IMMEDIATE; PostgreSQL: the writers' lock, `pg_prune.rs`), so a running
+//! proxy's writer simply waits for it and chains its next entries after the checkpoint.
+//!
+//! What a prune removes is decided here once, for both backends ([`prune_in`]): each backend only
+//! runs the statements of [`PruneTx`] inside its own transaction.
 
-use super::backend::Head;
-use super::store::{insert, load_head, open_connection};
+use super::backend::{seal, Head, Sealed};
+use super::store::{insert_row, load_head, open_connection};
 use super::{new_event_id, AuditError, Entry, EntryKind};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde_json::json;
 use std::path::Path;
 
@@ -24,48 +28,70 @@ pub struct Pruned {
     pub checkpoint_seq: Option<i64>,
 }
 
-/// Prunes the trail at `path` of entries written before `before` (RFC 3339).
-pub fn prune(path: &Path, before: &str) -> Result<Pruned, AuditError> {
-    let mut conn = open_connection(path)?;
-    prune_conn(&mut conn, before)
+impl Pruned {
+    fn nothing() -> Pruned {
+        Pruned {
+            removed: 0,
+            through_seq: None,
+            checkpoint_seq: None,
+        }
+    }
 }
 
-pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, AuditError> {
-    let err = |e: rusqlite::Error| AuditError::Write(e.to_string());
-    let nothing = Pruned {
-        removed: 0,
-        through_seq: None,
-        checkpoint_seq: None,
+// The statements both backends run. `$1` is a positional parameter on PostgreSQL and, on
+// SQLite, a named one bound by its position: the same text serves both.
+
+/// The last entry written before the date.
+pub(crate) const LAST_BEFORE: &str = "SELECT MAX(seq) FROM audit_entries WHERE time < $1";
+
+/// The first intent at or before the cut whose outcome is not at or before it.
+pub(crate) const STRADDLING: &str = "SELECT MIN(r.seq) FROM audit_entries r \
+     WHERE r.kind = 'received' AND r.seq <= $1 AND NOT EXISTS (SELECT 1 FROM audit_entries o \
+        WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled') AND o.seq <= $1)";
+
+/// The last entry at or before the cut.
+pub(crate) const THROUGH: &str =
+    "SELECT seq, hash FROM audit_entries WHERE seq <= $1 ORDER BY seq DESC LIMIT 1";
+
+/// Removes the entries through the cut (the caller has lifted the append-only guard).
+pub(crate) const DELETE_ENTRIES: &str = "DELETE FROM audit_entries WHERE seq <= $1";
+
+/// The event index's tables, keyed by their event's intent seq: the rows of removed events
+/// go with them (all of them at or before the cut: no event straddles it).
+pub(crate) const EVENT_INDEX: [&str; 3] = [
+    "audit_events",
+    "audit_event_solutions",
+    "audit_event_callers",
+];
+
+/// The statements of a prune, run by one backend inside a transaction that holds off every
+/// writer until it ends.
+pub(crate) trait PruneTx {
+    /// One seq (or none) from a statement taking one parameter: [`LAST_BEFORE`] with the date,
+    /// [`STRADDLING`] with the cut.
+    fn seq_text(&mut self, sql: &str, param: &str) -> Result<Option<i64>, AuditError>;
+    fn seq_int(&mut self, sql: &str, param: i64) -> Result<Option<i64>, AuditError>;
+    /// [`THROUGH`].
+    fn through(&mut self, cut: i64) -> Result<Option<(i64, String)>, AuditError>;
+    /// Removes entries and event index rows through `seq`, the entries under the backend's
+    /// prune guard; returns how many entries went.
+    fn remove_through(&mut self, seq: i64) -> Result<i64, AuditError>;
+    /// The last entry left, or genesis.
+    fn head(&mut self) -> Result<Head, AuditError>;
+    /// Inserts the sealed checkpoint.
+    fn insert(&mut self, entry: &Entry, sealed: &Sealed) -> Result<(), AuditError>;
+}
+
+/// The prune itself, inside `tx`; the caller commits it.
+pub(crate) fn prune_in(tx: &mut dyn PruneTx, before: &str) -> Result<Pruned, AuditError> {
+    let Some(cut) = cut_point(tx, before)? else {
+        return Ok(Pruned::nothing());
     };
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    let Some(cut) = cut_point(&tx, before).map_err(err)? else {
-        return Ok(nothing);
+    let Some((through_seq, through_hash)) = tx.through(cut)? else {
+        return Ok(Pruned::nothing());
     };
-    let through: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit_entries WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1",
-            [cut],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(err)?;
-    let Some((through_seq, through_hash)) = through else {
-        return Ok(nothing);
-    };
-    tx.execute("INSERT INTO audit_prune_guard (pruning) VALUES (1)", [])
-        .map_err(err)?;
-    let removed = tx
-        .execute(
-            "DELETE FROM audit_entries WHERE seq <= ?1",
-            params![through_seq],
-        )
-        .map_err(err)?;
-    tx.execute("DELETE FROM audit_prune_guard", [])
-        .map_err(err)?;
-    forget_events(&tx, through_seq).map_err(err)?;
-    let mut head = load_head(&tx).map_err(err)?;
+    let removed = tx.remove_through(through_seq)?;
+    let mut head = tx.head()?;
     if head.seq == 0 {
         // Everything went: the checkpoint continues right after the last removed entry.
         head = Head {
@@ -86,67 +112,110 @@ pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, 
         outcome: None,
         fields,
     };
-    let committed = insert(&tx, &mut head, &checkpoint).map_err(err)?;
-    tx.commit().map_err(err)?;
+    let sealed = seal(&mut head, &checkpoint);
+    tx.insert(&checkpoint, &sealed)?;
     Ok(Pruned {
-        removed: removed as i64,
+        removed,
         through_seq: Some(through_seq),
-        checkpoint_seq: Some(committed.seq),
+        checkpoint_seq: Some(sealed.chain.seq),
     })
-}
-
-/// Removes the event index's rows of the events whose intents were removed (all of them at or
-/// before `through_seq`: no event straddles the cut). A trail not yet migrated has none.
-fn forget_events(tx: &Connection, through_seq: i64) -> rusqlite::Result<()> {
-    let indexed: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit_events')",
-        [],
-        |r| r.get(0),
-    )?;
-    if indexed {
-        for table in [
-            "audit_events",
-            "audit_event_solutions",
-            "audit_event_callers",
-        ] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE seq <= ?1"),
-                [through_seq],
-            )?;
-        }
-    }
-    Ok(())
 }
 
 /// The last entry to remove: the last one written before `before`, moved before any event that
 /// is open at it (intent at or before the cut, outcome after it or not yet written), until no
 /// event straddles the cut. `None` when nothing is old enough.
-fn cut_point(tx: &Connection, before: &str) -> rusqlite::Result<Option<i64>> {
-    let last_old: Option<i64> = tx.query_row(
-        "SELECT MAX(seq) FROM audit_entries WHERE time < ?1",
-        [before],
-        |r| r.get(0),
-    )?;
-    let Some(mut cut) = last_old else {
+fn cut_point(tx: &mut dyn PruneTx, before: &str) -> Result<Option<i64>, AuditError> {
+    let Some(mut cut) = tx.seq_text(LAST_BEFORE, before)? else {
         return Ok(None);
     };
     loop {
-        let straddling: Option<i64> = tx.query_row(
-            "SELECT MIN(r.seq) FROM audit_entries r WHERE r.kind = 'received' AND r.seq <= ?1 AND NOT EXISTS \
-             (SELECT 1 FROM audit_entries o WHERE o.event_id = r.event_id AND o.kind IN ('completed', 'reconciled') AND o.seq <= ?1)",
-            [cut],
-            |r| r.get(0),
-        )?;
-        match straddling {
+        match tx.seq_int(STRADDLING, cut)? {
             Some(s) if s <= cut => cut = s - 1,
             _ => return Ok(Some(cut)),
         }
     }
 }
 
+/// Prunes the SQLite trail at `path` of entries written before `before` (RFC 3339).
+pub fn prune(path: &Path, before: &str) -> Result<Pruned, AuditError> {
+    let mut conn = open_connection(path)?;
+    prune_conn(&mut conn, before)
+}
+
+pub(crate) fn prune_conn(conn: &mut Connection, before: &str) -> Result<Pruned, AuditError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(write_err)?;
+    let pruned = prune_in(&mut SqliteTx(&tx), before)?;
+    if pruned.through_seq.is_some() {
+        tx.commit().map_err(write_err)?;
+    }
+    Ok(pruned)
+}
+
+fn write_err(e: rusqlite::Error) -> AuditError {
+    AuditError::Write(e.to_string())
+}
+
+/// A prune's statements on SQLite.
+struct SqliteTx<'a>(&'a Connection);
+
+impl PruneTx for SqliteTx<'_> {
+    fn seq_text(&mut self, sql: &str, param: &str) -> Result<Option<i64>, AuditError> {
+        self.0
+            .query_row(sql, [param], |r| r.get(0))
+            .map_err(write_err)
+    }
+
+    fn seq_int(&mut self, sql: &str, param: i64) -> Result<Option<i64>, AuditError> {
+        self.0
+            .query_row(sql, [param], |r| r.get(0))
+            .map_err(write_err)
+    }
+
+    fn through(&mut self, cut: i64) -> Result<Option<(i64, String)>, AuditError> {
+        self.0
+            .query_row(THROUGH, [cut], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(write_err)
+    }
+
+    fn remove_through(&mut self, seq: i64) -> Result<i64, AuditError> {
+        let tx = self.0;
+        let removed = (|| -> rusqlite::Result<usize> {
+            tx.execute("INSERT INTO audit_prune_guard (pruning) VALUES (1)", [])?;
+            let removed = tx.execute(DELETE_ENTRIES, [seq])?;
+            tx.execute("DELETE FROM audit_prune_guard", [])?;
+            // A trail not yet migrated to the event index has none to clean.
+            let indexed: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit_events')",
+                [],
+                |r| r.get(0),
+            )?;
+            if indexed {
+                for table in EVENT_INDEX {
+                    tx.execute(&format!("DELETE FROM {table} WHERE seq <= $1"), [seq])?;
+                }
+            }
+            Ok(removed)
+        })()
+        .map_err(write_err)?;
+        i64::try_from(removed).map_err(|e| AuditError::Write(e.to_string()))
+    }
+
+    fn head(&mut self) -> Result<Head, AuditError> {
+        load_head(self.0).map_err(write_err)
+    }
+
+    fn insert(&mut self, entry: &Entry, sealed: &Sealed) -> Result<(), AuditError> {
+        insert_row(self.0, entry, sealed).map_err(write_err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::params;
 
     /// `n` events, one a minute from 10:00; the last one still in flight.
     fn trail(n: i64) -> Connection {

@@ -89,7 +89,7 @@ pub fn load_head(conn: &Connection) -> rusqlite::Result<Head> {
     }
 }
 
-/// Inserts one entry after `head`, advancing it (`audit prune`'s checkpoint, inside its own
+/// Inserts one entry after `head`, advancing it (the broker's entries, inside their own
 /// transaction).
 pub(crate) fn insert(
     conn: &Connection,
@@ -106,7 +106,7 @@ pub(crate) fn insert(
     })
 }
 
-fn insert_row(
+pub(crate) fn insert_row(
     conn: &Connection,
     entry: &Entry,
     sealed: &super::backend::Sealed,
