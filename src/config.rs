@@ -1237,14 +1237,17 @@ listen = "127.0.0.1:9090"
         assert!(!c.by_host());
     }
 
+    /// MINIMAL with `database = db` and `extra` lines in `[audit]`.
+    fn with_database(db: &str, extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&MINIMAL.replace(
+            "database = \"data/audit.db\"",
+            &format!("database = \"{db}\"\n{extra}"),
+        ))
+    }
+
     #[test]
     fn a_postgres_url_selects_the_shared_trail_and_its_password_stays_hidden() {
-        let pg = |db: &str, extra: &str| {
-            Config::parse(&MINIMAL.replace(
-                "database = \"data/audit.db\"",
-                &format!("database = \"{db}\"\n{extra}"),
-            ))
-        };
+        let pg = with_database;
         let c = pg(
             "postgres://audit:hunter2@db.internal:5433/trail?sslmode=disable",
             "key_file = \"/etc/k\"",
@@ -1297,7 +1300,11 @@ listen = "127.0.0.1:9090"
                 lease_timeout: Duration::from_secs(2),
             }
         );
+    }
 
+    #[test]
+    fn postgres_and_replica_mistakes_name_their_key_without_the_password() {
+        let pg = with_database;
         for (db, extra, key) in [
             ("postgres://audit@db/trail", "", "audit.key_file"),
             (

@@ -433,6 +433,43 @@ fn chain_families(registry: &Registry) -> Result<ChainFamilies, prometheus::Erro
     })
 }
 
+/// Per portal: requests and reachability; and the refusal notifications.
+struct PortalFamilies {
+    portal_requests: IntCounterVec,
+    portal_reachable: IntGaugeVec,
+    notifications: IntCounterVec,
+}
+
+/// Defines and registers the portal and notification families.
+fn portal_families(registry: &Registry) -> Result<PortalFamilies, prometheus::Error> {
+    let portal_requests = reg(registry, IntCounterVec::new(
+            Opts::new("b24proxy_portal_requests_total", "REST calls answered, by portal (its configured name), route (pass_through, watched) and status class."),
+            &["portal", "route", "status_class"],
+        ))?;
+    let portal_reachable = reg(
+        registry,
+        IntGaugeVec::new(
+            Opts::new(
+                "b24proxy_portal_reachable",
+                "1 while the portal answered its last exchange or probe, else 0, by portal.",
+            ),
+            &["portal"],
+        ),
+    )?;
+    let notifications = reg(registry, IntCounterVec::new(
+            Opts::new("b24proxy_notifications_total", "Refusal notifications ([approvals] notify_url, notify_users), by result: sent, failed (after every attempt), dropped (queue full)."),
+            &["result"],
+        ))?;
+    for r in ["sent", "failed", "dropped"] {
+        notifications.with_label_values(&[r]);
+    }
+    Ok(PortalFamilies {
+        portal_requests,
+        portal_reachable,
+        notifications,
+    })
+}
+
 /// Defines and registers the process families.
 fn process_families(registry: &Registry) -> Result<ProcessFamilies, prometheus::Error> {
     let in_flight = reg(
@@ -543,27 +580,11 @@ impl Metrics {
             reload_successful,
             reload_success_time,
         } = process_families(&registry)?;
-        let portal_requests = reg(&registry, IntCounterVec::new(
-            Opts::new("b24proxy_portal_requests_total", "REST calls answered, by portal (its configured name), route (pass_through, watched) and status class."),
-            &["portal", "route", "status_class"],
-        ))?;
-        let portal_reachable = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "b24proxy_portal_reachable",
-                    "1 while the portal answered its last exchange or probe, else 0, by portal.",
-                ),
-                &["portal"],
-            ),
-        )?;
-        let notifications = reg(&registry, IntCounterVec::new(
-            Opts::new("b24proxy_notifications_total", "Refusal notifications ([approvals] notify_url, notify_users), by result: sent, failed (after every attempt), dropped (queue full)."),
-            &["result"],
-        ))?;
-        for r in ["sent", "failed", "dropped"] {
-            notifications.with_label_values(&[r]);
-        }
+        let PortalFamilies {
+            portal_requests,
+            portal_reachable,
+            notifications,
+        } = portal_families(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

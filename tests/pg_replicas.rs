@@ -11,19 +11,12 @@ use b24_audit_proxy::audit::pg_query::PgReader;
 use b24_audit_proxy::audit::pg_store::{self, PgStore};
 use b24_audit_proxy::audit::record::{Caller, Completion, Intent, Subject};
 use b24_audit_proxy::audit::writer::OpenOptions;
-use b24_audit_proxy::audit::{verify, AuditObserver, Entry, Outcome};
+use b24_audit_proxy::audit::{verify, Entry, Outcome};
 use b24_audit_proxy::config::{PgTrail, Replica};
 use portal_sim::{Fault, FaultKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-
-struct Quiet;
-impl AuditObserver for Quiet {
-    fn committed(&self, _: usize, _: &[Outcome], _: f64) {}
-    fn write_failed(&self) {}
-    fn request_latency(&self, _: f64) {}
-}
 
 fn opts() -> OpenOptions {
     OpenOptions {
@@ -33,14 +26,6 @@ fn opts() -> OpenOptions {
         signer: None,
         sink: None,
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn subject(id: &str) -> Subject<'_> {

@@ -13,19 +13,10 @@ use b24_audit_proxy::audit::pg_query::{self, PgReader};
 use b24_audit_proxy::audit::query::{self, Filter, Order, StoredEntry, TrailReader};
 use b24_audit_proxy::audit::record::{Caller, Completion, Intent, Reconciliation, Subject};
 use b24_audit_proxy::audit::writer::OpenOptions;
-use b24_audit_proxy::audit::{
-    migrate, pg_store, verify, AuditLog, AuditObserver, Committed, Entry, Outcome,
-};
+use b24_audit_proxy::audit::{migrate, pg_store, verify, AuditLog, Committed, Entry, Outcome};
 use http::StatusCode;
 use std::sync::Arc;
 use support::*;
-
-struct Quiet;
-impl AuditObserver for Quiet {
-    fn committed(&self, _: usize, _: &[Outcome], _: f64) {}
-    fn write_failed(&self) {}
-    fn request_latency(&self, _: f64) {}
-}
 
 fn opts() -> OpenOptions {
     OpenOptions {
@@ -35,14 +26,6 @@ fn opts() -> OpenOptions {
         signer: None,
         sink: None,
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn intent(id: &str, sol: Option<i64>, user: &str, fp: &str) -> Entry {

@@ -157,30 +157,7 @@ impl Pipeline {
             let e = self
                 .refuse(intents, &items, &planned, &decisions, &event_ids, i)
                 .await;
-            // Only a recorded refusal by a rule an approver can lift is worth telling.
-            let approvable = decisions[i]
-                .rule
-                .is_some_and(|r| r != crate::policy::rules::KEY_SCOPE);
-            if let (
-                ProxyError::PolicyViolation {
-                    rule,
-                    reason,
-                    event_id,
-                },
-                true,
-            ) = (&e, approvable)
-            {
-                self.tell_refusal(crate::notify::Refusal {
-                    event_id: event_id.clone(),
-                    portal: portal.name.clone(),
-                    method: items[i].mutation.kind.method().to_owned(),
-                    solution_id: items[i].mutation.solution_id,
-                    rule: rule.clone(),
-                    reason: reason.clone(),
-                    user_id: user.clone(),
-                    integration: ctx.key.as_ref().map(|k| k.name.clone()),
-                });
-            }
+            self.tell_approvers(ctx, &e, &items[i], &decisions[i], user.as_deref());
             return Err(e);
         }
 

@@ -5,7 +5,7 @@
 use super::approved::Approved;
 use super::change::Item;
 use super::record;
-use super::Pipeline;
+use super::{Pipeline, RequestCtx};
 use crate::audit::Entry;
 use crate::broker::LiveKey;
 use crate::error::ProxyError;
@@ -115,6 +115,40 @@ impl Pipeline {
             self.metrics.decision(d.rule, d.verdict.label());
         }
         decisions
+    }
+
+    /// Tells the approvers (`[approvals]`) of the recorded refusal `e` of `item`. Only a
+    /// refusal by a rule an approver can lift is worth telling (not a key's own scope).
+    pub(super) fn tell_approvers(
+        &self,
+        ctx: &RequestCtx,
+        e: &ProxyError,
+        item: &Item,
+        decision: &Decision,
+        user: Option<&str>,
+    ) {
+        let approvable = decision.rule.is_some_and(|r| r != rules::KEY_SCOPE);
+        let portal = ctx.portal.as_ref().map_or("", |p| p.name.as_str());
+        let ProxyError::PolicyViolation {
+            rule,
+            reason,
+            event_id,
+        } = e
+        else {
+            return;
+        };
+        if approvable {
+            self.tell_refusal(crate::notify::Refusal {
+                event_id: event_id.clone(),
+                portal: portal.to_owned(),
+                method: item.mutation.kind.method().to_owned(),
+                solution_id: item.mutation.solution_id,
+                rule: rule.clone(),
+                reason: reason.clone(),
+                user_id: user.map(str::to_owned),
+                integration: ctx.key.as_ref().map(|k| k.name.clone()),
+            });
+        }
     }
 
     /// The whole call is refused for command `i`: every command is recorded, none forwarded.

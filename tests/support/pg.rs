@@ -299,3 +299,21 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// An audit observer that records nothing: the store-level tests drive the writer directly.
+pub struct Quiet;
+
+impl b24_audit_proxy::audit::AuditObserver for Quiet {
+    fn committed(&self, _: usize, _: &[b24_audit_proxy::audit::Outcome], _: f64) {}
+    fn write_failed(&self) {}
+    fn request_latency(&self, _: f64) {}
+}
+
+/// A two-worker runtime, for tests that open a PostgreSQL store from synchronous code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
